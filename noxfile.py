@@ -1,0 +1,47 @@
+"""Developer tasks. `nox -s demo` serves the guide's example app; `nox -s tests` runs the suite.
+
+CI runs the sessions in `nox.options.sessions`; the benchmark and the long fuzz run are opt-in.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+TOOLS = ["ruff>=0.6", "import-linter>=2.0"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, against real Hypercorn servers on loopback ports."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and the import-linter contracts that keep the layers apart."""
+    session.install(*TOOLS)
+    session.install("-e", ".")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the library."""
+    session.install("mypy>=1.10", "-e", ".[test]")
+    session.run("mypy", "--strict", "src")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The SSE guide's example app on http://127.0.0.1:9929 (Ctrl+C to stop)."""
+    session.install("-e", ".")
+    port = os.environ.get("PORT", "9929")
+    session.run("trio-dwex", "run", "examples.guide:app", "--port", port, *session.posargs)

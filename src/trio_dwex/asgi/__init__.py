@@ -1,0 +1,1 @@
+"""asgi layer (see DESIGN.md)."""

@@ -1,0 +1,248 @@
+"""Responses as ASGI applications: construct one, then ``await response(scope, receive, send)``.
+
+They work without the rest of trio-dwex, in any ASGI app served by a Trio server::
+
+    async def app(scope, receive, send):
+        async def numbers():
+            for n in range(3):
+                yield {"n": n}
+        await EventSourceResponse(numbers(), keepalive=5)(scope, receive, send)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from ..errors import HttpException
+from ..streams.runner import CloseReason, StreamSettings, StreamTracker, run_stream
+from ..streams.stream import OverflowPolicy, SseStream
+from ..wire.sse import Serializer, current_serializer, use_serializer
+from .types import Receive, Scope, Send
+
+__all__ = [
+    "EventSourceResponse",
+    "JSONResponse",
+    "Response",
+    "error_response",
+]
+
+logger = logging.getLogger("trio_dwex.asgi")
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def encode_headers(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
+    """Check and encode response headers; a bad one raises ``ValueError`` naming it.
+
+    A CR or LF in a value would let it forge other headers (response splitting), so it is
+    refused here rather than left to the server.
+    """
+    encoded: list[tuple[bytes, bytes]] = []
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ValueError(f"invalid response header name {name!r}: use letters, digits and -")
+        if not isinstance(value, str):
+            raise ValueError(f"response header {name!r} must be a str, got {type(value).__name__}")
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"response header {name!r} contains CR, LF or NUL: {value!r}")
+        try:
+            encoded.append((name.lower().encode("ascii"), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"response header {name!r} has characters outside latin-1: {value!r}; "
+                "percent-encode it"
+            ) from None
+    return encoded
+
+
+class Response:
+    """A complete HTTP response: status, headers and a body sent in one piece.
+
+    ``content`` that is ``str`` is sent as UTF-8, with ``media_type`` text/plain unless given.
+    """
+
+    media_type: str | None = None
+
+    def __init__(
+        self,
+        content: bytes | str = b"",
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"Response status must be an int from 100 to 599, got {status!r}")
+        if isinstance(content, str):
+            body = content.encode("utf-8")
+            media_type = media_type or self.media_type or "text/plain; charset=utf-8"
+        elif isinstance(content, bytes | bytearray | memoryview):
+            body = bytes(content)
+            media_type = media_type or self.media_type
+        else:
+            raise TypeError(
+                f"Response content must be bytes or str, got {type(content).__name__}; "
+                "use JSONResponse for data"
+            )
+        self.status = status
+        self.body = body
+        self.headers = encode_headers(headers)
+        names = {name for name, _ in self.headers}
+        if media_type is not None and b"content-type" not in names:
+            self.headers.append((b"content-type", media_type.encode("latin-1")))
+        if status not in (204, 304) and b"content-length" not in names:
+            self.headers.append((b"content-length", str(len(body)).encode()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        body = b"" if scope.get("method") == "HEAD" else self.body
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class JSONResponse(Response):
+    """``content`` encoded as JSON by the serializer in force (compact stdlib JSON by default)."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        content: Any,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        *,
+        serializer: Serializer | None = None,
+    ) -> None:
+        text = (serializer or current_serializer())(content)
+        super().__init__(text.encode("utf-8") if isinstance(text, str) else text, status, headers)
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    """The JSON answer for an exception: an `HttpException`'s own status, else 500.
+
+    A 500 hides the exception's text from the client (it may hold secrets); log it instead.
+    """
+    if isinstance(exc, HttpException):
+        return JSONResponse(exc.to_json(), exc.status, exc.headers)
+    server_error = HttpException(500, "Internal Server Error")
+    return JSONResponse(server_error.to_json(), 500)
+
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-transform"),
+    # nginx buffers proxied responses unless told not to; SSE needs every event at once.
+    (b"x-accel-buffering", b"no"),
+]
+
+_UNSET: Any = object()
+
+
+class EventSourceResponse:
+    """A ``text/event-stream`` response that runs its source in its own nursery.
+
+    ``source`` is an `SseStream`, or an async iterable (typically an async generator) whose
+    items are `SseEvent` values, mappings of their fields, or plain data. The stream ends when
+    the source does, when the client leaves, or on shutdown, and its cleanup always runs; see
+    `StreamSettings` for ``keepalive``, ``send_timeout`` and the other settings, which can be
+    given one by one or as ``settings``.
+
+    An error raised by the source before its first event (within ``first_event_wait``)
+    becomes a proper HTTP error: an `HttpException`'s status, else 500, with a JSON body.
+
+    Args:
+        headers: extra response headers (checked; CR/LF in a value raises ``ValueError``).
+        serializer: the JSON serializer for data given as plain values; default: the one in
+            force (compact stdlib JSON unless the app configured another).
+        tracker: counts the stream and lets the app end it at shutdown.
+    """
+
+    def __init__(
+        self,
+        source: SseStream | AsyncIterable[object],
+        *,
+        keepalive: float | None = _UNSET,
+        send_timeout: float = _UNSET,
+        buffer_size: int = _UNSET,
+        overflow: OverflowPolicy = _UNSET,
+        first_event_wait: float = _UNSET,
+        max_lifetime: float | None = _UNSET,
+        close_timeout: float = _UNSET,
+        headers: Mapping[str, str] | None = None,
+        settings: StreamSettings | None = None,
+        serializer: Serializer | None = None,
+        tracker: StreamTracker | None = None,
+    ) -> None:
+        if not isinstance(source, SseStream) and not hasattr(source, "__aiter__"):
+            raise TypeError(
+                "EventSourceResponse needs an SseStream or an async iterable (an async "
+                f"generator), got {type(source).__name__}"
+            )
+        overrides: dict[str, Any] = {
+            name: value
+            for name, value in {
+                "keepalive": keepalive,
+                "send_timeout": send_timeout,
+                "buffer_size": buffer_size,
+                "overflow": overflow,
+                "first_event_wait": first_event_wait,
+                "max_lifetime": max_lifetime,
+                "close_timeout": close_timeout,
+            }.items()
+            if value is not _UNSET
+        }
+        base = settings or StreamSettings()
+        self.settings = replace(base, **overrides) if overrides else base
+        self.source = source
+        self.headers = _SSE_HEADERS + encode_headers(headers)
+        self.serializer = serializer
+        self.tracker = tracker
+        self.close_reason: CloseReason | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sink = _ASGISink(scope, receive, send, self.headers)
+        try:
+            if self.serializer is None:
+                reason = await run_stream(self.source, sink, self.settings, self.tracker)
+            else:
+                with use_serializer(self.serializer):
+                    reason = await run_stream(self.source, sink, self.settings, self.tracker)
+        except Exception as exc:
+            if not isinstance(exc, HttpException):
+                logger.error("an SSE source failed before its first event", exc_info=exc)
+            await error_response(exc)(scope, receive, send)
+            return
+        self.close_reason = reason
+        if reason not in (CloseReason.CLIENT_GONE, CloseReason.SLOW_CLIENT):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _ASGISink:
+    """The runner's `EventSink` over one ASGI HTTP call."""
+
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self._scope = scope
+        self._receive = receive
+        self._send = send
+        self._headers = headers
+
+    async def start(self) -> None:
+        headers = list(self._headers)
+        # HTTP/2 and 3 forbid connection-specific headers; HTTP/1.0 clients would misread it.
+        if self._scope.get("http_version") == "1.1":
+            headers.append((b"connection", b"keep-alive"))
+        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def write(self, data: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def wait_disconnect(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                return

@@ -1,0 +1,178 @@
+"""The exceptions trio-dwex raises, and the ones your handlers raise to answer with an HTTP error.
+
+The hierarchy::
+
+    DwexError                      anything trio-dwex raises on purpose
+    ├── ConfigurationError         the app is wired wrong; raised by create_app(), before serving
+    │   └── ProviderNotFound       a constructor asks for a type that no module provides
+    ├── StreamClosed               send() on an SseStream that is already closed
+    └── HttpException              answered to the client as JSON {"statusCode", "error", "message"}
+        ├── BadRequestException            400
+        ├── UnauthorizedException          401
+        ├── ForbiddenException             403
+        ├── NotFoundException              404
+        ├── MethodNotAllowedException      405
+        ├── ConflictException              409
+        ├── UnprocessableEntityException   422
+        ├── TooManyRequestsException       429
+        ├── InternalServerErrorException   500
+        └── ServiceUnavailableException    503
+
+This module imports nothing else from trio-dwex, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import ClassVar
+
+__all__ = [
+    "BadRequestException",
+    "ConfigurationError",
+    "ConflictException",
+    "DwexError",
+    "ForbiddenException",
+    "HttpException",
+    "InternalServerErrorException",
+    "MethodNotAllowedException",
+    "NotFoundException",
+    "ProviderNotFound",
+    "ServiceUnavailableException",
+    "StreamClosed",
+    "TooManyRequestsException",
+    "UnauthorizedException",
+    "UnprocessableEntityException",
+]
+
+
+class DwexError(Exception):
+    """Base class of every error trio-dwex raises on purpose."""
+
+
+class ConfigurationError(DwexError):
+    """The application is assembled wrong (a bad route, module or provider).
+
+    Raised while the app is built, so a mistake stops the server before it takes a request.
+    """
+
+
+class ProviderNotFound(ConfigurationError):
+    """A constructor asks for a type that no module in scope provides."""
+
+
+class StreamClosed(DwexError):
+    """An event was sent on an :class:`~trio_dwex.SseStream` that is already closed.
+
+    The client has gone, or someone called ``close()``. Check ``stream.is_closed`` first, or use
+    ``send_nowait()``, which reports a closed stream by returning ``False`` instead.
+    """
+
+
+class HttpException(DwexError):
+    """Raise it from a handler, a guard or a parameter converter to answer with an HTTP error.
+
+    The client gets ``status`` and the JSON body ``{"statusCode": status, "error": <reason
+    phrase>, "message": message}``. ``headers`` are added to the response (for example
+    ``Retry-After`` on a 503, or ``WWW-Authenticate`` on a 401).
+    """
+
+    default_status: ClassVar[int] = 500
+
+    def __init__(
+        self,
+        status: int | None = None,
+        message: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        status = self.default_status if status is None else status
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            raise ValueError(
+                f"HttpException status must be a known HTTP status code (400-599), got {status!r}"
+            ) from None
+        if not 400 <= status <= 599:
+            raise ValueError(
+                f"HttpException status must be an error code (400-599), got {status}; "
+                "return a Response for other statuses"
+            )
+        self.status = status
+        self.error = reason
+        self.message = reason if message is None else message
+        self.headers = dict(headers or {})
+        super().__init__(f"{status} {reason}: {self.message}")
+
+    def to_json(self) -> dict[str, object]:
+        """The body sent to the client."""
+        return {"statusCode": self.status, "error": self.error, "message": self.message}
+
+
+class _FixedStatusException(HttpException):
+    """An HttpException whose class fixes the status: ``raise NotFoundException("no job 7")``."""
+
+    def __init__(
+        self, message: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(self.default_status, message, headers=headers)
+
+
+class BadRequestException(_FixedStatusException):
+    """400 Bad Request."""
+
+    default_status = 400
+
+
+class UnauthorizedException(_FixedStatusException):
+    """401 Unauthorized."""
+
+    default_status = 401
+
+
+class ForbiddenException(_FixedStatusException):
+    """403 Forbidden."""
+
+    default_status = 403
+
+
+class NotFoundException(_FixedStatusException):
+    """404 Not Found."""
+
+    default_status = 404
+
+
+class MethodNotAllowedException(_FixedStatusException):
+    """405 Method Not Allowed."""
+
+    default_status = 405
+
+
+class ConflictException(_FixedStatusException):
+    """409 Conflict."""
+
+    default_status = 409
+
+
+class UnprocessableEntityException(_FixedStatusException):
+    """422 Unprocessable Entity."""
+
+    default_status = 422
+
+
+class TooManyRequestsException(_FixedStatusException):
+    """429 Too Many Requests."""
+
+    default_status = 429
+
+
+class InternalServerErrorException(_FixedStatusException):
+    """500 Internal Server Error."""
+
+    default_status = 500
+
+
+class ServiceUnavailableException(_FixedStatusException):
+    """503 Service Unavailable."""
+
+    default_status = 503

@@ -1,0 +1,94 @@
+"""The framework layer: declarations, plans and the pipeline, with no ASGI and no sockets.
+
+- :mod:`.decorators` — ``@Controller``, ``@Get``... ``@Sse``, ``@UseGuards``,
+  ``@UseInterceptors``, ``@Injectable``: they record specs and never register anything.
+- :mod:`.params` — the ``Annotated`` markers and :class:`RequestLike`, the request interface.
+- :mod:`.signature` — a handler analysed once into a :class:`CallPlan`, solved per request.
+- :mod:`.di` — the flat, per-app :class:`Container` and :class:`Provider`.
+- :mod:`.pipeline` — :class:`ExecutionContext`, guards, interceptors, :func:`map_events`.
+- :mod:`.routing` — the pure :class:`Router`.
+- :mod:`.module` / :mod:`.application` — ``@Module`` and :func:`compile_application`.
+
+The ASGI layer calls :func:`compile_application` once, runs ``plan.container.lifespan()``
+in its lifespan task, and per request: ``plan.router.match`` → :func:`run_guards` →
+:func:`run_interceptors` around :func:`solve_params` + :func:`invoke_endpoint`.
+"""
+
+from .application import ApplicationPlan, RoutePlan, compile_application
+from .decorators import (
+    UNSET,
+    Controller,
+    Delete,
+    Get,
+    Injectable,
+    Patch,
+    Post,
+    Put,
+    RouteKind,
+    Sse,
+    UseGuards,
+    UseInterceptors,
+)
+from .di import Container, Provider
+from .module import Module
+from .params import Body, Headers, Param, ParamMarker, Query, Req, RequestLike
+from .pipeline import (
+    CallNext,
+    CanActivate,
+    ExecutionContext,
+    Interceptor,
+    map_events,
+    run_guards,
+    run_interceptors,
+)
+from .routing import Router
+from .signature import (
+    MAX_BODY_DEPTH,
+    CallPlan,
+    CallStyle,
+    ParamPlan,
+    invoke_endpoint,
+    solve_params,
+)
+
+__all__ = [
+    "MAX_BODY_DEPTH",
+    "UNSET",
+    "ApplicationPlan",
+    "Body",
+    "CallNext",
+    "CallPlan",
+    "CallStyle",
+    "CanActivate",
+    "Container",
+    "Controller",
+    "Delete",
+    "ExecutionContext",
+    "Get",
+    "Headers",
+    "Injectable",
+    "Interceptor",
+    "Module",
+    "Param",
+    "ParamMarker",
+    "ParamPlan",
+    "Patch",
+    "Post",
+    "Provider",
+    "Put",
+    "Query",
+    "Req",
+    "RequestLike",
+    "RouteKind",
+    "RoutePlan",
+    "Router",
+    "Sse",
+    "UseGuards",
+    "UseInterceptors",
+    "compile_application",
+    "invoke_endpoint",
+    "map_events",
+    "run_guards",
+    "run_interceptors",
+    "solve_params",
+]

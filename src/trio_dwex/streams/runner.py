@@ -1,0 +1,427 @@
+"""The stream runner: one client's events, in their own nursery, until something ends them.
+
+`run_stream` knows nothing of ASGI or sockets: it writes bytes to an `EventSink` and learns
+from it that the client left. The ASGI layer's `EventSourceResponse` is one such sink; tests
+use an in-memory one.
+
+Theory of operation. Each stream gets one nursery. In it run:
+
+* the **writer** (the runner's own task): waits for events, coalesces every event that is
+  already queued into one write (fewer syscalls when the source is ahead of the socket, and no
+  timer, so a lone event goes out at once), sends a keep-alive comment after ``keepalive`` idle
+  seconds, and gives up on a client that accepts nothing for ``send_timeout`` seconds;
+* the **disconnect watch**, which cancels the nursery the moment the client leaves;
+* the **pump**, for an async-iterable source, which moves items into a bounded `SseStream`
+  (so a generator never yields across our cancel scopes, and back-pressure reaches it);
+* every task the handler started with `SseStream.start_soon`.
+
+Whatever ends the stream (client gone, ``close()``, source exhausted, an error, the lifetime
+limit, shutdown) cancels that nursery; then, in this order and exactly once: the async
+generator is closed explicitly (so its ``finally`` runs now, not at garbage collection), the
+tasks are cancelled and awaited (the nursery's exit does that), and the ``on_close`` callbacks
+run.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+import math
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from ..errors import StreamClosed
+from ..wire.sse import SseEvent
+from .stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
+
+__all__ = [
+    "CloseReason",
+    "EventSink",
+    "StreamSettings",
+    "StreamTracker",
+    "run_stream",
+]
+
+logger = logging.getLogger("trio_dwex.streams")
+
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
+
+#: How many events a closing async generator may still yield (inside ``finally``) before the
+#: runner gives up on it. Those events are discarded: their client is gone.
+MAX_YIELDS_WHILE_CLOSING = 100
+
+
+class CloseReason(enum.Enum):
+    """Why a stream ended; `StreamTracker` counts them."""
+
+    #: The async-iterable source was exhausted.
+    COMPLETED = "completed"
+    #: ``SseStream.close()`` was called and the queued events were delivered.
+    CLOSED = "closed"
+    #: The client disconnected.
+    CLIENT_GONE = "client_gone"
+    #: The client accepted no bytes for ``send_timeout`` seconds.
+    SLOW_CLIENT = "slow_client"
+    #: ``send_nowait`` found the buffer full under `OverflowPolicy.CLOSE`.
+    OVERFLOW = "overflow"
+    #: The stream reached ``max_lifetime``; the client reconnects (and may land elsewhere).
+    LIFETIME = "lifetime"
+    #: The server is shutting down.
+    SHUTDOWN = "shutdown"
+    #: The source or one of the stream's tasks raised.
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How a stream behaves; every timeout and buffer of the runner is here.
+
+    Attributes:
+        keepalive: seconds without an event after which a ``: keep-alive`` comment is sent, so
+            proxies and load balancers do not close an idle connection. ``None`` disables it.
+        send_timeout: seconds a client may take to accept a write before it is dropped. A
+            stalled client otherwise pins the stream (and its memory) for ever.
+        buffer_size: events buffered per stream between the producer and the socket.
+        overflow: what ``SseStream.send_nowait`` does when that buffer is full.
+        first_event_wait: seconds the runner waits for the first event before it commits the
+            response headers. An error raised within that time becomes a proper HTTP error
+            response; a slower source still gets its headers after this long.
+        max_lifetime: seconds after which the stream is closed so that the client reconnects
+            (how long-lived streams rebalance across servers). ``None``: no limit.
+        close_timeout: seconds that ``on_close`` callbacks get, in total, to finish.
+        max_batch_bytes: upper bound on the bytes coalesced into one write.
+    """
+
+    keepalive: float | None = 15.0
+    send_timeout: float = 30.0
+    buffer_size: int = DEFAULT_BUFFER_SIZE
+    overflow: OverflowPolicy = OverflowPolicy.CLOSE
+    first_event_wait: float = 0.2
+    max_lifetime: float | None = None
+    close_timeout: float = 5.0
+    max_batch_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("send_timeout", "first_event_wait", "close_timeout"):
+            _check_seconds(name, getattr(self, name), allow_none=False)
+        for name in ("keepalive", "max_lifetime"):
+            _check_seconds(name, getattr(self, name), allow_none=True)
+        for name in ("buffer_size", "max_batch_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"stream setting {name} must be a positive int, got {value!r}")
+        if not isinstance(self.overflow, OverflowPolicy):
+            raise ValueError(
+                f"stream setting overflow must be an OverflowPolicy, got {self.overflow!r}"
+            )
+
+
+def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        hint = " or None to disable it" if allow_none else ""
+        raise ValueError(
+            f"stream setting {name} must be a positive number of seconds{hint}, got {value!r}"
+        )
+
+
+class EventSink(Protocol):
+    """Where a stream's bytes go: the ASGI response, or an in-memory sink in tests."""
+
+    async def start(self) -> None:
+        """Commit the response headers. Called once, before the first `write`."""
+
+    async def write(self, data: bytes) -> None:
+        """Send bytes to the client; returns when the transport took them."""
+
+    async def wait_disconnect(self) -> None:
+        """Return when the client has gone."""
+
+
+class _StreamState:
+    """The first reason given wins: later ones are consequences of it."""
+
+    __slots__ = ("reason", "scope")
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.reason: CloseReason | None = None
+
+    def end(self, reason: CloseReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.scope.cancel()
+
+
+class StreamTracker:
+    """Counts an app's streams by outcome, and ends them all at shutdown.
+
+    Attributes:
+        opened: streams started since the tracker was made.
+        closed: streams ended, by `CloseReason`.
+    """
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed: Counter[CloseReason] = Counter()
+        self._open: set[_StreamState] = set()
+        self._shutting_down = False
+
+    @property
+    def open_count(self) -> int:
+        """Streams running now."""
+        return len(self._open)
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once `close_all` was called; new streams are refused from then on."""
+        return self._shutting_down
+
+    def close_all(self) -> None:
+        """End every open stream (reason `CloseReason.SHUTDOWN`) and refuse new ones."""
+        self._shutting_down = True
+        for state in list(self._open):
+            state.end(CloseReason.SHUTDOWN)
+
+    def stats(self) -> dict[str, object]:
+        """A JSON-able snapshot, for a metrics endpoint or a test."""
+        return {
+            "open": self.open_count,
+            "opened": self.opened,
+            "closed": {reason.value: self.closed[reason] for reason in CloseReason},
+        }
+
+
+async def run_stream(
+    source: SseStream | AsyncIterable[object],
+    sink: EventSink,
+    settings: StreamSettings = StreamSettings(),
+    tracker: StreamTracker | None = None,
+) -> CloseReason:
+    """Run one client's stream from ``source`` to ``sink`` until something ends it.
+
+    ``source`` is an `SseStream`, or an async iterable whose items `to_event` turns into
+    events (`SseEvent`, a mapping of its fields, or plain data).
+
+    An exception raised by the source (or a task of its stream) before the headers were
+    committed propagates, so the caller can answer with a proper HTTP error. Once the headers
+    are out, such an exception is logged with its traceback and ends this stream only.
+
+    Returns why the stream ended.
+    """
+    if isinstance(source, SseStream):
+        stream = source
+        natural_end = CloseReason.CLOSED
+    else:
+        stream = SseStream(buffer_size=settings.buffer_size, overflow=settings.overflow)
+        natural_end = CloseReason.COMPLETED
+    started = False
+
+    async def write(data: bytes) -> bool:
+        nonlocal started
+        if not started:
+            started = True
+            await sink.start()
+        if not data:
+            return True
+        with trio.move_on_after(settings.send_timeout) as timer:
+            await sink.write(data)
+        return not timer.cancelled_caught
+
+    state = _StreamState(trio.CancelScope())
+    failure: BaseException | None = None
+    if tracker is not None:
+        tracker.opened += 1
+        tracker._open.add(state)
+    try:
+        with state.scope:
+            if settings.max_lifetime is not None:
+                state.scope.deadline = trio.current_time() + settings.max_lifetime
+            try:
+                async with trio.open_nursery() as nursery:
+                    stream._attach(nursery)
+                    if not isinstance(source, SseStream):
+                        nursery.start_soon(_pump, source, stream)
+                    nursery.start_soon(_watch_disconnect, sink, state)
+                    reason = await _write_events(stream, write, settings)
+                    state.end(natural_end if reason is None else reason)
+            except* StreamClosed as group:
+                # A task sent on the stream while it was ending; the stream is over anyway.
+                logger.debug("a stream task stopped on a closed stream", exc_info=group)
+            except* Exception as group:
+                state.end(CloseReason.ERROR)
+                if started:
+                    logger.error("an SSE stream failed and was closed", exc_info=group)
+                else:
+                    failure = group
+        if failure is not None:
+            raise _single(failure)
+        if state.reason is None:
+            # Only our own deadline cancels without giving a reason.
+            state.reason = CloseReason.LIFETIME
+        if stream._overflowed:
+            state.reason = CloseReason.OVERFLOW
+        if not started:
+            # Ended before any event (shutdown, lifetime, an empty source): still a valid,
+            # empty event stream rather than no response at all.
+            await write(b"")
+        return state.reason
+    finally:
+        if tracker is not None:
+            tracker._open.discard(state)
+            tracker.closed[state.reason or CloseReason.ERROR] += 1
+        await _run_close_callbacks(stream, settings.close_timeout)
+
+
+async def _write_events(
+    stream: SseStream,
+    write: _Write,
+    settings: StreamSettings,
+) -> CloseReason | None:
+    """Move events from the stream's buffer to the client. Returns early with a reason."""
+    receiver = stream._receiver
+    limit = settings.max_batch_bytes
+    # Hold the headers back briefly: a source that fails at once then gets a real HTTP error,
+    # and the first event usually leaves in the same packet as the headers.
+    first = b""
+    with trio.move_on_after(settings.first_event_wait):
+        try:
+            first = _coalesce((await receiver.receive()).encode(), receiver, limit)
+        except trio.EndOfChannel:
+            return None
+    if not await write(first):
+        return CloseReason.SLOW_CLIENT
+    idle = math.inf if settings.keepalive is None else settings.keepalive
+    while True:
+        with trio.move_on_after(idle) as idle_timer:
+            try:
+                event = await receiver.receive()
+            except trio.EndOfChannel:
+                return None
+        if idle_timer.cancelled_caught:
+            data = KEEPALIVE_COMMENT
+        else:
+            data = _coalesce(event.encode(), receiver, limit)
+        if not await write(data):
+            logger.info(
+                "dropping an SSE client that accepted nothing for %ss (send_timeout)",
+                settings.send_timeout,
+            )
+            return CloseReason.SLOW_CLIENT
+
+
+class _Write(Protocol):
+    async def __call__(self, data: bytes, /) -> bool: ...
+
+
+def _coalesce(first: bytes, receiver: trio.MemoryReceiveChannel[SseEvent], limit: int) -> bytes:
+    """``first`` plus every event already queued, up to ``limit`` bytes: one write, not many."""
+    parts = [first]
+    size = len(first)
+    while size < limit:
+        try:
+            event = receiver.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        data = event.encode()
+        parts.append(data)
+        size += len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _single(group: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups, so callers can match its type."""
+    while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+        group = group.exceptions[0]
+    return group
+
+
+async def _watch_disconnect(sink: EventSink, state: _StreamState) -> None:
+    await sink.wait_disconnect()
+    state.end(CloseReason.CLIENT_GONE)
+
+
+async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
+    """Move a source's items into the stream's buffer; always finish the source explicitly."""
+    iterator = aiter(source)
+    finished = False
+    try:
+        while True:
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                finished = True
+                break
+            if trio.current_effective_deadline() == -math.inf:
+                # The stream was cancelled while the generator ran, and it yielded anyway:
+                # typically from a ``finally`` that Cancelled is passing through. Let it run
+                # the rest of that cleanup instead of cutting it short at the yield.
+                finished = True
+                await _finish(iterator, interrupt=False)
+                break
+            await stream.send(item)
+    finally:
+        if not finished:
+            await _finish(iterator, interrupt=True)
+    stream.close()
+
+
+async def _finish(iterator: AsyncIterator[object], *, interrupt: bool) -> None:
+    """Finish an async generator now, even one that yields inside its ``finally``.
+
+    With ``interrupt``, ``GeneratorExit`` is thrown in at its current ``yield`` (what
+    ``aclose()`` does); then, and without it, the generator is resumed until it is done, and
+    what it still yields is discarded: its client is gone. Plain ``aclose()`` would instead
+    raise ``RuntimeError`` at the first such yield (the guide's error-handling example does
+    ``finally: yield end_event``) and skip the rest of the cleanup.
+
+    This runs in whatever cancellation state the stream is in, as any Trio cleanup does: a
+    ``finally`` that must still await after a disconnect shields itself
+    (``with trio.CancelScope(shield=True): ...``).
+    """
+    if interrupt:
+        athrow = getattr(iterator, "athrow", None)
+        if athrow is None:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            return
+        try:
+            await athrow(GeneratorExit)
+        except (GeneratorExit, StopAsyncIteration):
+            return
+        logger.debug("discarded an event yielded by a closing stream generator")
+    for _ in range(MAX_YIELDS_WHILE_CLOSING):
+        try:
+            await anext(iterator)
+        except (GeneratorExit, StopAsyncIteration):
+            return
+        logger.debug("discarded an event yielded by a closing stream generator")
+    raise RuntimeError(
+        f"the stream's async generator yielded more than {MAX_YIELDS_WHILE_CLOSING} events "
+        "while being closed; make its finally block finish"
+    )
+
+
+async def _run_close_callbacks(stream: SseStream, close_timeout: float) -> None:
+    callbacks = stream._take_callbacks()
+    if not callbacks:
+        return
+    # Shielded: cleanup must run even when the stream ended by cancellation (a disconnect, a
+    # shutdown), and it is bounded by its own deadline so that it cannot hang a shutdown.
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + close_timeout) as scope:
+        for callback in callbacks:
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("an SSE stream's on_close callback %r raised", callback)
+    if scope.cancelled_caught:
+        logger.warning("on_close callbacks did not finish within close_timeout=%ss", close_timeout)

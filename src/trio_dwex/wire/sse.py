@@ -1,0 +1,263 @@
+"""Server-Sent Events as values, and their bytes on the wire.
+
+An :class:`SseEvent` is checked and encoded once, when it is built: a field that would break the
+framing raises ``ValueError`` in the handler that made it, not later in a stream task, and one
+event broadcast to thousands of clients costs one encoding.
+
+Non-string ``data`` goes through the serializer in force (:func:`current_serializer`), compact
+JSON by default. The app swaps it per request with :func:`use_serializer`, so handler code keeps
+writing ``SseEvent(data={...})`` whatever serializer the app was configured with.
+
+Sans-IO: this module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeAlias
+
+__all__ = [
+    "NO_DATA",
+    "Serializer",
+    "SseEvent",
+    "current_serializer",
+    "json_serializer",
+    "to_event",
+    "use_serializer",
+]
+
+Serializer: TypeAlias = Callable[[Any], str | bytes]
+"""Turns a ``data`` value into text; ``bytes`` results (orjson, msgspec) are decoded as UTF-8."""
+
+# The three line ends of the event-stream grammar. Not str.splitlines(), which also splits on
+# \x0b, \x1c, \u2028 and friends: those are ordinary characters to an EventSource.
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
+
+
+def json_serializer(value: Any) -> str:
+    """Compact JSON: the default serializer.
+
+    ``allow_nan=False`` because ``NaN`` and ``Infinity`` are not JSON and ``JSON.parse`` in the
+    browser would reject the event; better to fail where the value was made.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_serializer: contextvars.ContextVar[Serializer] = contextvars.ContextVar(
+    "trio_dwex_serializer", default=json_serializer
+)
+
+
+def current_serializer() -> Serializer:
+    """The serializer that :class:`SseEvent` applies to non-string ``data`` in this context."""
+    return _serializer.get()
+
+
+@contextmanager
+def use_serializer(serializer: Serializer) -> Iterator[Serializer]:
+    """Make ``serializer`` the one in force until the ``with`` block ends.
+
+    Being a context variable, the setting follows the request's task (and the tasks it spawns,
+    which copy the context) and never leaks into other requests. Enter and exit in the same
+    context: the reset token is bound to it.
+    """
+    token = _serializer.set(serializer)
+    try:
+        yield serializer
+    finally:
+        _serializer.reset(token)
+
+
+class _NoData(enum.Enum):
+    NO_DATA = "NO_DATA"
+
+    def __repr__(self) -> str:
+        return "NO_DATA"
+
+
+NO_DATA: Final = _NoData.NO_DATA
+"""``data=NO_DATA`` means no ``data:`` line at all, unlike ``None`` which is sent as ``null``.
+
+An event without data is not dispatched by an EventSource, but its ``id`` and ``retry`` still
+take effect and a comment-only event keeps the connection alive.
+"""
+
+
+def _lines(text: str) -> list[str]:
+    return _LINE_END.split(text)
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    """One server-sent event: an immutable value, validated and encoded at construction.
+
+    ``data`` that is a ``str`` is sent as is, one ``data:`` line per line (CR, LF or CRLF);
+    :data:`NO_DATA` sends no data line; anything else, ``None`` included, is serialized by
+    :func:`current_serializer` *now*, so mutating a dict after building the event does not
+    change what is sent. ``id=""`` is legitimate: it resets the client's last event id.
+
+    Raises ``ValueError`` naming the field when a value would break the framing (CR or LF in
+    ``event`` or ``id``, NUL in ``id``), when ``retry`` is not a non-negative ``int``, when
+    ``data`` cannot be serialized, or when the event would be empty.
+    """
+
+    data: Any = NO_DATA
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+    comment: str | None = None
+    _data_text: str | None = field(init=False, repr=False, compare=False)
+    _encoded: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_line_field("event", self.event)
+        _check_line_field("id", self.id)
+        if self.id is not None and "\0" in self.id:
+            raise ValueError(
+                "SseEvent id must not contain NUL: clients silently ignore such an id; remove it"
+            )
+        if self.retry is not None and (
+            type(self.retry) is bool or not isinstance(self.retry, int) or self.retry < 0
+        ):
+            raise ValueError(
+                f"SseEvent retry must be a non-negative int of milliseconds, got {self.retry!r}"
+            )
+        if self.comment is not None and not isinstance(self.comment, str):
+            raise ValueError(
+                f"SseEvent comment must be a str, got {type(self.comment).__name__!r}; "
+                "pass str(value) to send it as a comment"
+            )
+        data_text = _serialize(self.data)
+        others = (self.comment, self.event, self.id, self.retry)
+        if data_text is None and all(value is None for value in others):
+            raise ValueError(
+                "SseEvent is an empty event: give it at least one of data, comment, id, "
+                "event or retry (comment='' makes a bare keep-alive)"
+            )
+        object.__setattr__(self, "_data_text", data_text)
+        object.__setattr__(self, "_encoded", self._build())
+
+    @property
+    def data_text(self) -> str | None:
+        """The data as it goes on the wire (serialized once), or ``None`` for :data:`NO_DATA`."""
+        return self._data_text
+
+    def encode(self) -> bytes:
+        """The UTF-8 bytes of this event, ending with the blank line that dispatches it.
+
+        Order: comment lines, ``event``, ``id``, ``retry``, then one ``data:`` line per line of
+        the data. Computed once at construction; calling this is free.
+        """
+        return self._encoded
+
+    def _build(self) -> bytes:
+        out: list[str] = []
+        if self.comment is not None:
+            out.extend(f": {line}\n" for line in _lines(self.comment))
+        if self.event is not None:
+            out.append(f"event: {self.event}\n")
+        if self.id is not None:
+            out.append(f"id: {self.id}\n")
+        if self.retry is not None:
+            out.append(f"retry: {self.retry}\n")
+        if self._data_text is not None:
+            out.extend(f"data: {line}\n" for line in _lines(self._data_text))
+        out.append("\n")
+        text = "".join(out)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # A lone surrogate cannot go on the wire; find which field brought it.
+            fields = {"comment": self.comment, "event": self.event, "id": self.id}
+            name = next((k for k, v in fields.items() if _unencodable(v)), "data")
+            raise ValueError(
+                f"SseEvent {name} contains text that is not valid Unicode "
+                f"(a lone surrogate?) and cannot be encoded as UTF-8: {exc}"
+            ) from exc
+
+
+def _unencodable(value: str | None) -> bool:
+    if value is None:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_line_field(name: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValueError(
+            f"SseEvent {name} must be a str or None, got {type(value).__name__!r}; "
+            f"pass str(value) if you meant its text"
+        )
+    if "\r" in value or "\n" in value:
+        raise ValueError(
+            f"SseEvent {name} must not contain CR or LF, which would end the field early: "
+            f"got {value!r}; keep it on one line (multi-line text belongs in data)"
+        )
+
+
+def _serialize(data: Any) -> str | None:
+    if data is NO_DATA:
+        return None
+    if isinstance(data, str):
+        return data
+    serializer = current_serializer()
+    name = getattr(serializer, "__qualname__", repr(serializer))
+    try:
+        result = serializer(data)
+    except Exception as exc:
+        hint = "; decode bytes to str to send them as text" if isinstance(data, bytes) else ""
+        raise ValueError(
+            f"SseEvent data of type {type(data).__name__!r} cannot be serialized to JSON "
+            f"by {name}: {exc}{hint}"
+        ) from exc
+    if isinstance(result, bytes):
+        try:
+            return result.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"SseEvent data of type {type(data).__name__!r}: serializer {name} returned "
+                f"bytes that are not UTF-8: {exc}"
+            ) from exc
+    if not isinstance(result, str):
+        raise ValueError(
+            f"SseEvent data of type {type(data).__name__!r}: serializer {name} must return "
+            f"str or bytes, got {type(result).__name__!r}"
+        )
+    return result
+
+
+_FIELDS: Final = frozenset({"data", "event", "id", "retry", "comment"})
+
+
+def to_event(item: object) -> SseEvent:
+    """Turn what a handler yields or sends into an :class:`SseEvent`.
+
+    The rule, in order:
+
+    1. an :class:`SseEvent` is returned as is;
+    2. a ``Mapping`` whose keys are all field names of ``SseEvent`` (``data``, ``event``,
+       ``id``, ``retry``, ``comment``) and include ``data`` or ``comment`` is taken as keyword
+       arguments: ``{"data": {...}, "event": "update", "id": "1"}``;
+    3. anything else is the ``data`` of an unnamed event: ``{"n": 2}`` sends ``{"n":2}``.
+
+    **The one ambiguity:** a payload that happens to use only those keys, such as
+    ``{"data": [1, 2]}``, follows rule 2 and sends ``[1,2]``. To send such a mapping as JSON
+    data, wrap it yourself: ``SseEvent(data={"data": [1, 2]})``.
+    """
+    if isinstance(item, SseEvent):
+        return item
+    if isinstance(item, Mapping) and item.keys() <= _FIELDS and item.keys() & {"data", "comment"}:
+        return SseEvent(**item)
+    return SseEvent(data=item)

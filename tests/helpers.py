@@ -1,0 +1,65 @@
+"""Small helpers shared by the tests: reading a live event stream with httpx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+
+from trio_dwex.wire.decoder import MessageEvent, SseDecoder
+
+
+class LiveStream:
+    """An open ``text/event-stream`` response, read event by event."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.decoder = SseDecoder()
+        self._chunks = response.aiter_raw()
+        self._ready: list[MessageEvent] = []
+        self.raw = bytearray()
+
+    async def next_event(self) -> MessageEvent:
+        while not self._ready:
+            chunk = await anext(self._chunks)
+            self.raw += chunk
+            self._ready.extend(self.decoder.feed(chunk))
+        return self._ready.pop(0)
+
+    async def next_chunk(self) -> bytes:
+        chunk = await anext(self._chunks)
+        self.raw += chunk
+        self._ready.extend(self.decoder.feed(chunk))
+        return chunk
+
+    async def events(self, count: int) -> list[MessageEvent]:
+        return [await self.next_event() for _ in range(count)]
+
+
+@asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient, url: str, **kwargs: object
+) -> AsyncIterator[LiveStream]:
+    async with client.stream("GET", url, **kwargs) as response:  # type: ignore[arg-type]
+        yield LiveStream(response)
+
+
+async def read_all_events(client: httpx.AsyncClient, url: str) -> list[MessageEvent]:
+    decoder = SseDecoder()
+    events: list[MessageEvent] = []
+    async with client.stream("GET", url) as response:
+        async for chunk in response.aiter_raw():
+            events.extend(decoder.feed(chunk))
+    return events
+
+
+async def accept_lifespan(receive, send) -> None:  # type: ignore[no-untyped-def]
+    """The lifespan protocol for a raw ASGI test app that has nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,273 @@
+"""The stream runner against an in-memory sink: no sockets, and a mock clock where time matters."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trio_dwex.errors import NotFoundException, StreamClosed
+from trio_dwex.streams.runner import CloseReason, StreamSettings, StreamTracker, run_stream
+from trio_dwex.streams.stream import OverflowPolicy, SseStream
+from trio_dwex.wire.decoder import SseDecoder
+from trio_dwex.wire.sse import SseEvent
+
+
+class MemorySink:
+    """Records what the runner writes; ``gone`` simulates a disconnect; ``stall`` a full socket."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.writes: list[bytes] = []
+        self.gone = trio.Event()
+        self.stall = False
+        self.wrote = trio.Event()
+
+    async def start(self) -> None:
+        assert not self.started, "headers committed twice"
+        self.started = True
+
+    async def write(self, data: bytes) -> None:
+        assert self.started, "body written before the headers"
+        if self.stall:
+            await trio.sleep_forever()
+        self.writes.append(data)
+        self.wrote.set()
+
+    async def wait_disconnect(self) -> None:
+        await self.gone.wait()
+
+    def events(self) -> list[dict[str, object]]:
+        return [event.json() for event in SseDecoder().feed(b"".join(self.writes))]
+
+
+async def test_events_already_queued_leave_in_one_write() -> None:
+    stream = SseStream()
+    for n in range(50):
+        stream.send_nowait({"n": n})
+    stream.close()
+    sink = MemorySink()
+    assert await run_stream(stream, sink) is CloseReason.CLOSED
+    assert len(sink.writes) == 1
+    assert sink.events() == [{"n": n} for n in range(50)]
+
+
+async def test_coalescing_is_bounded_by_max_batch_bytes() -> None:
+    stream = SseStream()
+    for n in range(50):
+        stream.send_nowait(SseEvent(data="x" * 100, id=str(n)))
+    stream.close()
+    sink = MemorySink()
+    await run_stream(stream, sink, StreamSettings(max_batch_bytes=1000))
+    assert len(sink.writes) > 5
+    assert all(len(chunk) < 1000 + 200 for chunk in sink.writes)
+    assert len(SseDecoder().feed(b"".join(sink.writes))) == 50
+
+
+async def test_a_lone_event_is_written_at_once_without_waiting_for_a_batch() -> None:
+    release = trio.Event()
+
+    async def source():  # type: ignore[no-untyped-def]
+        yield {"n": 1}
+        await release.wait()
+        yield {"n": 2}
+
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, source(), sink)
+        with trio.fail_after(1):
+            await sink.wrote.wait()
+        assert sink.events() == [{"n": 1}]
+        release.set()
+    assert sink.events() == [{"n": 1}, {"n": 2}]
+
+
+async def test_keepalive_after_idle_seconds(autojump_clock: trio.testing.MockClock) -> None:
+    stream = SseStream()
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, stream, sink, StreamSettings(keepalive=15))
+        await trio.sleep(15 * 3 + 1)
+        assert sink.writes.count(b": keep-alive\n\n") == 3
+        stream.close()
+
+
+async def test_no_keepalive_when_disabled(autojump_clock: trio.testing.MockClock) -> None:
+    stream = SseStream()
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, stream, sink, StreamSettings(keepalive=None))
+        await trio.sleep(1000)
+        assert sink.writes == []
+        stream.close()
+    assert sink.started
+
+
+async def test_a_stalled_client_is_dropped_after_send_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    closed: list[str] = []
+    stream = SseStream()
+    stream.on_close(lambda: closed.append("closed"))
+    sink = MemorySink()
+    sink.stall = True
+    stream.send_nowait({"n": 1})
+    start = trio.current_time()
+    reason = await run_stream(stream, sink, StreamSettings(send_timeout=10))
+    assert reason is CloseReason.SLOW_CLIENT
+    assert 10 <= trio.current_time() - start < 11
+    assert closed == ["closed"]
+
+
+async def test_overflow_policies() -> None:
+    close = SseStream(buffer_size=2)
+    assert close.send_nowait(1) and close.send_nowait(2)
+    assert close.send_nowait(3) is False
+    assert close.is_closed
+
+    newest = SseStream(buffer_size=2, overflow=OverflowPolicy.DROP_NEWEST)
+    for n in range(5):
+        newest.send_nowait(n)
+    newest.close()
+    sink = MemorySink()
+    await run_stream(newest, sink)
+    assert sink.events() == [0, 1]
+
+    oldest = SseStream(buffer_size=2, overflow=OverflowPolicy.DROP_OLDEST)
+    for n in range(5):
+        assert oldest.send_nowait(n)
+    oldest.close()
+    sink = MemorySink()
+    await run_stream(oldest, sink)
+    assert sink.events() == [3, 4]
+
+
+async def test_overflow_close_is_reported_as_overflow() -> None:
+    stream = SseStream(buffer_size=1)
+    stream.send_nowait(1)
+    stream.send_nowait(2)
+    assert await run_stream(stream, MemorySink()) is CloseReason.OVERFLOW
+
+
+async def test_send_after_close_raises_and_send_nowait_reports_false() -> None:
+    stream = SseStream()
+    stream.close()
+    with pytest.raises(StreamClosed, match="closed SseStream"):
+        await stream.send({"n": 1})
+    assert stream.send_nowait({"n": 1}) is False
+
+
+async def test_disconnect_ends_everything_once_in_order() -> None:
+    order: list[str] = []
+
+    async def task() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            order.append("task cancelled")
+
+    stream = SseStream()
+    stream.start_soon(task)
+    stream.on_close(lambda: order.append("on_close 1"))
+
+    async def async_callback() -> None:
+        await trio.sleep(0)  # runs shielded, so it may await
+        order.append("on_close 2")
+
+    stream.on_close(async_callback)
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, stream, sink)
+        await trio.testing.wait_all_tasks_blocked()
+        sink.gone.set()
+    assert order == ["task cancelled", "on_close 1", "on_close 2"]
+    with pytest.raises(StreamClosed):
+        stream.on_close(lambda: None)
+    with pytest.raises(StreamClosed):
+        stream.start_soon(task)
+
+
+async def test_an_error_before_the_first_event_propagates_unwrapped() -> None:
+    async def source():  # type: ignore[no-untyped-def]
+        raise NotFoundException("nope")
+        yield  # pragma: no cover
+
+    sink = MemorySink()
+    with pytest.raises(NotFoundException, match="nope"):
+        await run_stream(source(), sink)
+    assert not sink.started
+
+
+async def test_an_error_after_the_first_event_is_logged_and_ends_the_stream(caplog) -> None:  # type: ignore[no-untyped-def]
+    async def source():  # type: ignore[no-untyped-def]
+        yield 1
+        raise RuntimeError("mid-stream failure")
+
+    sink = MemorySink()
+    settings = StreamSettings(first_event_wait=0.01)
+
+    async def slow_source():  # type: ignore[no-untyped-def]
+        yield 1
+        await trio.sleep(0.05)
+        raise RuntimeError("mid-stream failure")
+
+    assert await run_stream(slow_source(), sink, settings) is CloseReason.ERROR
+    assert sink.events() == [1]
+    assert "an SSE stream failed" in caplog.text
+    assert "mid-stream failure" in caplog.text
+    del source
+
+
+async def test_max_lifetime_ends_the_stream(autojump_clock: trio.testing.MockClock) -> None:
+    reason = await run_stream(SseStream(), MemorySink(), StreamSettings(max_lifetime=60))
+    assert reason is CloseReason.LIFETIME
+    assert trio.current_time() >= 60
+
+
+async def test_tracker_counts_and_closes_all_at_shutdown() -> None:
+    tracker = StreamTracker()
+    reasons: list[CloseReason] = []
+
+    async def one() -> None:
+        reasons.append(await run_stream(SseStream(), MemorySink(), tracker=tracker))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert tracker.open_count == 5
+        tracker.close_all()
+    assert reasons == [CloseReason.SHUTDOWN] * 5
+    assert tracker.stats()["open"] == 0
+    assert tracker.stats()["opened"] == 5
+    assert tracker.closed[CloseReason.SHUTDOWN] == 5
+    assert tracker.shutting_down
+
+
+async def test_generator_finally_may_await_when_shielded() -> None:
+    cleaned: list[str] = []
+
+    async def source():  # type: ignore[no-untyped-def]
+        try:
+            yield 1
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(0.01)
+            cleaned.append("done")
+
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, source(), sink)
+        await sink.wrote.wait()
+        sink.gone.set()
+    assert cleaned == ["done"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("keepalive", 0), ("send_timeout", -1), ("buffer_size", 0), ("first_event_wait", "1")],
+)
+def test_bad_settings_name_the_setting(name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=name):
+        StreamSettings(**{name: value})  # type: ignore[arg-type]
