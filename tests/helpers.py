@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
+import trio
 
 from trio_dwex.wire.decoder import MessageEvent, SseDecoder
 
@@ -63,3 +64,10 @@ async def accept_lifespan(receive, send) -> None:  # type: ignore[no-untyped-def
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def wait_until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Poll server-side state that a test cannot await, failing after ``seconds``."""
+    with trio.fail_after(seconds):
+        while not predicate():  # noqa: ASYNC110 (the state has no event to wait on)
+            await trio.sleep(0.005)

@@ -1,5 +1,14 @@
-"""trio-dwex: a Trio-native, structured-concurrency web framework with first-class Server-Sent Events."""
+"""trio-dwex: a Trio-native, structured-concurrency web framework with first-class SSE.
 
+Everything a user needs is importable from here; the subpackages are the layers of the
+implementation (``wire`` → ``streams`` → ``framework`` → ``asgi`` → ``serving`` → ``testing``),
+and their contents may change between releases.
+"""
+
+from .asgi.app import DwexApp, create_app
+from .asgi.request import Request
+from .asgi.responses import EventSourceResponse, JSONResponse, Response
+from .asgi.settings import CorsSettings, Settings
 from .errors import (
     BadRequestException,
     ConfigurationError,
@@ -17,21 +26,85 @@ from .errors import (
     UnauthorizedException,
     UnprocessableEntityException,
 )
+from .framework import (
+    Body,
+    CallNext,
+    Controller,
+    Delete,
+    ExecutionContext,
+    Get,
+    Headers,
+    Injectable,
+    Module,
+    Param,
+    Patch,
+    Post,
+    Provider,
+    Put,
+    Query,
+    Req,
+    Sse,
+    UseGuards,
+    UseInterceptors,
+    map_events,
+)
+from .streams.runner import CloseReason, StreamSettings, StreamTracker
+from .streams.stream import OverflowPolicy, SseStream
+from .wire.decoder import MessageEvent, SseDecoder
+from .wire.sse import NO_DATA, SseEvent, json_serializer
 
 __all__ = [
+    "NO_DATA",
     "BadRequestException",
+    "Body",
+    "CallNext",
+    "CloseReason",
     "ConfigurationError",
     "ConflictException",
+    "Controller",
+    "CorsSettings",
+    "Delete",
+    "DwexApp",
     "DwexError",
+    "EventSourceResponse",
+    "ExecutionContext",
     "ForbiddenException",
+    "Get",
+    "Headers",
     "HttpException",
+    "Injectable",
     "InternalServerErrorException",
+    "JSONResponse",
+    "MessageEvent",
     "MethodNotAllowedException",
+    "Module",
     "NotFoundException",
+    "OverflowPolicy",
+    "Param",
+    "Patch",
+    "Post",
+    "Provider",
     "ProviderNotFound",
+    "Put",
+    "Query",
+    "Req",
+    "Request",
+    "Response",
     "ServiceUnavailableException",
+    "Settings",
+    "Sse",
+    "SseDecoder",
+    "SseEvent",
+    "SseStream",
     "StreamClosed",
+    "StreamSettings",
+    "StreamTracker",
     "TooManyRequestsException",
     "UnauthorizedException",
     "UnprocessableEntityException",
+    "UseGuards",
+    "UseInterceptors",
+    "create_app",
+    "json_serializer",
+    "map_events",
 ]

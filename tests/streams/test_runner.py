@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from trio_dwex.errors import NotFoundException, StreamClosed
@@ -121,7 +122,8 @@ async def test_a_stalled_client_is_dropped_after_send_timeout(
 
 async def test_overflow_policies() -> None:
     close = SseStream(buffer_size=2)
-    assert close.send_nowait(1) and close.send_nowait(2)
+    assert close.send_nowait(1)
+    assert close.send_nowait(2)
     assert close.send_nowait(3) is False
     assert close.is_closed
 
@@ -171,7 +173,7 @@ async def test_disconnect_ends_everything_once_in_order() -> None:
     stream.on_close(lambda: order.append("on_close 1"))
 
     async def async_callback() -> None:
-        await trio.sleep(0)  # runs shielded, so it may await
+        await trio.lowlevel.checkpoint()  # runs shielded, so it may await
         order.append("on_close 2")
 
     stream.on_close(async_callback)

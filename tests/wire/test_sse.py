@@ -319,3 +319,28 @@ def test_public_names_are_pinned() -> None:
     )
     assert all(hasattr(wire, name) for name in wire.__all__)
     assert repr(NO_DATA) == "NO_DATA"
+
+
+def test_the_default_serializer_encodes_what_orjson_encodes_natively() -> None:
+    import datetime
+    import enum
+    import uuid
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        when: datetime.date
+
+    value = {
+        "point": Point(1, datetime.date(2026, 1, 2)),
+        "at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+        "color": Color.RED,
+        "id": uuid.UUID(int=1),
+    }
+    assert SseEvent(data=value).encode() == (
+        b'data: {"point":{"x":1,"when":"2026-01-02"},"at":"2026-01-02T03:04:05+00:00",'
+        b'"color":"red","id":"00000000-0000-0000-0000-000000000001"}\n\n'
+    )

@@ -158,6 +158,7 @@ class EventSourceResponse:
         serializer: the JSON serializer for data given as plain values; default: the one in
             force (compact stdlib JSON unless the app configured another).
         tracker: counts the stream and lets the app end it at shutdown.
+        owner: the `SseStream` whose events ``source`` wraps (see `run_stream`).
     """
 
     def __init__(
@@ -175,6 +176,7 @@ class EventSourceResponse:
         settings: StreamSettings | None = None,
         serializer: Serializer | None = None,
         tracker: StreamTracker | None = None,
+        owner: SseStream | None = None,
     ) -> None:
         if not isinstance(source, SseStream) and not hasattr(source, "__aiter__"):
             raise TypeError(
@@ -200,16 +202,17 @@ class EventSourceResponse:
         self.headers = _SSE_HEADERS + encode_headers(headers)
         self.serializer = serializer
         self.tracker = tracker
+        self.owner = owner
         self.close_reason: CloseReason | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sink = _ASGISink(scope, receive, send, self.headers)
         try:
-            if self.serializer is None:
-                reason = await run_stream(self.source, sink, self.settings, self.tracker)
-            else:
-                with use_serializer(self.serializer):
-                    reason = await run_stream(self.source, sink, self.settings, self.tracker)
+            serializer = self.serializer or current_serializer()
+            with use_serializer(serializer):
+                reason = await run_stream(
+                    self.source, sink, self.settings, self.tracker, owner=self.owner
+                )
         except Exception as exc:
             if not isinstance(exc, HttpException):
                 logger.error("an SSE source failed before its first event", exc_info=exc)

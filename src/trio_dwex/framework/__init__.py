@@ -7,14 +7,14 @@
 - :mod:`.di` — the flat, per-app :class:`Container` and :class:`Provider`.
 - :mod:`.pipeline` — :class:`ExecutionContext`, guards, interceptors, :func:`map_events`.
 - :mod:`.routing` — the pure :class:`Router`.
-- :mod:`.module` / :mod:`.application` — ``@Module`` and :func:`compile_application`.
+- :mod:`.controllers` — one controller class compiled into its routes.
+- :mod:`.module` — ``@Module`` and :func:`compile_application`.
 
 The ASGI layer calls :func:`compile_application` once, runs ``plan.container.lifespan()``
 in its lifespan task, and per request: ``plan.router.match`` → :func:`run_guards` →
 :func:`run_interceptors` around :func:`solve_params` + :func:`invoke_endpoint`.
 """
 
-from .application import ApplicationPlan, RoutePlan, compile_application
 from .decorators import (
     UNSET,
     Controller,
@@ -30,7 +30,7 @@ from .decorators import (
     UseInterceptors,
 )
 from .di import Container, Provider
-from .module import Module
+from .module import ApplicationPlan, Module, compile_application
 from .params import Body, Headers, Param, ParamMarker, Query, Req, RequestLike
 from .pipeline import (
     CallNext,
@@ -41,7 +41,7 @@ from .pipeline import (
     run_guards,
     run_interceptors,
 )
-from .routing import Router
+from .routing import RoutePlan, Router
 from .signature import (
     MAX_BODY_DEPTH,
     CallPlan,

@@ -189,6 +189,10 @@ class StreamTracker:
         for state in list(self._open):
             state.end(CloseReason.SHUTDOWN)
 
+    def accept_new(self) -> None:
+        """Accept new streams again after `close_all` (an app served again, as in tests)."""
+        self._shutting_down = False
+
     def stats(self) -> dict[str, object]:
         """A JSON-able snapshot, for a metrics endpoint or a test."""
         return {
@@ -203,6 +207,8 @@ async def run_stream(
     sink: EventSink,
     settings: StreamSettings = StreamSettings(),
     tracker: StreamTracker | None = None,
+    *,
+    owner: SseStream | None = None,
 ) -> CloseReason:
     """Run one client's stream from ``source`` to ``sink`` until something ends it.
 
@@ -213,6 +219,10 @@ async def run_stream(
     committed propagates, so the caller can answer with a proper HTTP error. Once the headers
     are out, such an exception is logged with its traceback and ends this stream only.
 
+    ``owner`` is the `SseStream` a handler returned when ``source`` wraps its events (an
+    interceptor mapped them): its tasks run in this stream's nursery and its ``on_close``
+    callbacks run at the end, as if it were the source.
+
     Returns why the stream ended.
     """
     if isinstance(source, SseStream):
@@ -221,6 +231,7 @@ async def run_stream(
     else:
         stream = SseStream(buffer_size=settings.buffer_size, overflow=settings.overflow)
         natural_end = CloseReason.COMPLETED
+    owner = owner or stream
     started = False
 
     async def write(data: bytes) -> bool:
@@ -245,7 +256,9 @@ async def run_stream(
                 state.scope.deadline = trio.current_time() + settings.max_lifetime
             try:
                 async with trio.open_nursery() as nursery:
-                    stream._attach(nursery)
+                    owner._attach(nursery)
+                    if owner is not stream:
+                        stream._attach(nursery)
                     if not isinstance(source, SseStream):
                         nursery.start_soon(_pump, source, stream)
                     nursery.start_soon(_watch_disconnect, sink, state)
@@ -265,7 +278,7 @@ async def run_stream(
         if state.reason is None:
             # Only our own deadline cancels without giving a reason.
             state.reason = CloseReason.LIFETIME
-        if stream._overflowed:
+        if stream._overflowed or owner._overflowed:
             state.reason = CloseReason.OVERFLOW
         if not started:
             # Ended before any event (shutdown, lifetime, an empty source): still a valid,
@@ -276,7 +289,9 @@ async def run_stream(
         if tracker is not None:
             tracker._open.discard(state)
             tracker.closed[state.reason or CloseReason.ERROR] += 1
-        await _run_close_callbacks(stream, settings.close_timeout)
+        if owner is not stream:
+            await _run_close_callbacks(stream, settings.close_timeout)
+        await _run_close_callbacks(owner, settings.close_timeout)
 
 
 async def _write_events(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -181,6 +181,14 @@ class SseStream:
             self._pending.append((fn, args))
         else:
             self._nursery.start_soon(fn, *args)
+
+    def __aiter__(self) -> AsyncIterator[SseEvent]:
+        """Its events, as an async iterable: how an interceptor maps an SseStream's events.
+
+        The stream's tasks and ``on_close`` callbacks still belong to the stream; the runner
+        runs them when given the stream as ``owner``.
+        """
+        return self._receiver.__aiter__()
 
     # -- for the stream runner (same layer) -----------------------------------------------------
 

@@ -14,9 +14,12 @@ Sans-IO: this module imports only the standard library.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
+import datetime
 import enum
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,10 +46,28 @@ _LINE_END: Final = re.compile(r"\r\n|\r|\n")
 def json_serializer(value: Any) -> str:
     """Compact JSON: the default serializer.
 
+    Beyond what ``json`` takes, it encodes what orjson encodes natively, so that swapping one
+    for the other changes speed, not output: dataclass instances as objects, ``datetime``,
+    ``date`` and ``time`` in ISO 8601, enums by value, UUIDs as strings.
+
     ``allow_nan=False`` because ``NaN`` and ``Infinity`` are not JSON and ``JSON.parse`` in the
     browser would reject the event; better to fail where the value was made.
     """
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+    )
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 _serializer: contextvars.ContextVar[Serializer] = contextvars.ContextVar(

@@ -1,0 +1,424 @@
+"""Every example of the SSE guide, as one trio-dwex app.
+
+Run it with ``nox -s demo`` (or ``trio-dwex run examples.guide:app``), then::
+
+    curl -N localhost:9929/events/countdown
+
+Every interval is multiplied by the environment variable ``GUIDE_TICK`` (seconds, default 1),
+so the tests can run the whole guide in a fraction of a second. The bearer token of
+``/private/notifications`` is ``GUIDE_TOKEN`` (default ``secret-token``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import resource
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Annotated, Any
+
+import trio
+
+from trio_dwex import (
+    Body,
+    Controller,
+    CorsSettings,
+    ExecutionContext,
+    Headers,
+    Injectable,
+    Module,
+    Param,
+    Post,
+    Provider,
+    Query,
+    Req,
+    Request,
+    Settings,
+    Sse,
+    SseEvent,
+    SseStream,
+    UnauthorizedException,
+    UseGuards,
+    create_app,
+)
+
+TICK = float(os.environ.get("GUIDE_TICK", "1"))
+STARTED = time.monotonic()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# -- Approach 1 and 2, event fields, Last-Event-ID, error handling: /events/... --------------
+
+
+@Injectable()
+class DataService:
+    """A data source that fails part-way, for the error-handling example."""
+
+    async def stream(self) -> AsyncIterator[dict[str, int]]:
+        for n in range(3):
+            yield {"item": n}
+            await trio.sleep(TICK / 2)
+        raise ConnectionError("the data source went away")
+
+
+@Controller("events")
+class EventsController:
+    def __init__(self, data: DataService) -> None:
+        self.data = data
+
+    @Sse("updates")
+    async def updates(self) -> AsyncIterator[SseEvent]:
+        """Approach 1: an async generator."""
+        yield SseEvent(data={"message": "Connected"}, event="connected")
+        for i in range(10):
+            yield SseEvent(data={"count": i, "timestamp": now_iso()}, event="update", id=str(i))
+            await trio.sleep(TICK)
+        yield SseEvent(data={"message": "Stream complete"}, event="complete")
+
+    @Sse("time")
+    def time(self) -> SseStream:
+        """Approach 2: an SseStream fed by a task that runs in the stream's own nursery."""
+        stream = SseStream()
+
+        async def tick() -> None:
+            for count in range(10):
+                await trio.sleep(TICK)
+                await stream.send(SseEvent(data={"time": now_iso(), "count": count}, event="time"))
+            stream.close()
+
+        stream.start_soon(tick)  # cancelled by itself if the client leaves first
+        return stream
+
+    @Sse("countdown")
+    async def countdown(self) -> AsyncIterator[SseEvent]:
+        for i in range(10, 0, -1):
+            yield SseEvent(data={"count": i}, event="countdown", id=str(10 - i + 1))
+            await trio.sleep(TICK)
+        yield SseEvent(data={"message": "Countdown complete!"}, event="complete")
+
+    @Sse("notifications")
+    async def notifications(self) -> AsyncIterator[SseEvent]:
+        """One event with every field."""
+        yield SseEvent(
+            data={"title": "New Message", "body": "You have a new message", "timestamp": now_ms()},
+            event="notification",
+            id="msg-123",
+            retry=3000,
+            comment="User notification event",
+        )
+
+    @Sse("resumable")
+    async def resumable(
+        self, last_event_id: Annotated[int | None, Headers("last-event-id")] = None
+    ) -> AsyncIterator[SseEvent]:
+        """Numeric ids: a reconnecting EventSource sends the last one and resumes after it."""
+        if last_event_id is not None and last_event_id < 0:
+            from trio_dwex import BadRequestException
+
+            raise BadRequestException("header 'last-event-id' must be a non-negative integer")
+        start = 0 if last_event_id is None else last_event_id + 1
+        for i in range(start, 100):
+            yield SseEvent(data={"count": i}, id=str(i), retry=3000)
+            await trio.sleep(TICK)
+
+    @Sse("data")
+    async def data(self) -> AsyncIterator[SseEvent]:
+        """Errors become an event, and the stream still says goodbye."""
+        try:
+            yield SseEvent(data={"status": "started"}, event="start")
+            async with aclosing(self.data.stream()) as items:
+                async for item in items:
+                    yield SseEvent(data=item, event="data")
+        except Exception as error:
+            yield SseEvent(data={"error": str(error)}, event="error")
+        finally:
+            yield SseEvent(data={"status": "ended"}, event="end")
+
+
+# -- Live server metrics: /monitoring/metrics ------------------------------------------------
+
+
+@Controller("monitoring")
+class MonitoringController:
+    @Sse("metrics")
+    def metrics(self) -> SseStream:
+        stream = SseStream()
+
+        async def report() -> None:
+            for count in itertools.count(1):
+                await trio.sleep(TICK)
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                metrics = {
+                    "cpu": {"user": usage.ru_utime, "system": usage.ru_stime},
+                    "memory": {"maxRss": usage.ru_maxrss * 1024},
+                    "uptime": time.monotonic() - STARTED,
+                }
+                await stream.send(SseEvent(data=metrics, event="metrics", id=str(now_ms())))
+                if count % 30 == 0:
+                    await stream.send_comment("keep-alive")
+
+        stream.start_soon(report)
+        return stream
+
+
+# -- Progress tracking: /jobs/progress/:jobId ---------------------------------------------------
+
+
+@Controller("jobs")
+class JobsController:
+    @Sse("progress/:jobId")
+    async def progress(self, job_id: Annotated[str, Param("jobId")]) -> AsyncIterator[SseEvent]:
+        yield SseEvent(data={"status": "started", "progress": 0}, event="start")
+        for progress in range(0, 101, 10):
+            yield SseEvent(
+                data={"jobId": job_id, "progress": progress, "status": "running"},
+                event="progress",
+                id=f"{job_id}-{progress}",
+            )
+            await trio.sleep(TICK / 2)
+        yield SseEvent(
+            data={"jobId": job_id, "progress": 100, "status": "completed"}, event="complete"
+        )
+
+
+# -- Event-driven updates: POST /activity fans out to every GET /activity/stream -------------
+
+ActivityHandler = Callable[[dict[str, Any]], None]
+
+
+@Injectable()
+class ActivityService:
+    """An in-process event emitter, as in the guide."""
+
+    def __init__(self) -> None:
+        self._handlers: list[ActivityHandler] = []
+
+    def on(self, handler: ActivityHandler) -> None:
+        self._handlers.append(handler)
+
+    def off(self, handler: ActivityHandler) -> None:
+        self._handlers.remove(handler)
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._handlers)
+
+    def track_activity(self, user_id: str, activity: str) -> int:
+        event = {"userId": user_id, "activity": activity, "timestamp": now_ms()}
+        for handler in list(self._handlers):
+            handler(event)
+        return len(self._handlers)
+
+
+@dataclass
+class ActivityIn:
+    userId: str
+    activity: str
+
+
+@Controller("activity")
+class ActivityController:
+    def __init__(self, activity: ActivityService) -> None:
+        self.activity = activity
+
+    @Sse("stream")
+    def stream(self) -> SseStream:
+        stream = SseStream()
+
+        def handler(activity: dict[str, Any]) -> None:
+            stream.send_nowait(
+                SseEvent(data=activity, event="activity", id=str(activity["timestamp"]))
+            )
+
+        self.activity.on(handler)
+        stream.on_close(lambda: self.activity.off(handler))
+        return stream
+
+    @Post()
+    def track(self, body: Annotated[ActivityIn, Body()]) -> dict[str, int]:
+        return {"delivered": self.activity.track_activity(body.userId, body.activity)}
+
+
+# -- DI with a lifespan-owned service: /notifications/stream?userId=U -------------------------
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: str
+    title: str
+    body: str
+    timestamp: int
+
+
+@Injectable()
+class NotificationService:
+    """Delivers notifications to each user's open streams.
+
+    An async context manager: the app enters it at startup, and its nursery owns the demo
+    task that notifies every subscribed user every few ticks, so nothing is left running
+    after shutdown.
+    """
+
+    DEMO_EVERY_TICKS = 3
+    BUFFER = 16
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[trio.MemorySendChannel[Notification]]] = {}
+        self._ids = itertools.count(1)
+        self._exit_stack = AsyncExitStack()
+
+    async def __aenter__(self) -> NotificationService:
+        # The service's nursery lives from startup to shutdown, inside the app's lifespan.
+        self._nursery = await self._exit_stack.enter_async_context(trio.open_nursery())
+        self._nursery.start_soon(self._demo)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._nursery.cancel_scope.cancel()
+        return await self._exit_stack.__aexit__(exc_type, exc, tb)
+
+    async def _demo(self) -> None:
+        while True:
+            await trio.sleep(self.DEMO_EVERY_TICKS * TICK)
+            for user_id in list(self._subscribers):
+                self.notify(user_id, "Demo", f"A demo notification for {user_id}")
+
+    def notify(self, user_id: str, title: str, body: str) -> int:
+        """Queue a notification for the user's open streams; returns how many got it."""
+        notification = Notification(str(next(self._ids)), title, body, now_ms())
+        delivered = 0
+        for channel in list(self._subscribers.get(user_id, ())):
+            try:
+                channel.send_nowait(notification)
+                delivered += 1
+            except trio.WouldBlock:
+                pass  # that stream is far behind; it keeps what it has, and this one is skipped
+        return delivered
+
+    @asynccontextmanager
+    async def subscribe(
+        self, user_id: str
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Notification]]:
+        """The user's notifications, for as long as the ``async with`` block runs."""
+        send, receive = trio.open_memory_channel[Notification](self.BUFFER)
+        self._subscribers.setdefault(user_id, set()).add(send)
+        try:
+            yield receive
+        finally:
+            self._subscribers[user_id].discard(send)
+            if not self._subscribers[user_id]:
+                del self._subscribers[user_id]
+
+    def subscriber_count(self, user_id: str) -> int:
+        return len(self._subscribers.get(user_id, ()))
+
+
+@dataclass
+class NotificationIn:
+    userId: str
+    title: str
+    body: str
+
+
+async def notification_events(
+    service: NotificationService, user_id: str
+) -> AsyncIterator[SseEvent]:
+    yield SseEvent(data={"message": "Connected"}, event="connected")
+    async with service.subscribe(user_id) as notifications:
+        async for notification in notifications:
+            yield SseEvent(data=notification, event="notification", id=notification.id)
+
+
+@Controller("notifications")
+class NotificationsController:
+    def __init__(self, notifications: NotificationService) -> None:
+        self.notifications = notifications
+
+    @Sse("stream")
+    def stream(self, user_id: Annotated[str, Query("userId")]) -> AsyncIterator[SseEvent]:
+        return notification_events(self.notifications, user_id)
+
+    @Post()
+    def send(self, body: Annotated[NotificationIn, Body()]) -> dict[str, int]:
+        return {"delivered": self.notifications.notify(body.userId, body.title, body.body)}
+
+
+# -- Guards: /private/notifications -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuideConfig:
+    token: str = os.environ.get("GUIDE_TOKEN", "secret-token")
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+
+
+@Injectable()
+class AuthGuard:
+    def __init__(self, config: GuideConfig) -> None:
+        self.expected = f"Bearer {config.token}"
+
+    def can_activate(self, context: ExecutionContext) -> bool:
+        request = context.request
+        if request.headers.get("authorization") != self.expected:
+            raise UnauthorizedException("a valid bearer token is required")
+        request.user = User(id="user-1")
+        return True
+
+
+@Controller("private")
+class PrivateEventsController:
+    def __init__(self, notifications: NotificationService) -> None:
+        self.notifications = notifications
+
+    @Sse("notifications")
+    @UseGuards(AuthGuard)
+    def notifications_for_user(self, req: Annotated[Request, Req()]) -> AsyncIterator[SseEvent]:
+        return notification_events(self.notifications, req.user.id)
+
+
+@Module(
+    controllers=[
+        EventsController,
+        MonitoringController,
+        JobsController,
+        ActivityController,
+        NotificationsController,
+        PrivateEventsController,
+    ],
+    providers=[
+        DataService,
+        ActivityService,
+        NotificationService,
+        AuthGuard,
+        Provider(GuideConfig, use_value=GuideConfig()),
+    ],
+)
+class AppModule:
+    pass
+
+
+app = create_app(
+    AppModule,
+    settings=Settings(cors=CorsSettings(allow_origins=("*",))),
+)

@@ -1,0 +1,212 @@
+"""The ASGI application: `create_app(AppModule)` compiles the modules and serves their routes.
+
+Per request, in this order: CORS preflight; route match (404, 405); guards (before any handler
+code, so a rejected SSE request never opens a stream); the stream limit for SSE routes; the
+interceptors around parameter conversion and the handler; then the handler's result becomes
+a response. Lifespan startup enters the providers that are async context managers, and
+shutdown closes every open stream before it exits them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterable
+from dataclasses import replace
+from typing import Any
+
+from ..errors import HttpException, ServiceUnavailableException
+from ..framework.module import ApplicationPlan, compile_application
+from ..framework.pipeline import ExecutionContext, run_guards, run_interceptors
+from ..framework.routing import RoutePlan
+from ..framework.signature import solve_params
+from ..streams.runner import StreamTracker
+from ..streams.stream import SseStream
+from ..wire.sse import use_serializer
+from .cors import Cors, origin_of
+from .request import Request
+from .responses import EventSourceResponse, JSONResponse, Response, error_response
+from .settings import Settings
+from .types import Receive, Scope, Send
+
+__all__ = ["DwexApp", "create_app"]
+
+logger = logging.getLogger("trio_dwex.asgi")
+
+_Answer = Response | EventSourceResponse
+
+
+def create_app(root_module: type, *, settings: Settings | None = None) -> DwexApp:
+    """Build the ASGI application for ``root_module`` and the modules it imports.
+
+    Every mistake of wiring (a missing provider, a cycle, a bad route or parameter) raises
+    `ConfigurationError` here, before the server takes a request.
+    """
+    if settings is not None and not isinstance(settings, Settings):
+        raise TypeError(f"create_app(settings=...) takes a Settings, got {settings!r}")
+    return DwexApp(compile_application(root_module), settings or Settings())
+
+
+class DwexApp:
+    """An ASGI 3 application (HTTP and lifespan) made by `create_app`.
+
+    Serve it with ``trio-dwex run module:app``, ``serve(app)`` or ``hypercorn --worker-class
+    trio module:app``.
+
+    Attributes:
+        settings: the app's `Settings`.
+        streams: counts open streams and their outcomes, and closes them all at shutdown.
+    """
+
+    def __init__(self, plan: ApplicationPlan, settings: Settings) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.streams = StreamTracker()
+        self._cors = None if settings.cors is None else Cors(settings.cors)
+        self._starting_streams = 0
+
+    def stats(self) -> dict[str, object]:
+        """Open streams and totals (opened, closed by reason): JSON-able, for metrics."""
+        return self.streams.stats()
+
+    def close_streams(self) -> None:
+        """Close every open stream (their cleanup runs) and refuse new ones: the first step of
+        a graceful shutdown. `serve` calls it as soon as the server is told to stop."""
+        self.streams.close_all()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with use_serializer(self.settings.serializer):
+            if scope["type"] == "http":
+                await self._http(scope, receive, send)
+            elif scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            elif scope["type"] == "websocket":
+                # Not served: closing before accepting answers the handshake with 403.
+                await receive()
+                await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = origin_of(scope) if self._cors is not None else None
+        if self._cors is not None and origin is not None:
+            asked = _header(scope, b"access-control-request-method")
+            if scope["method"] == "OPTIONS" and asked is not None:
+                requested = _header(scope, b"access-control-request-headers") or ""
+                await self._cors.preflight(origin, asked, requested)(scope, receive, send)
+                return
+            send = self._cors.wrap_send(origin, send)
+        try:
+            answer = await self._dispatch(scope, receive)
+        except Exception as exc:
+            if not isinstance(exc, HttpException):
+                logger.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc)
+            answer = error_response(exc)
+        await answer(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive) -> _Answer:
+        route, path_params = self.plan.router.match(scope["method"], _raw_path(scope))
+        request = Request(scope, receive, path_params, max_body_size=self.settings.max_body_size)
+        context = ExecutionContext(request, route.controller_class, route.handler)
+        await run_guards(route.guards, context)
+        if route.kind != "sse":
+            result, _ = await self._call(route, request, context)
+            return _to_response(result)
+        self._check_stream_limit()
+        self._starting_streams += 1
+        try:
+            result, returned = await self._call(route, request, context)
+            return self._to_stream(route, result, returned)
+        finally:
+            # The stream registers with the tracker as soon as its response runs, with no
+            # await in between, so the limit is never exceeded by requests in flight.
+            self._starting_streams -= 1
+
+    async def _call(
+        self, route: RoutePlan, request: Request, context: ExecutionContext
+    ) -> tuple[Any, Any]:
+        """Run the interceptors around the handler: (what they returned, what it returned)."""
+        returned: list[Any] = []
+
+        async def call_handler() -> Any:
+            arguments = await solve_params(route.call_plan, request)
+            result = route.endpoint(**arguments)
+            if inspect.isawaitable(result):
+                result = await result
+            returned.append(result)
+            return result
+
+        result = await run_interceptors(route.interceptors, context, call_handler)
+        return result, returned[0] if returned else None
+
+    def _check_stream_limit(self) -> None:
+        retry = {"Retry-After": str(self.settings.retry_after)}
+        if self.streams.shutting_down:
+            raise ServiceUnavailableException("the server is shutting down", headers=retry)
+        limit = self.settings.max_streams
+        if limit is not None and self.streams.open_count + self._starting_streams >= limit:
+            raise ServiceUnavailableException(
+                f"too many open event streams (max_streams={limit}); retry later", headers=retry
+            )
+
+    def _to_stream(self, route: RoutePlan, result: object, returned: object) -> EventSourceResponse:
+        if not isinstance(result, SseStream | AsyncIterable):
+            raise TypeError(
+                f"SSE handler {route.name} returned {type(result).__name__}; make it an async "
+                "generator or return an SseStream"
+            )
+        # An interceptor may have wrapped the handler's SseStream: its tasks and callbacks
+        # still belong to this response.
+        owner = returned if isinstance(returned, SseStream) and returned is not result else None
+        options: dict[str, Any] = dict(route.sse_options)
+        headers = options.pop("headers", None)
+        return EventSourceResponse(
+            result,
+            settings=replace(self.settings.streams, **options),
+            headers=headers,
+            tracker=self.streams,
+            owner=owner,
+        )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        self.streams.accept_new()
+        started = False
+        try:
+            async with self.plan.container.lifespan():
+                await send({"type": "lifespan.startup.complete"})
+                started = True
+                await receive()  # lifespan.shutdown
+                self.close_streams()
+        except Exception as exc:
+            phase = "shutdown" if started else "startup"
+            logger.error("application %s failed", phase, exc_info=exc)
+            await send({"type": f"lifespan.{phase}.failed", "message": repr(exc)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _to_response(result: object) -> Response:
+    """A plain route's return value as a response."""
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(b"", 204)
+    if isinstance(result, str):
+        return Response(result)
+    if isinstance(result, bytes):
+        return Response(result, media_type="application/octet-stream")
+    return JSONResponse(result)
+
+
+def _raw_path(scope: Scope) -> str:
+    """The path as sent, still percent-encoded, so that ``%2F`` stays inside a parameter."""
+    raw = scope.get("raw_path")
+    if not raw:
+        return str(scope["path"])
+    return str(raw.decode("latin-1").partition("?")[0])
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

@@ -1,0 +1,112 @@
+"""`Request`: one HTTP request, read from the ASGI scope and receive channel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ..errors import BadRequestException, HttpException
+from .types import Receive, Scope
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "Request"]
+
+#: Bytes of request body read at most; beyond it the request is answered 413.
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+
+
+class Request:
+    """An HTTP request as handlers, guards and interceptors see it.
+
+    ``Annotated[Request, Req()]`` gives it to a handler. Guards may set attributes on it for the
+    handler to read, as the guide's auth guard sets ``request.user``; ``user`` starts as
+    ``None`` and ``state`` is a dict for anything else.
+    """
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        path_params: Mapping[str, str] | None = None,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    ) -> None:
+        self.scope = scope
+        self._receive = receive
+        self.path_params: Mapping[str, str] = dict(path_params or {})
+        self.max_body_size = max_body_size
+        self._body: bytes | None = None
+        #: Set by a guard for the handler, e.g. the authenticated user.
+        self.user: Any = None
+        #: Free-form per-request values shared by guards, interceptors and the handler.
+        self.state: dict[str, Any] = {}
+
+    @property
+    def method(self) -> str:
+        """The HTTP method, upper case."""
+        return str(self.scope["method"])
+
+    @property
+    def path(self) -> str:
+        """The decoded path, without the query string."""
+        return str(self.scope["path"])
+
+    @property
+    def http_version(self) -> str:
+        """``"1.0"``, ``"1.1"`` or ``"2"``."""
+        return str(self.scope.get("http_version", "1.1"))
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The client's (host, port), if the server knows it."""
+        client = self.scope.get("client")
+        return None if client is None else (str(client[0]), int(client[1]))
+
+    @cached_property
+    def query_params(self) -> Sequence[tuple[str, str]]:
+        """The query string's (key, value) pairs, decoded, in order, repeats kept."""
+        raw: bytes = self.scope.get("query_string", b"")
+        try:
+            query = raw.decode("utf-8")
+            return parse_qsl(query, keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise BadRequestException("the query string is not valid UTF-8") from None
+
+    @cached_property
+    def headers(self) -> Mapping[str, str]:
+        """Request headers, names lower case; repeated headers joined with ``", "``."""
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in self.scope.get("headers", []):
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return headers
+
+    async def body(self) -> bytes:
+        """The whole request body; read once, then cached.
+
+        Raises:
+            HttpException: 413 when the body is larger than ``max_body_size``.
+        """
+        if self._body is None:
+            chunks: list[bytes] = []
+            size = 0
+            more_body = True
+            while more_body:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    raise BadRequestException("the client disconnected while sending its body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_size:
+                    raise HttpException(
+                        413, f"the request body is larger than {self.max_body_size} bytes"
+                    )
+                chunks.append(chunk)
+                more_body = message.get("more_body", False)
+            self._body = b"".join(chunks)
+        return self._body
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path}>"

@@ -1,0 +1,92 @@
+"""`Settings`: everything an app can tune, in one typed, immutable object."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..streams.runner import StreamSettings
+from ..wire.sse import Serializer, json_serializer
+from .request import DEFAULT_MAX_BODY_SIZE
+
+__all__ = ["CorsSettings", "Settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """Cross-origin access, for browsers whose page comes from another origin.
+
+    An ``EventSource`` on another origin is the guide's main client, so this is one setting
+    rather than a middleware to find.
+
+    Attributes:
+        allow_origins: origins allowed to read responses, e.g. ``("https://app.example",)``;
+            ``("*",)`` allows any origin (with credentials, the request's origin is echoed).
+        allow_credentials: whether cookies and ``withCredentials`` EventSources are allowed.
+        allow_methods: methods a preflight may ask for.
+        allow_headers: request headers a preflight may ask for; ``("*",)`` allows any.
+        expose_headers: response headers the page's script may read.
+        max_age: seconds a browser may cache a preflight answer.
+    """
+
+    allow_origins: Sequence[str] = ()
+    allow_credentials: bool = False
+    allow_methods: Sequence[str] = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    allow_headers: Sequence[str] = ("authorization", "content-type", "last-event-id")
+    expose_headers: Sequence[str] = ()
+    max_age: int = 600
+
+    def __post_init__(self) -> None:
+        for name in ("allow_origins", "allow_methods", "allow_headers", "expose_headers"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+                raise ValueError(
+                    f"CorsSettings.{name} must be a sequence of strings, got {value!r}"
+                    ' (write ("...",) for one item)'
+                )
+        if not isinstance(self.max_age, int) or self.max_age < 0:
+            raise ValueError(
+                f"CorsSettings.max_age must be a non-negative int, got {self.max_age!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """App-wide settings, given to ``create_app(AppModule, settings=Settings(...))``.
+
+    Attributes:
+        streams: the defaults of every SSE route (keep-alive, send timeout, buffer size and
+            overflow policy, ...); ``@Sse(...)`` arguments override them per route.
+        serializer: turns non-string event data and JSON responses into text; compact stdlib
+            JSON by default. ``orjson.dumps`` or ``msgspec.json.encode`` plug in as they are.
+        cors: cross-origin access; ``None`` (the default) adds no CORS headers.
+        max_streams: open SSE streams allowed at once; beyond it new ones are answered 503
+            with ``Retry-After``. ``None``: no limit.
+        retry_after: seconds announced in ``Retry-After`` when streams are refused.
+        max_body_size: largest request body read, in bytes; larger ones are answered 413.
+    """
+
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    serializer: Serializer = json_serializer
+    cors: CorsSettings | None = None
+    max_streams: int | None = None
+    retry_after: int = 5
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.streams, StreamSettings):
+            raise ValueError(f"Settings.streams must be a StreamSettings, got {self.streams!r}")
+        if self.cors is not None and not isinstance(self.cors, CorsSettings):
+            raise ValueError(f"Settings.cors must be a CorsSettings or None, got {self.cors!r}")
+        if not callable(self.serializer):
+            raise ValueError(f"Settings.serializer must be callable, got {self.serializer!r}")
+        if self.max_streams is not None and (
+            not isinstance(self.max_streams, int) or self.max_streams < 1
+        ):
+            raise ValueError(
+                f"Settings.max_streams must be a positive int or None, got {self.max_streams!r}"
+            )
+        for name in ("retry_after", "max_body_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"Settings.{name} must be a non-negative int, got {value!r}")

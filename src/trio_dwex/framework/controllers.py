@@ -1,0 +1,168 @@
+r"""One controller class compiled into its :class:`~trio_dwex.framework.routing.RoutePlan`\ s.
+
+Reads the specs the decorators recorded on the class and its methods, checks them against
+each other (a ``Param`` the path does not capture, a guard without ``can_activate``...), and
+creates the controller and its guards and interceptors through the container. Every mistake
+is a :class:`~trio_dwex.errors.ConfigurationError` naming ``Controller.method``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..wire.paths import compile_path, join_paths
+from .decorators import RouteSpec, controller_spec, guards_of, interceptors_of, route_specs
+from .di import Container
+from .pipeline import CanActivate, Interceptor
+from .routing import RoutePlan
+from .signature import CallPlan, analyse_handler
+
+__all__ = ["compile_controller"]
+
+
+def compile_controller(
+    container: Container, module: type, controller_class: object
+) -> Iterator[RoutePlan]:
+    """The routes of ``controller_class``, listed in ``module``'s ``controllers=[...]``.
+
+    Routes come in declaration order, inherited ones first. The controller, and guards and
+    interceptors given as classes, are created through ``container`` (once per app).
+    """
+    if not isinstance(controller_class, type):
+        raise ConfigurationError(
+            f"{module.__name__} lists {controller_class!r} in controllers=[...]; list classes "
+            "decorated with @Controller(...)"
+        )
+    spec = controller_spec(controller_class)
+    if spec is None:
+        raise ConfigurationError(
+            f"{module.__name__} lists {controller_class.__name__} in controllers=[...] but it "
+            "is not decorated with @Controller(...); add @Controller('prefix') to the class"
+        )
+    controller: object = container.instantiate(controller_class)
+    where = f"@UseGuards on {controller_class.__name__}"
+    class_guards = _guards(container, guards_of(controller_class), where)
+    where = f"@UseInterceptors on {controller_class.__name__}"
+    class_interceptors = _interceptors(container, interceptors_of(controller_class), where)
+    handlers = _handlers(controller_class)
+    if not handlers:
+        raise ConfigurationError(
+            f"{controller_class.__name__} is a controller without routes; decorate its "
+            "methods with @Get(), @Post(), @Sse()... (or remove it from controllers=[...])"
+        )
+    for attribute, func in handlers.items():
+        qualname = f"{controller_class.__name__}.{attribute}"
+        guards = class_guards + _guards(container, guards_of(func), f"@UseGuards on {qualname}")
+        interceptors = class_interceptors + _interceptors(
+            container, interceptors_of(func), f"@UseInterceptors on {qualname}"
+        )
+        plans: dict[bool, CallPlan] = {}
+        for route in route_specs(func):
+            sse = route.kind == "sse"
+            if sse not in plans:
+                plans[sse] = analyse_handler(func, qualname=qualname, sse=sse)
+            yield _route_plan(
+                route,
+                spec.prefix,
+                controller_class,
+                controller,
+                func,
+                plans[sse],
+                guards,
+                interceptors,
+            )
+
+
+def _route_plan(
+    route: RouteSpec,
+    prefix: str,
+    controller_class: type,
+    controller: object,
+    func: Callable[..., Any],
+    plan: CallPlan,
+    guards: tuple[CanActivate, ...],
+    interceptors: tuple[Interceptor, ...],
+) -> RoutePlan:
+    try:
+        template = compile_path(join_paths(prefix, route.path))
+    except ValueError as exc:
+        raise ConfigurationError(f"{plan.qualname}: {exc}") from None
+    missing = sorted(plan.path_param_names - set(template.param_names))
+    if missing:
+        captured = ", ".join(template.param_names) or "none"
+        raise ConfigurationError(
+            f"{plan.qualname} reads path parameter {missing[0]!r} but its route "
+            f"{route.method} {template.template} captures {captured}; fix the Param(...) name "
+            "or add :name to the path"
+        )
+    return RoutePlan(
+        method=route.method,
+        path=template.template,
+        kind=route.kind,
+        controller_class=controller_class,
+        controller=controller,
+        handler=func,
+        endpoint=types.MethodType(func, controller),
+        call_plan=plan,
+        guards=guards,
+        interceptors=interceptors,
+        sse_options=route.sse_options,
+        template=template,
+    )
+
+
+def _handlers(controller_class: type) -> dict[str, Callable[..., Any]]:
+    # Base classes first, so inherited routes come before the subclass's own; a subclass
+    # attribute of the same name (decorated or not) replaces the inherited one.
+    found: dict[str, Callable[..., Any]] = {}
+    for klass in reversed(controller_class.__mro__):
+        for attribute, value in vars(klass).items():
+            found.pop(attribute, None)
+            if route_specs(value):
+                found[attribute] = value
+    return found
+
+
+def _enhancer(container: Container, item: object) -> object:
+    return container.instantiate(item) if isinstance(item, type) else item
+
+
+def _guards(container: Container, items: tuple[object, ...], where: str) -> tuple[CanActivate, ...]:
+    guards = []
+    for item in items:
+        guard = _enhancer(container, item)
+        if not callable(getattr(guard, "can_activate", None)):
+            raise ConfigurationError(
+                f"{_label(item)} in {where} is not a guard: it has no can_activate(ctx) method"
+            )
+        guards.append(guard)
+    return tuple(guards)  # type: ignore[arg-type]  # checked structurally above
+
+
+def _interceptors(
+    container: Container, items: tuple[object, ...], where: str
+) -> tuple[Interceptor, ...]:
+    interceptors = []
+    for item in items:
+        interceptor = _enhancer(container, item)
+        method = getattr(interceptor, "intercept", None)
+        if not callable(method):
+            raise ConfigurationError(
+                f"{_label(item)} in {where} is not an interceptor: it has no "
+                "intercept(ctx, call_next) method"
+            )
+        if inspect.isasyncgenfunction(method):
+            raise ConfigurationError(
+                f"{_label(item)}.intercept in {where} is an async generator; make it "
+                "`async def` returning a value (wrap streams with map_events)"
+            )
+        interceptors.append(interceptor)
+    return tuple(interceptors)  # type: ignore[arg-type]  # checked structurally above
+
+
+def _label(item: object) -> str:
+    return item.__name__ if isinstance(item, type) else repr(item)

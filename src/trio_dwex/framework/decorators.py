@@ -1,0 +1,329 @@
+"""Decorators that record, never register.
+
+``@Controller``, ``@Get``/``@Post``/..., ``@Sse``, ``@UseGuards``, ``@UseInterceptors`` and
+``@Injectable`` only attach a frozen spec to the class or function they decorate and return
+it unchanged. Nothing is registered anywhere at import time: :func:`compile_application`
+reads the specs once, from the root module down, and that is where a mistake in how the specs
+fit together (a missing ``@Controller``, a path parameter the handler cannot read...) raises a
+:class:`~trio_dwex.errors.ConfigurationError`. Mistakes visible from one decorator alone (a
+route decorator on a ``staticmethod``, a negative keep-alive) raise at once.
+
+Because each decorator only adds its own attribute, their order does not matter: the guide
+writes ``@Sse(...)`` above ``@UseGuards(...)``, and the other way round means the same thing.
+Several ``@UseGuards`` on one target are read top to bottom: the topmost guard runs first.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Literal, TypeVar
+
+from ..errors import ConfigurationError
+
+__all__ = [
+    "UNSET",
+    "Controller",
+    "ControllerSpec",
+    "Delete",
+    "Get",
+    "Injectable",
+    "Patch",
+    "Post",
+    "Put",
+    "RouteKind",
+    "RouteSpec",
+    "Sse",
+    "UseGuards",
+    "UseInterceptors",
+    "controller_spec",
+    "guards_of",
+    "interceptors_of",
+    "is_injectable",
+    "route_specs",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+T = TypeVar("T")
+
+RouteKind = Literal["http", "sse"]
+"""``"sse"`` for ``@Sse`` routes (a GET answered with an event stream), else ``"http"``."""
+
+_CONTROLLER: Final = "__dwex_controller__"
+_ROUTES: Final = "__dwex_routes__"
+_GUARDS: Final = "__dwex_guards__"
+_INTERCEPTORS: Final = "__dwex_interceptors__"
+_INJECTABLE: Final = "__dwex_injectable__"
+
+
+class _Unset(enum.Enum):
+    """The type of :data:`UNSET`."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: "Not given" for ``@Sse`` options. ``None`` cannot play this part because ``keepalive=None``
+#: means "no keep-alive", which is different from "use the app's default".
+UNSET: Final = _Unset.UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSpec:
+    """What ``@Controller(prefix)`` records on a class."""
+
+    #: Joined in front of every route path of the controller.
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """What a route decorator records on a handler function."""
+
+    #: The HTTP method in upper case; ``GET`` for SSE routes.
+    method: str
+    #: The path as written in the decorator, relative to the controller prefix.
+    path: str
+    #: Whether the route answers with an event stream.
+    kind: RouteKind
+    #: SSE options given explicitly on this route (only those given); empty for HTTP routes.
+    sse_options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# -- reading the specs back (used by the compiler) --------------------------------------------
+
+
+def controller_spec(cls: type) -> ControllerSpec | None:
+    """The ``@Controller`` spec of ``cls`` itself (a subclass must be decorated again)."""
+    spec = vars(cls).get(_CONTROLLER)
+    return spec if isinstance(spec, ControllerSpec) else None
+
+
+def route_specs(func: object) -> tuple[RouteSpec, ...]:
+    """The route specs recorded on ``func``, in reading order (usually one)."""
+    return tuple(getattr(func, "__dict__", {}).get(_ROUTES, ()))
+
+
+def guards_of(target: object) -> tuple[object, ...]:
+    """The guards recorded on a controller class or a handler function, in reading order."""
+    return tuple(_own_attrs(target).get(_GUARDS, ()))
+
+
+def interceptors_of(target: object) -> tuple[object, ...]:
+    """The interceptors recorded on a controller class or handler function, in reading order."""
+    return tuple(_own_attrs(target).get(_INTERCEPTORS, ()))
+
+
+def is_injectable(cls: type) -> bool:
+    """Whether ``cls`` itself is marked with ``@Injectable()``."""
+    return bool(vars(cls).get(_INJECTABLE, False))
+
+
+def _own_attrs(target: object) -> Mapping[str, Any]:
+    return vars(target) if isinstance(target, type) else getattr(target, "__dict__", {})
+
+
+# -- class decorators ---------------------------------------------------------------------------
+
+
+def Controller(prefix: str = "") -> Callable[[C], C]:
+    """Mark a class as a controller whose routes live under ``prefix``.
+
+    ``@Controller("events")`` with ``@Sse("updates")`` serves ``/events/updates``; slashes in
+    the prefix and path are optional. The controller's constructor is injected like a
+    provider's, from its type hints; list the class in ``Module(controllers=[...])``.
+    """
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"@Controller(prefix) takes a string, got {prefix!r}")
+
+    def decorate(cls: C) -> C:
+        _require_class(cls, "@Controller()")
+        setattr(cls, _CONTROLLER, ControllerSpec(prefix))
+        return cls
+
+    return decorate
+
+
+def Injectable() -> Callable[[C], C]:
+    """Mark a class as a provider: one instance per application, injected by type.
+
+    Its constructor's parameters are resolved from their type hints. If the instance is an
+    async context manager it is entered when the app starts and exited when it stops, which
+    is how a long-running service owns background tasks (open a nursery in ``__aenter__``).
+    List the class in ``Module(providers=[...])``.
+    """
+
+    def decorate(cls: C) -> C:
+        _require_class(cls, "@Injectable()")
+        setattr(cls, _INJECTABLE, True)
+        return cls
+
+    return decorate
+
+
+def _require_class(target: object, decorator: str) -> None:
+    if not isinstance(target, type):
+        raise ConfigurationError(f"{decorator} decorates a class, got {target!r}")
+
+
+# -- route decorators ---------------------------------------------------------------------------
+
+
+def _record_route(spec: RouteSpec, decorator: str) -> Callable[[F], F]:
+    if not isinstance(spec.path, str):
+        raise ConfigurationError(f"{decorator} takes a path string, got {spec.path!r}")
+
+    def decorate(func: F) -> F:
+        if not inspect.isfunction(func):
+            hint = (
+                "; remove @staticmethod/@classmethod: a handler is a plain method taking self"
+                if isinstance(func, staticmethod | classmethod)
+                else ""
+            )
+            raise ConfigurationError(
+                f"{decorator} decorates a function defined in a controller class, "
+                f"got {func!r}{hint}"
+            )
+        func.__dict__[_ROUTES] = (spec, *route_specs(func))
+        return func
+
+    return decorate
+
+
+def Get(path: str = "") -> Callable[[F], F]:
+    """Route ``GET <prefix>/<path>`` to the decorated method; ``:name``/``{name}`` capture."""
+    return _record_route(RouteSpec("GET", path, "http"), "@Get()")
+
+
+def Post(path: str = "") -> Callable[[F], F]:
+    """Route ``POST <prefix>/<path>`` to the decorated method."""
+    return _record_route(RouteSpec("POST", path, "http"), "@Post()")
+
+
+def Put(path: str = "") -> Callable[[F], F]:
+    """Route ``PUT <prefix>/<path>`` to the decorated method."""
+    return _record_route(RouteSpec("PUT", path, "http"), "@Put()")
+
+
+def Patch(path: str = "") -> Callable[[F], F]:
+    """Route ``PATCH <prefix>/<path>`` to the decorated method."""
+    return _record_route(RouteSpec("PATCH", path, "http"), "@Patch()")
+
+
+def Delete(path: str = "") -> Callable[[F], F]:
+    """Route ``DELETE <prefix>/<path>`` to the decorated method."""
+    return _record_route(RouteSpec("DELETE", path, "http"), "@Delete()")
+
+
+def _positive(name: str, value: object, *, allow_none: bool, integer: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if integer:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        wanted = "a positive int"
+    else:
+        ok = (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        )
+        wanted = "a positive number of seconds"
+    if not ok:
+        wanted += " or None" if allow_none else ""
+        raise ConfigurationError(f"@Sse({name}=...) must be {wanted}, got {value!r}")
+
+
+def Sse(
+    path: str = "",
+    *,
+    keepalive: float | _Unset | None = UNSET,
+    send_timeout: float | _Unset = UNSET,
+    buffer_size: int | _Unset = UNSET,
+    max_lifetime: float | _Unset | None = UNSET,
+    headers: Mapping[str, str] | _Unset = UNSET,
+) -> Callable[[F], F]:
+    """Route ``GET <prefix>/<path>`` to the decorated method, answered with an event stream.
+
+    The handler is an async generator function (each ``yield`` is an event), or a plain or
+    async function returning an ``SseStream`` or any async iterable of events.
+
+    Options given here override the app's settings for this route only; options left out
+    follow the app (they are not recorded, so a later change of the app default applies):
+
+    - ``keepalive``: seconds of silence before a ``:`` comment is sent; ``None`` disables it.
+    - ``send_timeout``: seconds a client may take to accept bytes before it is dropped.
+    - ``buffer_size``: events buffered for a client slower than the producer.
+    - ``max_lifetime``: seconds after which the stream is closed (the client reconnects with
+      ``Last-Event-ID``); ``None`` for no limit.
+    - ``headers``: extra response headers.
+    """
+    options: dict[str, object] = {}
+    if keepalive is not UNSET:
+        _positive("keepalive", keepalive, allow_none=True)
+        options["keepalive"] = keepalive
+    if send_timeout is not UNSET:
+        _positive("send_timeout", send_timeout, allow_none=False)
+        options["send_timeout"] = send_timeout
+    if buffer_size is not UNSET:
+        _positive("buffer_size", buffer_size, allow_none=False, integer=True)
+        options["buffer_size"] = buffer_size
+    if max_lifetime is not UNSET:
+        _positive("max_lifetime", max_lifetime, allow_none=True)
+        options["max_lifetime"] = max_lifetime
+    if headers is not UNSET:
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ConfigurationError(
+                f"@Sse(headers=...) must be a mapping of str to str, got {headers!r}"
+            )
+        options["headers"] = MappingProxyType(dict(headers))
+    return _record_route(RouteSpec("GET", path, "sse", MappingProxyType(options)), "@Sse()")
+
+
+# -- enhancers ----------------------------------------------------------------------------------
+
+
+def _record_enhancers(attr: str, items: tuple[object, ...], decorator: str) -> Callable[[T], T]:
+    if not items:
+        raise ConfigurationError(f"{decorator} needs at least one argument")
+
+    def decorate(target: T) -> T:
+        if not (isinstance(target, type) or inspect.isfunction(target)):
+            raise ConfigurationError(
+                f"{decorator} decorates a controller class or a handler method, got {target!r}"
+            )
+        # Decorators apply bottom-up; putting the new ones first keeps reading order.
+        existing = tuple(_own_attrs(target).get(attr, ()))
+        setattr(target, attr, (*items, *existing))
+        return target
+
+    return decorate
+
+
+def UseGuards(*guards: object) -> Callable[[T], T]:
+    """Run ``guards`` before the handler(s) of the decorated method or controller.
+
+    A guard is a class (instantiated once per app, its constructor injected) or an instance,
+    with ``can_activate(ctx) -> bool`` (sync or async). Controller guards run before method
+    guards; within one list, in the order written. The first ``False`` answers 403.
+    """
+    return _record_enhancers(_GUARDS, guards, "@UseGuards()")
+
+
+def UseInterceptors(*interceptors: object) -> Callable[[T], T]:
+    """Wrap the handler(s) of the decorated method or controller with ``interceptors``.
+
+    An interceptor is a class (instantiated once per app, constructor injected) or an
+    instance, with ``async intercept(ctx, call_next)``. The first one listed is the outermost;
+    controller interceptors wrap method interceptors.
+    """
+    return _record_enhancers(_INTERCEPTORS, interceptors, "@UseInterceptors()")

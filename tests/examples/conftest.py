@@ -1,0 +1,26 @@
+"""The guide app, with its ticks shortened so the whole guide runs in a moment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+os.environ["GUIDE_TICK"] = "0.01"
+
+from examples import guide
+from trio_dwex.testing.server import serve_app
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    async with serve_app(guide.app) as url:
+        yield url
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        yield client

@@ -1,0 +1,1 @@
+"""Tests of the framework layer: declarations, plans, DI, pipeline, routing."""
