@@ -1,1 +1,5 @@
-"""serving layer (see DESIGN.md)."""
+"""serving layer: `serve` runs an app on Hypercorn's Trio worker; the ``trio-dwex`` command."""
+
+from .serve import DEFAULT_PORT, serve
+
+__all__ = ["DEFAULT_PORT", "serve"]

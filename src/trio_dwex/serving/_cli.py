@@ -1,0 +1,132 @@
+"""The ``trio-dwex`` command: ``trio-dwex run examples.guide:app [--host] [--port] [--workers]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from functools import partial
+from multiprocessing.synchronize import Event as ProcessEvent
+from typing import Any
+
+import trio
+from hypercorn.config import Sockets
+
+from ._hypercorn import ASGIApp
+from .serve import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, make_config, serve
+
+__all__ = ["load_app", "main"]
+
+#: Seconds between two checks, in a worker process, of the supervisor's stop event.
+WORKER_STOP_POLL = 0.1
+
+
+def load_app(target: str) -> ASGIApp:
+    """Import ``"package.module:attribute"`` and return the ASGI app it names."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"error: expected MODULE:APP, like examples.guide:app, got {target!r}")
+    # Like `python -m`, look in the current directory first, so `examples.guide` just works.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise SystemExit(f"error: cannot import {module_name!r}: {error}") from None
+    app = getattr(module, attribute, None)
+    if app is None:
+        raise SystemExit(f"error: module {module_name!r} has no attribute {attribute!r}")
+    if not callable(app):
+        raise SystemExit(f"error: {target} is a {type(app).__name__}, not an ASGI app")
+    return app  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``trio-dwex`` command."""
+    parser = argparse.ArgumentParser(prog="trio-dwex", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve an app on Hypercorn's Trio worker")
+    run.add_argument("app", help="the app to serve, as MODULE:ATTRIBUTE (examples.guide:app)")
+    run.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
+    run.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=DEFAULT_GRACEFUL_TIMEOUT,
+        help="seconds running requests get at shutdown",
+    )
+    run.add_argument("--certfile", help="TLS certificate (enables HTTPS and HTTP/2)")
+    run.add_argument("--keyfile", help="TLS private key")
+    run.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    options = parser.parse_args(argv)
+    if options.workers < 1:
+        parser.error("--workers must be at least 1")
+    logging.basicConfig(
+        level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = {
+        "host": options.host,
+        "port": options.port,
+        "graceful_timeout": options.graceful_timeout,
+        "certfile": options.certfile,
+        "keyfile": options.keyfile,
+    }
+    if options.workers == 1:
+        app = load_app(options.app)
+        trio.run(partial(serve, app, config=make_config(**settings)))
+    else:
+        _supervise(options.app, options.workers, settings)
+
+
+def _supervise(target: str, workers: int, settings: dict[str, Any]) -> None:
+    """Run ``workers`` processes that share the listening sockets, until SIGINT or SIGTERM."""
+    load_app(target)  # fail here, once, rather than in every worker
+    config = make_config(**settings)
+    sockets = config.create_sockets()
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.listen(config.backlog)
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    # Children inherit "ignore SIGINT": a Ctrl+C reaches the whole process group, and only
+    # the supervisor should decide (it sets `stop`, and each worker shuts down gracefully).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    processes = [
+        context.Process(target=_worker, args=(target, settings, sockets, stop), daemon=False)
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for process in processes:
+        process.join()
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+        sock.close()
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        raise SystemExit(f"error: {len(failed)} worker(s) failed with exit codes {failed}")
+
+
+def _worker(target: str, settings: dict[str, Any], sockets: Sockets, stop: ProcessEvent) -> None:
+    """One worker process: serve the shared sockets until the supervisor says stop."""
+    logging.basicConfig(level=logging.INFO)
+    app = load_app(target)
+
+    async def stopped() -> None:
+        while not stop.is_set():  # noqa: ASYNC110 (a process Event has no async wait)
+            await trio.sleep(WORKER_STOP_POLL)
+
+    trio.run(
+        partial(
+            serve, app, config=make_config(**settings), sockets=sockets, shutdown_trigger=stopped
+        )
+    )

@@ -1,0 +1,423 @@
+"""Hypercorn's Trio worker, with three connection-level leaks fixed for long-lived streams.
+
+An SSE response is a request that never ends on its own, so the server must notice when the
+client goes away, and must never let one client pin a task forever. Hypercorn 0.18's Trio
+worker (``hypercorn/trio/tcp_server.py``) gets this wrong in specific cases:
+
+**1. Missed disconnects (hypercorn issue 210).** ``TCPServer._read_data`` reads the socket and
+calls ``await self.protocol.handle(RawData(data))`` *in the same task*, before the next
+``receive_some``. For HTTP/1.1 that lands in ``H11Protocol._handle_events``: once the request
+is complete and the client sends anything more (a pipelined request, stray bytes), h11 answers
+``PAUSED`` and hypercorn waits on ``self.can_read`` until the current response ends. While it
+waits, nobody reads the socket, so a later FIN or RST is never seen and an idle stream (say an
+SSE stream between events) stays open forever; only a later failed write would end it. A FIN or
+RST from a client that sent nothing after its request *is* seen at once, because the reader is
+then parked in ``receive_some``.
+
+**2. Shielded writes.** ``TCPServer.protocol_send`` runs ``send_all`` in a shielded cancel
+scope without a deadline (so that a cancelled sender cannot leave half a frame on the wire).
+A client that stops reading fills the socket buffers, and ``send_all`` then waits forever: the
+task that called it (the app's ``await send(...)`` for HTTP/1.1, the connection's send task
+for HTTP/2) is pinned and cannot be cancelled, so an app-level send timeout cannot free the
+stream.
+
+**3. A lost disconnect after a failed write** (found while testing 2). When ``send_all``
+raises ``BrokenResourceError``, ``protocol_send`` tells the protocol ``Closed()`` in the task
+that wrote, unshielded. If that is the app's task inside its own, already expired, send
+timeout, the cancellation lands halfway through the close (``HTTPStream.handle(StreamClosed)``
+sets ``closed`` before its ``app_put`` of ``http.disconnect`` raises ``Cancelled``): the app is
+never told, and its later sends are silently dropped, forever.
+
+**What we change**, for our server only (nothing in hypercorn is patched, so other Hypercorn
+servers in the same process keep upstream behaviour): :func:`serve_hypercorn` is a copy of
+``hypercorn.trio.run.worker_serve`` that accepts connections with :class:`_DwexTCPServer`, a
+``TCPServer`` subclass that
+
+* keeps reading while the protocol is busy: ``_read_data`` becomes a reader task that moves
+  socket bytes into a read-ahead buffer bounded by :data:`READ_AHEAD_LIMIT`, and a feeder task
+  that hands them to the protocol in order. The reader therefore sees EOF/RST even while h11 is
+  paused. At that point the feeder gets :data:`EOF_DRAIN_GRACE` seconds to deliver the bytes
+  that came before the EOF (so a request sent together with a FIN is still handled exactly as
+  upstream handles it); a feeder still busy after that is waiting on a response to a client
+  that has left, so it is cancelled and the protocol is told ``Closed()`` (the app sees
+  ``http.disconnect``). A client that pipelines more than ``READ_AHEAD_LIMIT`` bytes gets
+  upstream's back-pressure: we stop reading, and its disconnect is then only noticed by a
+  failing write (SSE keep-alives make that bounded).
+* bounds every shielded write: the data goes out in chunks of at most :data:`WRITE_CHUNK`
+  bytes, each inside ``trio.CancelScope(shield=True, deadline=now + write_timeout)``. A chunk
+  that the client does not accept within ``write_timeout`` seconds aborts the connection (RST,
+  discarding the unsent bytes), and the protocol is told ``Closed()``: the pinned send returns,
+  the app sees ``http.disconnect``, and every task of the connection ends. Since the deadline
+  is renewed per chunk, a slow client that keeps accepting data is not dropped.
+* tells the protocol ``Closed()`` after a failed write in a shielded scope (bounded by
+  ``write_timeout`` too), so that the close cannot be cancelled halfway.
+
+**With the plain ``hypercorn`` command** (or ``hypercorn.trio.serve``) a user gets upstream
+behaviour: the leak of case 1, the pinned task of case 2 and the race of case 3. Only the
+app-level mitigations of trio-dwex apply there: keep-alive comments (hypercorn never raises
+from the app's ``send`` for a gone client, but the first write that fails delivers
+``http.disconnect``), and the stream's send timeout, which can cancel an HTTP/2 send waiting on
+flow control but not a shielded HTTP/1.1 ``send_all``.
+
+``tests/serving/test_hypercorn_pitfalls.py`` has canary tests that fail the day upstream fixes
+case 1 or 2; then revisit this module and maybe drop that part of the fix. (Case 3 is a race,
+so it has a regression test for our server but no canary.)
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from functools import partial
+from random import randint
+from typing import Any, Literal
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+from hypercorn.trio.udp_server import UDPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+
+__all__ = ["EOF_DRAIN_GRACE", "READ_AHEAD_LIMIT", "WRITE_CHUNK", "ASGIApp", "serve_hypercorn"]
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+"""Any ASGI 3 application.
+
+Deliberately loose: hypercorn's own ``ASGIFramework`` spells scopes and messages as TypedDict
+unions, which an app typed without hypercorn (as trio-dwex's lower layers must be) cannot
+match under ``mypy --strict``."""
+
+READ_AHEAD_LIMIT = MAX_RECV
+"""Bytes read from a client that the protocol has not taken yet, at most (64 KiB).
+
+At this limit we stop reading that client (upstream's back-pressure), so a client cannot make
+us buffer without limit. Stray or pipelined bytes behind a running stream are far fewer."""
+
+EOF_DRAIN_GRACE = 0.25
+"""Seconds the protocol gets, after the client's EOF or reset, to take the bytes read before it.
+
+A protocol still busy after that is waiting for a response to end (h11's pause) and will never
+take them: the client has left, so we stop waiting and close the connection."""
+
+WRITE_CHUNK = 2**14
+"""Bytes handed to ``send_all`` under one ``write_timeout`` deadline (16 KiB, one TLS record).
+
+The deadline is renewed per chunk, so ``write_timeout`` bounds a lack of progress, not the
+duration of a large write: a client is dropped only if it accepts less than this many bytes in
+``write_timeout`` seconds."""
+
+_ReadEnd = Literal["eof", "error"]
+
+
+class _ReadAhead:
+    """Bytes read from the socket and not yet taken by the protocol, and how reading ended.
+
+    One reader task puts, one feeder task takes. The reader asks :meth:`room` how much it may
+    read, which waits while the buffer is full: that is where back-pressure on the client
+    comes from, and why the buffer never holds more than ``limit`` bytes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._data = bytearray()
+        self.end: _ReadEnd | None = None
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def room(self) -> int:
+        while len(self._data) >= self._limit:
+            await self._changed.wait()
+        return self._limit - len(self._data)
+
+    def put(self, data: bytes | bytearray) -> None:
+        self._data += data
+        self._notify()
+
+    def finish(self, end: _ReadEnd) -> None:
+        self.end = end
+        self._notify()
+
+    async def take(self) -> bytes | None:
+        """All buffered bytes, waiting for some; ``None`` once reading ended and all are taken."""
+        while not self._data and self.end is None:
+            await self._changed.wait()
+        if not self._data:
+            return None
+        data = bytes(self._data)
+        self._data.clear()
+        self._notify()
+        return data
+
+
+class _DwexTCPServer(TCPServer):
+    """Hypercorn's per-connection server, reading past h11's pause and with bounded writes.
+
+    See the module docstring for the leaks this fixes. Everything not overridden here
+    (TLS handshake, idle and read timeouts, protocol selection) is upstream's.
+    """
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: LifespanState,
+        stream: trio.SSLStream[trio.SocketStream],
+        *,
+        write_timeout: float,
+    ) -> None:
+        super().__init__(app, config, context, state, stream)
+        self._write_timeout = write_timeout
+
+    async def _read_data(self) -> None:
+        read_ahead = _ReadAhead(READ_AHEAD_LIMIT)
+        feeder_done = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._feed_protocol, read_ahead, feeder_done)
+            read_ahead.finish(await self._read_until_end(read_ahead))
+            with trio.move_on_after(EOF_DRAIN_GRACE):
+                await feeder_done.wait()
+            # The client has left; bytes the protocol could not take by now are for a
+            # response that nobody will read, so the feeder may stop wherever it waits.
+            nursery.cancel_scope.cancel()
+        await self.protocol.handle(Closed())
+
+    async def _read_until_end(self, read_ahead: _ReadAhead) -> _ReadEnd:
+        while True:
+            max_bytes = min(MAX_RECV, await read_ahead.room())
+            try:
+                with trio.fail_after(self.config.read_timeout or math.inf):
+                    data = await self.stream.receive_some(max_bytes)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                # A reset, our own close (idle timeout, aborted write) or the read timeout:
+                # upstream treats all of them as the end of the connection, and so do we.
+                return "error"
+            if not data:
+                return "eof"
+            read_ahead.put(data)
+
+    async def _feed_protocol(self, read_ahead: _ReadAhead, done: trio.Event) -> None:
+        while (data := await read_ahead.take()) is not None:
+            await self.protocol.handle(RawData(data))
+        if read_ahead.end == "eof":
+            # Upstream hands the empty read to the protocol, which lets h11 see the EOF.
+            await self.protocol.handle(RawData(b""))
+        done.set()
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            try:
+                sent = await self._send_all_with_progress_deadline(event.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # The client is gone, or the connection was already closed: upstream's path.
+                await self._connection_lost(abort=False)
+                return
+            if not sent:
+                await self.config.log.warning(
+                    f"Closing a connection whose client accepted no data for "
+                    f"{self._write_timeout} seconds"
+                )
+                await self._connection_lost(abort=True)
+
+    async def _connection_lost(self, *, abort: bool) -> None:
+        """Tell the protocol, after a failed write, that the connection is gone.
+
+        This runs in the task that wrote, often the app's, and often inside the app's own send
+        timeout, which may have expired while the write was shielded. Upstream tells the
+        protocol unshielded, and then the pending cancellation interrupts the close halfway:
+        ``HTTPStream.handle(StreamClosed)`` marks the stream closed, then its ``app_put`` of
+        ``http.disconnect`` raises ``Cancelled``, so the app is never told and a second
+        ``Closed()`` finds the stream already closed. The shield makes the close complete;
+        its deadline keeps it from pinning the task should the app's queue be full.
+        """
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self._write_timeout):
+            if abort:
+                await self._abort()
+            await self.protocol.handle(Closed())
+
+    async def _send_all_with_progress_deadline(self, data: bytes) -> bool:
+        """Send ``data``; ``False`` if a chunk made no progress within ``write_timeout``.
+
+        The shield stays, as upstream wants it: cancelling the sender must not leave half a
+        frame on the wire. The deadline is what upstream lacks.
+        """
+        with memoryview(data) as view:
+            # range(..., max(len, 1)) still sends an empty write once, as upstream does, so
+            # that a write on a closed stream raises ClosedResourceError here as well.
+            for start in range(0, max(len(view), 1), WRITE_CHUNK):
+                deadline = trio.current_time() + self._write_timeout
+                with trio.CancelScope(shield=True, deadline=deadline) as scope:
+                    await self.stream.send_all(view[start : start + WRITE_CHUNK])
+                if scope.cancelled_caught:
+                    return False
+        return True
+
+    async def _abort(self) -> None:
+        """Close the connection with a reset, dropping the bytes the client never read.
+
+        A plain close would keep them queued in the kernel for a client that does not read;
+        a linger time of zero makes the close send RST and free them now. Closing the stream
+        also wakes the reader task with ``ClosedResourceError``, which ends the connection.
+        """
+        stream = self.stream
+        sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else None
+        if sock is None:
+            # Without TLS hypercorn hands us a plain SocketStream despite the annotation.
+            sock = getattr(stream, "socket", None)
+        if sock is not None and sock.fileno() != -1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()
+
+
+async def serve_hypercorn(
+    app: ASGIApp,
+    config: Config,
+    *,
+    write_timeout: float,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    sockets: Sockets | None = None,
+) -> None:
+    """Serve the ASGI ``app`` with Hypercorn's Trio worker and the fixes of this module.
+
+    This is ``hypercorn.trio.serve`` with ``TCPServer`` replaced by :class:`_DwexTCPServer`:
+    the same lifespan handling, binds (``config.bind``, ``insecure_bind``, ``quic_bind``),
+    TLS and graceful shutdown (after ``shutdown_trigger`` returns, open connections get
+    ``config.graceful_timeout`` seconds). Options about processes (``workers``, ``debug``,
+    reloading) are ignored, as ``hypercorn.trio.serve`` ignores them.
+
+    ``write_timeout`` (seconds, > 0; ``math.inf`` disables it) drops a client that accepts
+    no data for that long while we write to it.
+
+    ``sockets`` are already bound and listening sockets (shared by worker processes); by
+    default they are made from ``config``.
+
+    ``task_status.started`` receives the bound addresses as hypercorn's ``serve`` reports
+    them, e.g. ``["http://127.0.0.1:54321"]``, so a caller can bind port 0 and learn the port.
+    """
+    if not write_timeout > 0:  # also rejects NaN
+        raise ValueError(f"write_timeout must be a positive number of seconds, not {write_timeout}")
+    await _worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, "asgi"),
+        config,
+        write_timeout=write_timeout,
+        shutdown_trigger=shutdown_trigger,
+        sockets=sockets,
+        task_status=task_status,
+    )
+
+
+async def _worker_serve(
+    app: AppWrapper,
+    config: Config,
+    *,
+    write_timeout: float,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None,
+    sockets: Sockets | None,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    """``hypercorn.trio.run.worker_serve`` (0.18) with our ``TCPServer`` subclass.
+
+    Kept line for line with upstream, so that a diff against a new hypercorn release is easy
+    to read. The differences: our server class and its ``write_timeout``, and two lines that our
+    linters and ``mypy --strict`` require. Upstream offers no hook to choose the ``TCPServer``
+    class, and patching its module global would change every Hypercorn server in the process.
+    """
+    config.set_statsd_logger_class(StatsdLogger)
+
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app, config, lifespan_state)
+    max_requests = None
+    if config.max_requests is not None:
+        max_requests = config.max_requests + randint(0, config.max_requests_jitter)
+    context = WorkerContext(max_requests)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+
+        async with trio.open_nursery() as server_nursery:
+            if sockets is None:
+                sockets = config.create_sockets()
+                for sock in sockets.secure_sockets:
+                    sock.listen(config.backlog)
+                for sock in sockets.insecure_sockets:
+                    sock.listen(config.backlog)
+
+            ssl_context = config.create_ssl_context()
+            listeners: list[trio.SSLListener[trio.SocketStream] | trio.SocketListener] = []
+            binds = []
+            for sock in sockets.secure_sockets:
+                listeners.append(
+                    trio.SSLListener(
+                        trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
+                        ssl_context,  # type: ignore[arg-type]  # set whenever TLS binds exist
+                        https_compatible=True,
+                    )
+                )
+                bind = repr_socket_addr(sock.family, sock.getsockname())
+                binds.append(f"https://{bind}")
+                await config.log.info(f"Running on https://{bind} (CTRL + C to quit)")
+
+            for sock in sockets.insecure_sockets:
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                bind = repr_socket_addr(sock.family, sock.getsockname())
+                binds.append(f"http://{bind}")
+                await config.log.info(f"Running on http://{bind} (CTRL + C to quit)")
+
+            for sock in sockets.quic_sockets:
+                await server_nursery.start(
+                    UDPServer(
+                        app, config, context, ConnectionState(lifespan_state.copy()), sock
+                    ).run
+                )
+                bind = repr_socket_addr(sock.family, sock.getsockname())
+                await config.log.info(f"Running on https://{bind} (QUIC) (CTRL + C to quit)")
+
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                    if shutdown_trigger is not None:
+                        nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+
+                    nursery.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            partial(
+                                _DwexTCPServer,
+                                app,
+                                config,
+                                context,
+                                ConnectionState(lifespan_state.copy()),
+                                write_timeout=write_timeout,
+                            ),
+                            listeners,
+                            handler_nursery=server_nursery,
+                        ),
+                    )
+
+                    await trio.sleep_forever()
+            except BaseExceptionGroup as error:
+                _, other_errors = error.split((ShutdownError, KeyboardInterrupt))
+                if other_errors is not None:
+                    raise other_errors from None
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

@@ -1,0 +1,112 @@
+"""`serve`: run an app on Hypercorn's Trio worker, with our fixes and a prompt, clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config, Sockets
+
+from ..asgi.app import DwexApp
+from ._hypercorn import ASGIApp, serve_hypercorn
+
+__all__ = ["DEFAULT_GRACEFUL_TIMEOUT", "DEFAULT_HOST", "DEFAULT_PORT", "serve"]
+
+logger = logging.getLogger("trio_dwex.serving")
+
+#: The port of the guide's examples.
+DEFAULT_PORT = 9929
+DEFAULT_HOST = "127.0.0.1"
+#: Seconds that requests still running at shutdown get to finish. Streams do not need it:
+#: `serve` closes them (running their cleanup) the moment shutdown starts.
+DEFAULT_GRACEFUL_TIMEOUT = 5.0
+#: Used for the write timeout when the app is not a trio-dwex app and none is given.
+DEFAULT_WRITE_TIMEOUT = 30.0
+
+
+def make_config(
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    **options: Any,
+) -> Config:
+    """A Hypercorn `Config` for our server; ``options`` set any other of its attributes."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = graceful_timeout
+    config.worker_class = "trio"
+    config.accesslog = None
+    if certfile is not None:
+        config.certfile = certfile
+        config.keyfile = keyfile
+    for name, value in options.items():
+        if not hasattr(config, name):
+            raise TypeError(f"unknown Hypercorn setting {name!r}; see hypercorn.config.Config")
+        setattr(config, name, value)
+    return config
+
+
+async def serve(
+    app: ASGIApp,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    config: Config | None = None,
+    write_timeout: float | None = None,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    sockets: Sockets | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on Hypercorn's Trio worker until SIGINT or SIGTERM (or ``shutdown_trigger``).
+
+    ``trio.run(partial(serve, app, port=9929))`` from a script (or the ``trio-dwex run``
+    command); ``await nursery.start(serve,
+    app)`` inside a Trio program (it reports the bound addresses, so port 0 works).
+
+    Compared with plain ``hypercorn --worker-class trio``, it notices every client that leaves
+    (even after pipelined bytes) and drops a client that accepts no bytes for
+    ``write_timeout`` seconds (default: the app's ``send_timeout``), and at shutdown it closes
+    every open stream at once, running its cleanup, instead of waiting for the graceful timeout.
+
+    Args:
+        config: a full Hypercorn `Config` (binds, TLS, timeouts); ``host`` and ``port`` are
+            ignored when it is given.
+        shutdown_trigger: returns when the server should stop; by default, SIGINT or SIGTERM.
+    """
+    if config is None:
+        config = make_config(host=host, port=port)
+    if write_timeout is None:
+        write_timeout = (
+            app.settings.streams.send_timeout if isinstance(app, DwexApp) else DEFAULT_WRITE_TIMEOUT
+        )
+    trigger = shutdown_trigger or _wait_for_signal
+
+    async def shut_down() -> None:
+        await trigger()
+        logger.info("shutting down: closing every open stream")
+        if isinstance(app, DwexApp):
+            app.close_streams()
+
+    await serve_hypercorn(
+        app,
+        config,
+        write_timeout=write_timeout,
+        shutdown_trigger=shut_down,
+        sockets=sockets,
+        task_status=task_status,
+    )
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logger.info("received %s", signal.Signals(signum).name)
+            return

@@ -1,0 +1,174 @@
+"""`serve()`, the ``trio-dwex`` command and plain ``hypercorn``, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.helpers import accept_lifespan, open_stream, read_all_events
+from trio_dwex import CloseReason, EventSourceResponse, SseStream
+from trio_dwex.asgi.app import DwexApp
+from trio_dwex.serving import serve
+from trio_dwex.serving.serve import make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process and wait until it accepts connections; kill it at the end."""
+    env = {**os.environ, "GUIDE_TICK": "0.05", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    pytest.fail(f"the server exited with {process.returncode}:\n{output}")
+                import time
+
+                time.sleep(0.05)
+        else:
+            pytest.fail("the server did not start listening within 10 s")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+async def test_serve_closes_streams_at_shutdown_and_runs_their_cleanup() -> None:
+    cleaned = trio.Event()
+    responses: list[EventSourceResponse] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            await accept_lifespan(receive, send)
+            return
+        stream = SseStream()
+        stream.send_nowait({"hello": 1})
+        stream.on_close(cleaned.set)
+        response = EventSourceResponse(stream)
+        responses.append(response)
+        await response(scope, receive, send)
+
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        config = make_config(port=0, graceful_timeout=1)
+        binds = await nursery.start(partial(serve, app, config=config, shutdown_trigger=stop.wait))
+        async with httpx.AsyncClient() as client:
+            async with open_stream(client, binds[0]) as stream:
+                await stream.next_event()
+                started = trio.current_time()
+                stop.set()
+                with trio.fail_after(3):
+                    await cleaned.wait()
+    # A plain ASGI app has no streams for serve() to close: they end when the graceful
+    # timeout cancels them, and their cleanup still runs.
+    assert 1 <= trio.current_time() - started < 3
+    assert responses[0].close_reason is None  # cancelled, not returned
+
+
+async def test_serve_closes_a_dwex_apps_streams_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUIDE_TICK", "0.05")
+    from examples import guide
+
+    app: DwexApp = guide.app
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        config = make_config(port=0, graceful_timeout=30)
+        binds = await nursery.start(partial(serve, app, config=config, shutdown_trigger=stop.wait))
+        async with httpx.AsyncClient(timeout=10) as client:
+            async with open_stream(client, binds[0] + "/events/resumable") as stream:
+                await stream.next_event()
+                assert app.streams.open_count == 1
+                shutdown_at = trio.current_time()
+                stop.set()
+                with trio.fail_after(2):
+                    rest = [chunk async for chunk in stream.response.aiter_raw()]
+                assert b"".join(rest).endswith(b"\n\n")
+    # Well within the 30 s graceful timeout: serve() closed the stream at once.
+    assert trio.current_time() - shutdown_at < 2
+    assert app.streams.open_count == 0
+    assert app.streams.closed[CloseReason.SHUTDOWN] >= 1
+
+
+def _countdown(base_url: str) -> list[int]:
+    async def read() -> list[int]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            events = await read_all_events(client, base_url + "/events/countdown")
+        return [e.json()["count"] for e in events if e.type == "countdown"]
+
+    return trio.run(read)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_command_serves_the_guide_and_stops_cleanly_on_a_signal(signum: int) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "trio_dwex", "run", "examples.guide:app", "--port", str(port)]
+    with running(command, port) as process:
+        assert _countdown(f"http://127.0.0.1:{port}") == list(range(10, 0, -1))
+        with socket.create_connection(("127.0.0.1", port)) as stream_socket:
+            stream_socket.sendall(b"GET /events/resumable HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200" in stream_socket.recv(4096)
+            process.send_signal(signum)
+            process.wait(timeout=5)
+        output = process.stdout.read().decode() if process.stdout else ""
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+
+
+def test_the_command_runs_several_workers() -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "trio_dwex", "run", "examples.guide:app"]
+    command += ["--port", str(port), "--workers", "2"]
+    with running(command, port) as process:
+        assert _countdown(f"http://127.0.0.1:{port}") == list(range(10, 0, -1))
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        output = process.stdout.read().decode() if process.stdout else ""
+    assert process.returncode == 0, output
+
+
+def test_plain_hypercorn_serves_the_guide_too() -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "hypercorn", "--worker-class", "trio"]
+    command += ["--bind", f"127.0.0.1:{port}", "examples.guide:app"]
+    with running(command, port) as process:
+        assert _countdown(f"http://127.0.0.1:{port}") == list(range(10, 0, -1))
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def test_a_bad_app_path_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_dwex", "run", "examples.nope:app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "cannot import 'examples.nope'" in result.stderr
