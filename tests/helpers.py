@@ -34,6 +34,13 @@ class LiveStream:
         self._ready.extend(self.decoder.feed(chunk))
         return chunk
 
+    async def rest(self) -> bytes:
+        """Everything until the server ends the response."""
+        start = len(self.raw)
+        async for chunk in self._chunks:
+            self.raw += chunk
+        return bytes(self.raw[start:])
+
     async def events(self, count: int) -> list[MessageEvent]:
         return [await self.next_event() for _ in range(count)]
 
