@@ -114,13 +114,15 @@ def test_sse_records_only_the_options_given() -> None:
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"keepalive": 0}, "keepalive=...) must be a positive number of seconds or None"),
+        ({"keepalive": 0}, "keepalive must be a positive number of seconds or None"),
         ({"keepalive": float("inf")}, "keepalive"),
-        ({"send_timeout": None}, "send_timeout=...) must be a positive number of seconds, got"),
-        ({"buffer_size": 0}, "buffer_size=...) must be a positive int"),
+        ({"send_timeout": None}, "send_timeout must be a positive number of seconds, got"),
+        ({"buffer_size": 0}, "buffer_size must be a positive int"),
         ({"buffer_size": True}, "buffer_size"),
         ({"max_lifetime": -1}, "max_lifetime"),
-        ({"headers": {"X": 1}}, "headers=...) must be a mapping of str to str"),
+        ({"headers": {"X": 1}}, "response header 'X' must be a str"),
+        ({"headers": {"X": "a\nb"}}, "contains CR, LF or NUL"),
+        ({"overflow": "close"}, "overflow must be an OverflowPolicy"),
     ],
 )
 def test_bad_sse_options_fail_at_once(options: dict[str, Any], fragment: str) -> None:

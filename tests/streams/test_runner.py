@@ -273,3 +273,24 @@ async def test_generator_finally_may_await_when_shielded() -> None:
 def test_bad_settings_name_the_setting(name: str, value: object) -> None:
     with pytest.raises(ValueError, match=name):
         StreamSettings(**{name: value})  # type: ignore[arg-type]
+
+
+async def test_map_events_over_a_generator_that_yields_in_finally_closes_cleanly() -> None:
+    from trio_dwex import map_events
+
+    cleaned: list[str] = []
+
+    async def source():  # type: ignore[no-untyped-def]
+        try:
+            yield 1
+            await trio.sleep_forever()
+        finally:
+            yield "goodbye"
+            cleaned.append("done")
+
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, map_events(source(), lambda n: n), sink)
+        await sink.wrote.wait()
+        sink.gone.set()
+    assert cleaned == ["done"]

@@ -12,7 +12,6 @@ They work without the rest of trio-dwex, in any ASGI app served by a Trio server
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from ..errors import HttpException
 from ..streams.runner import CloseReason, StreamSettings, StreamTracker, run_stream
 from ..streams.stream import OverflowPolicy, SseStream
+from ..wire.headers import encode_headers
 from ..wire.sse import Serializer, current_serializer, use_serializer
 from .types import Receive, Scope, Send
 
@@ -31,33 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trio_dwex.asgi")
-
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile(r"[\r\n\x00]")
-
-
-def encode_headers(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
-    """Check and encode response headers; a bad one raises ``ValueError`` naming it.
-
-    A CR or LF in a value would let it forge other headers (response splitting), so it is
-    refused here rather than left to the server.
-    """
-    encoded: list[tuple[bytes, bytes]] = []
-    for name, value in (headers or {}).items():
-        if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ValueError(f"invalid response header name {name!r}: use letters, digits and -")
-        if not isinstance(value, str):
-            raise ValueError(f"response header {name!r} must be a str, got {type(value).__name__}")
-        if _BAD_VALUE.search(value):
-            raise ValueError(f"response header {name!r} contains CR, LF or NUL: {value!r}")
-        try:
-            encoded.append((name.lower().encode("ascii"), value.encode("latin-1")))
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"response header {name!r} has characters outside latin-1: {value!r}; "
-                "percent-encode it"
-            ) from None
-    return encoded
 
 
 class Response:

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import enum
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar
 
 from ..errors import ConfigurationError
+from ..streams.runner import StreamSettings
+from ..streams.stream import OverflowPolicy
+from ..wire.headers import encode_headers
 
 __all__ = [
     "UNSET",
@@ -222,31 +224,13 @@ def Delete(path: str = "") -> Callable[[F], F]:
     return _record_route(RouteSpec("DELETE", path, "http"), "@Delete()")
 
 
-def _positive(name: str, value: object, *, allow_none: bool, integer: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if integer:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        wanted = "a positive int"
-    else:
-        ok = (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and value > 0
-        )
-        wanted = "a positive number of seconds"
-    if not ok:
-        wanted += " or None" if allow_none else ""
-        raise ConfigurationError(f"@Sse({name}=...) must be {wanted}, got {value!r}")
-
-
 def Sse(
     path: str = "",
     *,
     keepalive: float | _Unset | None = UNSET,
     send_timeout: float | _Unset = UNSET,
     buffer_size: int | _Unset = UNSET,
+    overflow: OverflowPolicy | _Unset = UNSET,
     max_lifetime: float | _Unset | None = UNSET,
     headers: Mapping[str, str] | _Unset = UNSET,
 ) -> Callable[[F], F]:
@@ -261,30 +245,27 @@ def Sse(
     - ``keepalive``: seconds of silence before a ``:`` comment is sent; ``None`` disables it.
     - ``send_timeout``: seconds a client may take to accept bytes before it is dropped.
     - ``buffer_size``: events buffered for a client slower than the producer.
+    - ``overflow``: what ``send_nowait`` does when that buffer is full (``OverflowPolicy``).
     - ``max_lifetime``: seconds after which the stream is closed (the client reconnects with
       ``Last-Event-ID``); ``None`` for no limit.
     - ``headers``: extra response headers.
     """
-    options: dict[str, object] = {}
-    if keepalive is not UNSET:
-        _positive("keepalive", keepalive, allow_none=True)
-        options["keepalive"] = keepalive
-    if send_timeout is not UNSET:
-        _positive("send_timeout", send_timeout, allow_none=False)
-        options["send_timeout"] = send_timeout
-    if buffer_size is not UNSET:
-        _positive("buffer_size", buffer_size, allow_none=False, integer=True)
-        options["buffer_size"] = buffer_size
-    if max_lifetime is not UNSET:
-        _positive("max_lifetime", max_lifetime, allow_none=True)
-        options["max_lifetime"] = max_lifetime
+    given = {
+        "keepalive": keepalive,
+        "send_timeout": send_timeout,
+        "buffer_size": buffer_size,
+        "overflow": overflow,
+        "max_lifetime": max_lifetime,
+    }
+    options: dict[str, object] = {k: v for k, v in given.items() if v is not UNSET}
+    try:
+        # The same rules as the app's own stream settings, checked now rather than per request.
+        StreamSettings(**options)  # type: ignore[arg-type]
+        if headers is not UNSET:
+            encode_headers(headers)
+    except (TypeError, ValueError) as error:
+        raise ConfigurationError(f"@Sse({path!r}): {error}") from None
     if headers is not UNSET:
-        if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise ConfigurationError(
-                f"@Sse(headers=...) must be a mapping of str to str, got {headers!r}"
-            )
         options["headers"] = MappingProxyType(dict(headers))
     return _record_route(RouteSpec("GET", path, "sse", MappingProxyType(options)), "@Sse()")
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from ..errors import ForbiddenException
+from ..streams.runner import aclose_iterator
 
 __all__ = [
     "CallNext",
@@ -150,7 +151,7 @@ async def map_events(source: AsyncIterable[T], fn: Callable[[T], Any]) -> AsyncG
 
     For interceptors on SSE routes: ``return map_events(await call_next(), add_timestamp)``.
     When this generator is closed early (the client left, the stream was closed), it closes
-    ``source``'s iterator explicitly with ``aclose()`` if it has one, so the handler's
+    ``source``'s iterator explicitly (`aclose_iterator`), so the handler's
     ``finally`` blocks run now, inside the stream's cancel scope, rather than whenever the
     garbage collector gets to them.
     """
@@ -162,6 +163,5 @@ async def map_events(source: AsyncIterable[T], fn: Callable[[T], Any]) -> AsyncG
                 result = await result
             yield result
     finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        # Not plain aclose(): it raises if the handler's generator yields in its finally.
+        await aclose_iterator(iterator)

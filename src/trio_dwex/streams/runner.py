@@ -31,7 +31,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -44,6 +44,7 @@ __all__ = [
     "EventSink",
     "StreamSettings",
     "StreamTracker",
+    "aclose_iterator",
     "run_stream",
 ]
 
@@ -124,7 +125,12 @@ class StreamSettings:
 def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not value > 0
+    ):
         hint = " or None to disable it" if allow_none else ""
         raise ValueError(
             f"stream setting {name} must be a positive number of seconds{hint}, got {value!r}"
@@ -383,11 +389,20 @@ async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
             await stream.send(item)
     finally:
         if not finished:
-            await _finish(iterator, interrupt=True)
+            await aclose_iterator(iterator)
     stream.close()
 
 
-async def _finish(iterator: AsyncIterator[object], *, interrupt: bool) -> None:
+async def aclose_iterator(iterator: AsyncIterator[Any]) -> None:
+    """Close an async iterator now, like ``aclose()``, even a generator that yields while closing.
+
+    Use it wherever you wrap a stream's source in your own async generator (an interceptor,
+    say) and must close the inner one in your ``finally``.
+    """
+    await _finish(iterator, interrupt=True)
+
+
+async def _finish(iterator: AsyncIterator[Any], *, interrupt: bool) -> None:
     """Finish an async generator now, even one that yields inside its ``finally``.
 
     With ``interrupt``, ``GeneratorExit`` is thrown in at its current ``yield`` (what
