@@ -44,6 +44,9 @@ def make_config(
     config.graceful_timeout = graceful_timeout
     config.worker_class = "trio"
     config.accesslog = None
+    # Hypercorn's own handler would print every line twice next to the app's logging setup:
+    # hand it a plain logger, which propagates to whatever the application configured.
+    config.errorlog = logging.getLogger("hypercorn.error")
     if certfile is not None:
         config.certfile = certfile
         config.keyfile = keyfile
