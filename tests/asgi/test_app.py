@@ -420,3 +420,35 @@ def test_bad_settings_are_clear_errors() -> None:
         CorsSettings(allow_origins="*")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="header"):
         Response("x", headers={"X-Bad": "a\r\nSet-Cookie: x=1"})
+
+
+async def test_the_serializer_setting_applies_to_events_and_json_responses() -> None:
+    calls: list[object] = []
+
+    def sorted_bytes(value: object) -> bytes:
+        """Stands in for orjson.dumps: returns bytes, with sorted keys so the test can tell."""
+        import json
+
+        calls.append(value)
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+    @Controller("ser")
+    class Serialized:
+        @Get()
+        def plain(self) -> dict[str, int]:
+            return {"b": 2, "a": 1}
+
+        @Sse("events")
+        async def events(self) -> AsyncIterator[object]:
+            yield {"b": 2, "a": 1}  # plain data, converted in the stream
+            yield SseEvent(data={"d": 4, "c": 3})  # built in handler code
+
+    @Module(controllers=[Serialized])
+    class AppModule: ...
+
+    app = create_app(AppModule, settings=Settings(serializer=sorted_bytes))
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/ser")).text == '{"a":1,"b":2}'
+        events = await read_all_events(client, "/ser/events")
+    assert [e.data for e in events] == ['{"a":1,"b":2}', '{"c":3,"d":4}']
+    assert len(calls) == 3
