@@ -1,0 +1,453 @@
+"""`RedisBackend`: broadcast topics as Redis Streams, shared by every process and host.
+
+Needs the ``redis`` extra (``pip install trio-dwex[redis]``: coredis, an anyio-based client that
+runs on Trio) and Redis 7.0 or later (``XADD ... MAXLEN ~`` with ``XTRIM ... MINID``, and
+``XINFO STREAM``'s ``entries-added`` to tell a trimmed stream from one made anew).
+
+Theory of operation. A topic is the stream ``<key_prefix><topic>``.
+
+* **publish** is one ``XADD ... MAXLEN ~ retain_count``; the entry id Redis assigns is the
+  event's id, so ids are monotonic per topic across every publisher. Retention by age is an
+  ``XTRIM ... MINID ~`` at most once a second per topic, measured on the server's clock (the
+  entry id's milliseconds), never on this host's.
+* **live delivery**: one reader task per topic and process, started with the topic's first
+  local subscriber, reads with a blocking ``XREAD`` from the last id it delivered and hands each
+  entry to the hub, which fans it out to every local subscriber. It starts from the stream's
+  last entry *before* the first subscriber replays, so that nothing falls between the replay
+  and the live events. It stops ``reader_linger`` seconds after the last local subscriber left
+  (a reconnecting client does not restart it).
+* **outages**: when Redis goes away, local subscribers stay connected; the reader retries with
+  exponential backoff and, once Redis is back, reads on from the last id it delivered, so every
+  entry Redis still has is delivered, in order, once. `publish` retries within
+  ``publish_timeout`` then raises `BroadcastUnavailable`; a retried ``XADD`` whose first reply
+  was lost may have been applied twice (at-least-once, with distinct ids).
+* **replay**: one ``XRANGE last_id +`` (inclusive) then ``XINFO STREAM``. Redis trims streams
+  from the oldest end only, so if the client's own entry is still there, everything after it
+  is, and the replay is complete. If it is gone, the client gets a reset, never a silent gap
+  (Redis records no trimmed ids, so a client whose last event was the very last one trimmed
+  gets a reset it could have done without). An id newer than the stream's last, or older than
+  a stream that never trimmed anything (made anew after Redis lost its data), is unknown.
+
+"No retained event lost" across a Redis restart holds for what Redis itself kept: run Redis
+with ``appendonly yes`` (and ``appendfsync always`` to survive a crash of the Redis host, not
+only a restart). Without persistence a restart empties the topics: live subscribers still get
+every event the readers had read, and a client that reconnects with an older id gets a reset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from typing import Any
+
+import coredis
+import coredis.exceptions
+import trio
+from coredis.retry import NoRetryPolicy
+from coredis.tokens import PureToken
+
+from ..wire.sse import NO_DATA, SseEvent
+from .broadcast import (
+    BroadcastBackend,
+    BroadcastUnavailable,
+    Deliver,
+    IdKey,
+    Replay,
+    ResetReason,
+    parse_stream_id,
+)
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("trio_dwex.streams.broadcast.redis")
+
+#: Errors after which a command is worth retrying: Redis is away, restarting, or loading.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    coredis.exceptions.ConnectionError,  # includes BusyLoadingError (a restarting Redis)
+    coredis.exceptions.ClusterDownError,
+    coredis.exceptions.TryAgainError,
+    TimeoutError,
+    OSError,
+    trio.TooSlowError,
+)
+
+#: What the reader retries on: also a server error (a wrong key type, an ACL change), so that
+#: an operator can fix it without restarting the app; it is logged, and backoff bounds the rate.
+_READER_RETRIES: tuple[type[BaseException], ...] = (*_UNAVAILABLE, coredis.exceptions.RedisError)
+
+#: Seconds between two age trims (``XTRIM MINID``) of one topic by one process.
+_AGE_TRIM_EVERY = 1.0
+
+
+class _Reader:
+    """The live side of one topic in this process: where the reader task stands."""
+
+    __slots__ = ("finished", "idle_since", "last_id", "ready")
+
+    def __init__(self) -> None:
+        self.ready = trio.Event()
+        self.last_id: str | None = None
+        self.idle_since: float | None = None
+        self.finished = False
+
+
+class RedisBackend(BroadcastBackend):
+    """Topics in Redis Streams, for a hub shared by worker processes and hosts.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS).
+        client: a coredis ``Redis`` or ``RedisCluster`` to use instead of ``url`` (made with
+            ``decode_responses=True``); the backend enters it when the hub opens and exits it
+            when the hub closes.
+        retain_count: entries kept per topic (approximately: ``MAXLEN ~`` keeps at least this
+            many, and trims in whole nodes of about a hundred).
+        retain_seconds: how long entries are kept for replay.
+        key_prefix: prepended to the topic to make the stream's key.
+        command_timeout: deadline of each command (blocking reads get it on top of their block).
+        publish_timeout: how long `publish` retries while Redis is unreachable.
+        block_seconds: how long one ``XREAD`` blocks; also how often an idle reader checks
+            whether it should stop.
+        read_count: entries read at most per ``XREAD``.
+        backoff_initial: first pause after a failed command; doubles up to ``backoff_max``.
+        backoff_max: longest pause between two attempts.
+        reader_linger: seconds a topic's reader keeps going after its last local subscriber
+            left, so that reconnecting clients do not restart it.
+        max_connections: size of the connection pool; each topic with local subscribers holds
+            one connection in its blocking read, and publishers share the rest.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        client: coredis.Redis[str] | coredis.RedisCluster[str] | None = None,
+        retain_count: int = 1000,
+        retain_seconds: float = 300.0,
+        key_prefix: str = "trio-dwex:broadcast:",
+        command_timeout: float = 5.0,
+        publish_timeout: float = 10.0,
+        block_seconds: float = 1.0,
+        read_count: int = 512,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+        reader_linger: float = 5.0,
+        max_connections: int = 256,
+    ) -> None:
+        if not isinstance(retain_count, int) or isinstance(retain_count, bool) or retain_count < 1:
+            raise ValueError(f"retain_count must be a positive int, got {retain_count!r}")
+        for name, value in (
+            ("retain_seconds", retain_seconds),
+            ("command_timeout", command_timeout),
+            ("publish_timeout", publish_timeout),
+            ("block_seconds", block_seconds),
+            ("backoff_initial", backoff_initial),
+            ("backoff_max", backoff_max),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"RedisBackend {name} must be a positive number, got {value!r}")
+        self.url = url
+        self.retain_count = retain_count
+        self.retain_seconds = retain_seconds
+        self.key_prefix = key_prefix
+        self.command_timeout = command_timeout
+        self.publish_timeout = publish_timeout
+        self.block_seconds = block_seconds
+        self.read_count = read_count
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.reader_linger = reader_linger
+        self._given_client = client
+        self._max_connections = max_connections
+        self._client: Any = None
+        self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+        self._deliver: Deliver | None = None
+        self._readers: dict[str, _Reader] = {}
+        self._last_trim: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.url!r}, key_prefix={self.key_prefix!r})"
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    async def open(self, deliver: Deliver) -> None:
+        client = self._given_client
+        if client is None:
+            client = coredis.Redis.from_url(
+                self.url,
+                decode_responses=True,
+                # Retries are ours: with backoff and deadlines, and only where they are safe.
+                retry_policy=NoRetryPolicy(),
+                max_connections=self._max_connections,
+                connect_timeout=self.command_timeout,
+            )
+        stack = AsyncExitStack()
+        try:
+            # coredis's pool runs its connection tasks in a task group, and our readers run in
+            # a nursery: both are entered here and exited in close(), by the same task (the
+            # hub's owner), the nursery first since it was entered last.
+            await stack.enter_async_context(client)
+            self._nursery = await stack.enter_async_context(trio.open_nursery())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._client = client
+        self._deliver = deliver
+
+    async def close(self) -> None:
+        stack, self._stack = self._stack, None
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self._nursery = None
+        self._deliver = None
+        self._readers.clear()
+        self._client = None
+        if stack is not None:
+            # No deadline of our own around it: a cancel scope opened here would enclose the
+            # exit of scopes opened before it. The readers are cancelled; coredis's pool
+            # cancels its own tasks on exit.
+            await stack.aclose()
+
+    def _key(self, topic: str) -> str:
+        return self.key_prefix + topic
+
+    def _require_client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("RedisBackend is not open: enter its Broadcast first")
+        return self._client
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def publish(self, topic: str, event: SseEvent) -> str:
+        client = self._require_client()
+        key = self._key(topic)
+        fields = _encode_fields(event)
+        deadline = trio.current_time() + self.publish_timeout
+        backoff = self.backoff_initial
+        while True:
+            try:
+                with trio.fail_after(self.command_timeout):
+                    entry_id = _text(
+                        await client.xadd(
+                            key,
+                            fields,
+                            trim_strategy=PureToken.MAXLEN,
+                            threshold=self.retain_count,
+                            trim_operator=PureToken.APPROXIMATELY,
+                        )
+                    )
+                break
+            except _UNAVAILABLE as exc:
+                if trio.current_time() + backoff > deadline:
+                    raise BroadcastUnavailable(
+                        f"could not publish to topic {topic!r}: Redis at {self.url} did not "
+                        f"answer within publish_timeout={self.publish_timeout}s ({exc!r})"
+                    ) from exc
+                logger.debug("publish to %r failed (%r); retrying in %.2fs", topic, exc, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+        await self._trim_by_age(topic, key, entry_id)
+        return entry_id
+
+    async def _trim_by_age(self, topic: str, key: str, entry_id: str) -> None:
+        now = trio.current_time()
+        if now - self._last_trim.get(topic, -_AGE_TRIM_EVERY) < _AGE_TRIM_EVERY:
+            return
+        self._last_trim[topic] = now
+        parsed = parse_stream_id(entry_id)
+        if parsed is None:
+            return
+        min_id = f"{max(0, parsed[0] - int(self.retain_seconds * 1000))}-0"
+        try:
+            with trio.fail_after(self.command_timeout):
+                await self._require_client().xtrim(
+                    key, PureToken.MINID, min_id, trim_operator=PureToken.APPROXIMATELY
+                )
+        except _UNAVAILABLE as exc:
+            # The event is published; the next publish trims instead.
+            logger.debug("age trim of %r failed: %r", topic, exc)
+
+    # -- live delivery ------------------------------------------------------------------------
+
+    async def watch(self, topic: str) -> None:
+        reader = self._readers.get(topic)
+        if reader is None:
+            if self._nursery is None:
+                raise RuntimeError("RedisBackend is not open: enter its Broadcast first")
+            reader = self._readers[topic] = _Reader()
+            self._nursery.start_soon(self._read, topic, reader)
+        reader.idle_since = None
+        await reader.ready.wait()
+
+    def unwatch(self, topic: str) -> None:
+        reader = self._readers.get(topic)
+        if reader is not None:
+            reader.idle_since = trio.current_time()
+
+    def _should_stop(self, reader: _Reader) -> bool:
+        return (
+            reader.idle_since is not None
+            and trio.current_time() - reader.idle_since >= self.reader_linger
+        )
+
+    async def _read(self, topic: str, reader: _Reader) -> None:
+        """The topic's reader: the only task of this process that reads the topic's stream."""
+        key = self._key(topic)
+        client = self._require_client()
+        backoff = self.backoff_initial
+        healthy = True
+        try:
+            while True:
+                if self._should_stop(reader):
+                    return
+                try:
+                    if reader.last_id is None:
+                        # Start after the stream's last entry as it is now, before any local
+                        # subscriber reads its replay: the replay covers up to there.
+                        with trio.fail_after(self.command_timeout):
+                            entries = await client.xrevrange(key, "+", "-", count=1)
+                        reader.last_id = _text(entries[0].identifier) if entries else "0-0"
+                        reader.ready.set()
+                    with trio.fail_after(self.block_seconds + self.command_timeout):
+                        result = await client.xread(
+                            {key: reader.last_id},
+                            count=self.read_count,
+                            block=int(self.block_seconds * 1000),
+                        )
+                except _READER_RETRIES as exc:
+                    if healthy:
+                        logger.warning(
+                            "broadcast topic %r: Redis at %s is unavailable (%r); retrying "
+                            "with backoff, and resuming after id %s when it is back",
+                            topic,
+                            self.url,
+                            exc,
+                            reader.last_id,
+                        )
+                        healthy = False
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max)
+                    continue
+                if not healthy:
+                    logger.warning("broadcast topic %r: Redis is back; reading on", topic)
+                    healthy = True
+                backoff = self.backoff_initial
+                for entry in _entries(result, key):
+                    reader.last_id = _text(entry.identifier)
+                    event = _decode(reader.last_id, entry.field_values)
+                    if event is not None and self._deliver is not None:
+                        self._deliver(topic, event)
+        finally:
+            # Synchronous from the stop decision to here: a subscriber arriving later finds no
+            # reader and starts a new one.
+            reader.finished = True
+            if self._readers.get(topic) is reader:
+                del self._readers[topic]
+
+    # -- replay -------------------------------------------------------------------------------
+
+    async def replay(self, topic: str, last_event_id: str) -> Replay:
+        client = self._require_client()
+        key = self._key(topic)
+        wanted = self.id_key(last_event_id)
+        entries: tuple[Any, ...] = ()
+        try:
+            if wanted is not None:
+                # One read, from the client's id inclusive: if that entry is still there, every
+                # entry after it is too (Redis trims streams from the oldest end only), so the
+                # answer is complete without trusting anything read at another moment. Its size
+                # is bounded by the retention.
+                with trio.fail_after(self.command_timeout):
+                    entries = tuple(await client.xrange(key, f"{wanted[0]}-{wanted[1]}", "+"))
+            with trio.fail_after(self.command_timeout):
+                info = await self._stream_info(client, key)
+        except _UNAVAILABLE as exc:
+            raise BroadcastUnavailable(
+                f"could not replay topic {topic!r}: Redis at {self.url} is unavailable ({exc!r})"
+            ) from exc
+        if info is None:
+            return Replay([], ResetReason.UNKNOWN, "")
+        latest = _text(info.get("last-generated-id") or "")
+        latest_key = parse_stream_id(latest)
+        if wanted is None or (latest_key is not None and wanted > latest_key):
+            return Replay([], ResetReason.UNKNOWN, latest)
+        found = bool(entries) and parse_stream_id(_text(entries[0].identifier)) == wanted
+        first_entry = info.get("first-entry")
+        first_key = parse_stream_id(_text(first_entry.identifier)) if first_entry else None
+        if not found and (first_key is None or wanted < first_key):
+            # The id is older than everything retained. Whether the entry right after it was
+            # trimmed too cannot be known (Redis records no trimmed ids), so this errs towards
+            # a reset. A stream that never trimmed anything cannot have had the id at all: it
+            # was made anew (Redis lost its data) or the id was made up.
+            added = info.get("entries-added")
+            never_trimmed = isinstance(added, int) and added == info.get("length")
+            reason = ResetReason.UNKNOWN if never_trimmed else ResetReason.TOO_OLD
+            return Replay([], reason, latest)
+        events = []
+        for entry in entries[1:] if found else entries:
+            event = _decode(_text(entry.identifier), entry.field_values)
+            if event is not None:
+                events.append(event)
+        return Replay(events, None, latest)
+
+    async def _stream_info(self, client: Any, key: str) -> Mapping[str, Any] | None:
+        try:
+            info: Mapping[str, Any] = await client.xinfo_stream(key)
+        except coredis.exceptions.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return None
+            raise
+        return info
+
+    def id_key(self, event_id: str) -> IdKey | None:
+        return parse_stream_id(event_id)
+
+
+def _text(value: object) -> str:
+    """A reply as text, whether the client decodes responses or not."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def _entries(result: object, key: str) -> tuple[Any, ...]:
+    if not result:
+        return ()
+    assert isinstance(result, Mapping)
+    for name, entries in result.items():
+        if _text(name) == key:
+            return tuple(entries)
+    return ()
+
+
+def _encode_fields(event: SseEvent) -> dict[str, str]:
+    """The event's fields as stored in a stream entry; the data as its wire text."""
+    fields: dict[str, str] = {}
+    if event.data_text is not None:
+        fields["d"] = event.data_text
+    if event.event is not None:
+        fields["e"] = event.event
+    if event.retry is not None:
+        fields["r"] = str(event.retry)
+    if event.comment is not None:
+        fields["c"] = event.comment
+    return fields
+
+
+def _decode(entry_id: str, fields: Mapping[Any, Any]) -> SseEvent | None:
+    """A stream entry as an event with the entry id; ``None`` (logged) if it is not ours."""
+    values = {_text(name): _text(value) for name, value in fields.items()}
+    try:
+        retry = values.get("r")
+        return SseEvent(
+            data=values.get("d", NO_DATA),
+            event=values.get("e"),
+            id=entry_id,
+            retry=None if retry is None else int(retry),
+            comment=values.get("c"),
+        )
+    except ValueError as exc:
+        logger.error("skipping stream entry %s, which is not a broadcast event: %s", entry_id, exc)
+        return None

@@ -1,0 +1,277 @@
+"""The hub itself, on each backend: ids, replay, resets, overflow, and lifetimes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from tests.broadcast.conftest import BackendFactory
+from tests.helpers import wait_until
+from trio_dwex.streams.broadcast import (
+    RESET_EVENT,
+    Broadcast,
+    MemoryBackend,
+    Subscription,
+    parse_stream_id,
+)
+from trio_dwex.streams.runner import CloseReason, StreamSettings, run_stream
+from trio_dwex.streams.stream import OverflowPolicy
+from trio_dwex.wire.decoder import SseDecoder
+from trio_dwex.wire.sse import SseEvent
+
+
+async def take(subscription: Subscription, count: int, seconds: float = 5.0) -> list[SseEvent]:
+    events: list[SseEvent] = []
+    with trio.fail_after(seconds):
+        async for event in subscription:
+            events.append(event)
+            if len(events) == count:
+                break
+    return events
+
+
+def ordered(ids: list[str]) -> bool:
+    keys = [parse_stream_id(i) for i in ids]
+    return None not in keys and keys == sorted(keys) and len(set(keys)) == len(keys)  # type: ignore[type-var]
+
+
+async def test_publish_assigns_increasing_ids_and_fans_out(make_backend: BackendFactory) -> None:
+    async with Broadcast(make_backend()) as hub:
+        async with hub.subscribe("t") as first, hub.subscribe("t") as second:
+            ids = [await hub.publish("t", {"n": n}) for n in range(5)]
+            got_first = await take(first, 5)
+            got_second = await take(second, 5)
+    assert ordered(ids)
+    assert [e.id for e in got_first] == ids
+    # One object per event, shared by the subscribers: encoded once, not once per subscriber.
+    assert all(a is b for a, b in zip(got_first, got_second, strict=True))
+    assert [json.loads(e.data) for e in got_first] == [{"n": n} for n in range(5)]
+    assert got_first[0].encode() == f'id: {ids[0]}\ndata: {{"n":0}}\n\n'.encode()
+
+
+async def test_event_fields_survive_the_backend(make_backend: BackendFactory) -> None:
+    async with Broadcast(make_backend()) as hub, hub.subscribe("t") as subscription:
+        event_id = await hub.publish(
+            "t", SseEvent(data="two\nlines", event="note", retry=1500, comment="c")
+        )
+        (got,) = await take(subscription, 1)
+    assert got.encode() == (
+        f": c\nevent: note\nid: {event_id}\nretry: 1500\ndata: two\ndata: lines\n\n".encode()
+    )
+
+
+async def test_publish_refuses_an_event_with_its_own_id(make_backend: BackendFactory) -> None:
+    async with Broadcast(make_backend()) as hub:
+        with pytest.raises(ValueError, match="assigns event ids"):
+            await hub.publish("t", SseEvent(data="x", id="7"))
+
+
+async def test_a_closed_hub_says_how_to_open_it() -> None:
+    hub = Broadcast()
+    with pytest.raises(RuntimeError, match="async with Broadcast"):
+        await hub.publish("t", "x")
+    with pytest.raises(RuntimeError, match="async with Broadcast"):
+        async with hub.subscribe("t"):
+            pass
+
+
+async def test_replay_then_live_with_no_gap_and_no_duplicate(make_backend: BackendFactory) -> None:
+    async with Broadcast(make_backend()) as hub:
+        ids = [await hub.publish("t", n) for n in range(10)]
+        done = trio.Event()
+
+        async def publish_during_replay() -> None:
+            # Races the subscription's registration and replay: each event must come once.
+            for n in range(10, 30):
+                await hub.publish("t", n)
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_during_replay)
+            async with hub.subscribe("t", last_event_id=ids[3]) as subscription:
+                events = await take(subscription, 26)
+        assert done.is_set()
+    assert [int(e.data) for e in events] == list(range(4, 30))
+    assert ordered([e.id or "" for e in events])
+    assert [e.id for e in events[:6]] == ids[4:]
+
+
+async def test_replay_of_the_latest_id_gives_only_live_events(
+    make_backend: BackendFactory,
+) -> None:
+    async with Broadcast(make_backend()) as hub:
+        latest = [await hub.publish("t", n) for n in range(3)][-1]
+        async with hub.subscribe("t", last_event_id=latest) as subscription:
+            await hub.publish("t", 3)
+            (event,) = await take(subscription, 1)
+    assert event.data == "3"
+
+
+async def test_an_id_too_old_to_replay_gets_a_reset_then_live_events(
+    make_backend: BackendFactory,
+) -> None:
+    # Redis trims approximately, in whole nodes of about 100 entries: publish well past that.
+    async with Broadcast(make_backend(retain_count=10)) as hub:
+        ids = [await hub.publish("t", n) for n in range(300)]
+        async with hub.subscribe("t", last_event_id=ids[0]) as subscription:
+            await hub.publish("t", "live")
+            reset, live = await take(subscription, 2)
+    assert reset.event == RESET_EVENT
+    assert reset.id == ids[-1]  # the client's Last-Event-ID moves on: no reset loop
+    assert json.loads(reset.data)["reason"] == "too_old"
+    assert json.loads(reset.data)["lastEventId"] == ids[0]
+    assert live.data == "live"
+
+
+@pytest.mark.parametrize("bad_id", ["garbage", "99999999999999-0", "1-1"])
+async def test_an_unknown_id_gets_a_reset(make_backend: BackendFactory, bad_id: str) -> None:
+    async with Broadcast(make_backend()) as hub:
+        latest = [await hub.publish("t", n) for n in range(3)][-1]
+        async with hub.subscribe("t", last_event_id=bad_id) as subscription:
+            await hub.publish("t", "live")
+            reset, live = await take(subscription, 2)
+    assert (reset.event, reset.id) == (RESET_EVENT, latest)
+    assert json.loads(reset.data)["reason"] == "unknown"
+    assert live.data == "live"
+
+
+async def test_memory_ids_from_before_a_restart_are_unknown() -> None:
+    async with Broadcast(MemoryBackend()) as before:
+        old = await before.publish("t", "x")
+    async with Broadcast(MemoryBackend()) as after:
+        await after.publish("t", "y")
+        async with after.subscribe("t", last_event_id=old) as subscription:
+            (reset,) = await take(subscription, 1)
+    assert json.loads(reset.data)["reason"] == "unknown"
+
+
+async def test_memory_retention_by_age() -> None:
+    backend = MemoryBackend(retain_seconds=0.05)
+    async with Broadcast(backend) as hub:
+        first = await hub.publish("t", 1)
+        await hub.publish("t", 2)
+        await trio.sleep(0.1)
+        async with hub.subscribe("t", last_event_id=first) as subscription:
+            (reset,) = await take(subscription, 1)
+    assert json.loads(reset.data)["reason"] == "too_old"
+
+
+async def test_a_slow_subscriber_is_closed_and_the_others_get_everything(
+    make_backend: BackendFactory,
+) -> None:
+    async with Broadcast(make_backend(), subscriber_buffer=8) as hub:
+        async with hub.subscribe("t") as slow, hub.subscribe("t") as fast:
+            received: list[str] = []
+            for n in range(20):
+                await hub.publish("t", n)
+                received.extend(e.data for e in await take(fast, 1))
+            # The slow one still gets what it had buffered, then its iteration ends.
+            buffered = [event.data async for event in slow]
+            assert slow.overflowed
+            assert not fast.overflowed
+            assert hub.subscriber_count("t") == 1
+    assert received == [str(n) for n in range(20)]
+    assert buffered == [str(n) for n in range(8)]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [(OverflowPolicy.DROP_NEWEST, range(0, 4)), (OverflowPolicy.DROP_OLDEST, range(6, 10))],
+)
+async def test_drop_policies(policy: OverflowPolicy, expected: range) -> None:
+    async with Broadcast(subscriber_buffer=4, overflow=policy) as hub:
+        async with hub.subscribe("t") as slow:
+            for n in range(10):
+                await hub.publish("t", n)
+            events = await take(slow, 4)
+            assert not slow.overflowed
+    assert [int(e.data) for e in events] == list(expected)
+
+
+async def test_subscriptions_end_with_their_scope_and_with_the_hub(
+    make_backend: BackendFactory,
+) -> None:
+    hub = Broadcast(make_backend())
+    async with hub:
+        async with hub.subscribe("t"):
+            assert hub.subscriber_count("t") == 1
+        assert hub.subscriber_count("t") == 0
+    ended = trio.Event()
+
+    async def consume() -> None:
+        async with hub.subscribe("t") as subscription:
+            async for _ in subscription:
+                pass
+        ended.set()
+
+    async with trio.open_nursery() as nursery:
+        # The hub can be entered again, as an app served twice enters its providers twice.
+        async with hub:
+            assert await hub.publish("t", "again")
+            nursery.start_soon(consume)
+            await wait_until(lambda: hub.subscriber_count("t") == 1)
+        # Leaving the hub (the app's shutdown) ended the consumer's iteration.
+        with trio.fail_after(5):
+            await ended.wait()
+
+
+class StallingSink:
+    """A client that takes the headers and then nothing: its socket buffer is full."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.stall = False
+        self.gone = trio.Event()
+
+    async def start(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def write(self, data: bytes) -> None:
+        if self.stall:
+            await trio.sleep_forever()
+        self.writes.append(data)
+
+    async def wait_disconnect(self) -> None:
+        await self.gone.wait()
+
+
+async def test_hub_stream_replays_then_streams_and_unsubscribes_on_disconnect(
+    make_backend: BackendFactory,
+) -> None:
+    async with Broadcast(make_backend()) as hub:
+        ids = [await hub.publish("t", n) for n in range(5)]
+        sink = StallingSink()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_stream, hub.stream("t", ids[1]), sink)
+            await wait_until(lambda: hub.subscriber_count("t") == 1)
+            await hub.publish("t", 5)
+            await wait_until(lambda: len(SseDecoder().feed(b"".join(sink.writes))) == 4)
+            sink.gone.set()
+        assert hub.subscriber_count("t") == 0
+    events = SseDecoder().feed(b"".join(sink.writes))
+    assert [e.data for e in events] == ["2", "3", "4", "5"]
+    assert [e.id for e in events[:3]] == ids[2:]
+
+
+async def test_hub_stream_of_a_stalled_client_ends_as_overflow(
+    make_backend: BackendFactory,
+) -> None:
+    async with Broadcast(make_backend(), subscriber_buffer=4) as hub:
+        sink = StallingSink()
+        sink.stall = True
+        async with trio.open_nursery() as nursery:
+            reasons: list[CloseReason] = []
+
+            async def run() -> None:
+                settings = StreamSettings(send_timeout=0.3)
+                reasons.append(await run_stream(hub.stream("t"), sink, settings))
+
+            nursery.start_soon(run)
+            await wait_until(lambda: hub.subscriber_count("t") == 1)
+            for n in range(20):
+                await hub.publish("t", n)
+            await wait_until(lambda: bool(reasons))
+        assert reasons == [CloseReason.OVERFLOW]
+        assert hub.subscriber_count("t") == 0
