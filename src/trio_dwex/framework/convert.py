@@ -117,7 +117,13 @@ def _to_str(text: str) -> str:
 def _to_int(text: str) -> int:
     if not _INT.fullmatch(text):
         raise ConversionError(f"must be an integer, got {_shown(text)}")
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        # Python refuses to parse more than sys.get_int_max_str_digits() digits (4300 by
+        # default: quadratic-time parsing is a denial of service). A client sends that as
+        # easily as "abc", e.g. a 10,000-digit Last-Event-ID, and it is just as much a 400.
+        raise ConversionError(f"must be an integer of sane size, got {_shown(text)}") from None
 
 
 def _to_float(text: str) -> float:

@@ -51,6 +51,9 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` is
   is renewed per chunk, a slow client that keeps accepting data is not dropped.
 * tells the protocol ``Closed()`` after a failed write in a shielded scope (bounded by
   ``write_timeout`` too), so that the close cannot be cancelled halfway.
+* answers 431 to an HTTP/1 request head larger than ``h11_max_incomplete_size`` however it
+  arrived (:class:`_HeadSizeLimit`): h11 enforces that limit only on a head still incomplete,
+  so one that came in a single read of up to 64 KiB got through.
 
 **With the plain ``hypercorn`` command** (or ``hypercorn.trio.serve``) a user gets upstream
 behaviour: the leak of case 1, the pinned task of case 2 and the race of case 3. Only the
@@ -282,6 +285,43 @@ class _DwexTCPServer(TCPServer):
         await stream.aclose()
 
 
+class _HeadSizeLimit:
+    """Answers 431 to an HTTP/1 request whose head exceeds ``config.h11_max_incomplete_size``.
+
+    Hypercorn documents that setting as the largest request line plus headers, but h11 checks
+    it only while a head is still *incomplete*: a head that arrives whole in one read (up to
+    ``MAX_RECV``, 64 KiB) is accepted at any size, so the limit depended on how the client's
+    bytes were split. Heads that arrive in pieces still get h11's own 431; this wrapper
+    applies the same limit to the ones h11 let through, before the app sees them. HTTP/2 is
+    left alone: h2 enforces ``h2_max_header_list_size`` itself.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("http_version") in ("1.0", "1.1")
+            and _head_size(scope) > self._limit
+        ):
+            headers = [(b"content-length", b"0"), (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": 431, "headers": headers})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await self._app(scope, receive, send)
+
+
+def _head_size(scope: Any) -> int:
+    """The bytes of a request line and headers as the client sent them (give or take spaces)."""
+    query = scope.get("query_string", b"")
+    target = len(scope.get("raw_path", b"")) + (1 + len(query) if query else 0)
+    # "METHOD target HTTP/1.1\r\n", then "name: value\r\n" per header, then "\r\n".
+    size = len(scope["method"]) + 1 + target + 1 + len("HTTP/1.1\r\n") + 2
+    return size + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
 async def serve_hypercorn(
     app: ASGIApp,
     config: Config,
@@ -311,7 +351,9 @@ async def serve_hypercorn(
     if not write_timeout > 0:  # also rejects NaN
         raise ValueError(f"write_timeout must be a positive number of seconds, not {write_timeout}")
     await _worker_serve(
-        wrap_app(app, config.wsgi_max_body_size, "asgi"),
+        wrap_app(
+            _HeadSizeLimit(app, config.h11_max_incomplete_size), config.wsgi_max_body_size, "asgi"
+        ),
         config,
         write_timeout=write_timeout,
         shutdown_trigger=shutdown_trigger,

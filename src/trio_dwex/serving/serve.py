@@ -25,6 +25,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_GRACEFUL_TIMEOUT = 5.0
 #: Used for the write timeout when the app is not a trio-dwex app and none is given.
 DEFAULT_WRITE_TIMEOUT = 30.0
+#: Connections the kernel queues until we accept them. Hypercorn's default, 100, is too few
+#: for SSE: after a restart every EventSource reconnects at once, the queue overflows, and
+#: the overflowing clients' requests wait for TCP retransmits (seconds, backing off) until
+#: ``keep_alive_timeout`` closes them unanswered. The kernel caps it at ``net.core.somaxconn``.
+DEFAULT_BACKLOG = 2048
 
 
 def make_config(
@@ -44,6 +49,7 @@ def make_config(
     config.graceful_timeout = graceful_timeout
     config.worker_class = "trio"
     config.accesslog = None
+    config.backlog = DEFAULT_BACKLOG
     # Hypercorn's own handler would print every line twice next to the app's logging setup:
     # hand it a plain logger, which propagates to whatever the application configured.
     config.errorlog = logging.getLogger("hypercorn.error")

@@ -1,0 +1,41 @@
+"""The app that ``test_shutdown.py`` serves in a subprocess with ``trio-dwex run``.
+
+``GET /stats`` is the metrics endpoint (`DwexApp.stats`). When the process exits, the counts
+of what its streams lived through are written as JSON to the file named by the environment
+variable ``RELIABILITY_REPORT``: an ``atexit`` hook runs after ``trio.run`` has returned, so
+it sees every cleanup that ran, and only those.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import os
+from typing import Any
+
+from tests.reliability.apps import Counters, make_app
+from trio_dwex import Controller, Get
+
+counters = Counters()
+
+
+@Controller("stats")
+class StatsController:
+    @Get()
+    def stats(self) -> dict[str, Any]:
+        return app.stats()
+
+
+app = make_app(counters, controllers=[StatsController])
+
+
+def _report() -> None:
+    path = os.environ.get("RELIABILITY_REPORT")
+    if path:
+        report = {**dataclasses.asdict(counters), "stats": app.stats()}
+        with open(path, "w") as file:
+            json.dump(report, file)
+
+
+atexit.register(_report)

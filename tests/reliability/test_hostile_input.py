@@ -1,0 +1,208 @@
+"""Hostile and malformed input: every request gets a clean 4xx (never a 500, never a hang), and
+the server keeps serving.
+
+Each case is sent byte for byte on a raw socket to a real server (`serve`, our patched
+Hypercorn Trio worker), because most of these bytes are ones an HTTP client library refuses to
+send. After each case the same server must still answer a plain request, and nothing may have
+been logged at ERROR level (an exception escaping the app or Hypercorn would be).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import trio
+
+from tests.reliability.apps import Counters, make_app
+from tests.reliability.support import exchange, get, post, running_server
+
+os.environ.setdefault("GUIDE_TICK", "0.01")
+from examples import guide  # GUIDE_TICK is read at import
+
+CLOSE = "Connection: close"
+
+#: (request bytes, the status the server must answer) against `tests.reliability.apps`.
+CASES: dict[str, tuple[bytes, int]] = {
+    # Path: control characters and invalid UTF-8, percent-encoded and raw.
+    "path-control-chars-as-int": (get("/t/num/%00%01%7f", CLOSE), 400),
+    "path-control-chars-as-str": (get("/t/text/%00%01%7f", CLOSE), 200),
+    "path-invalid-utf8-as-int": (get("/t/num/%ff%fe", CLOSE), 400),
+    "path-invalid-utf8-as-str": (get("/t/text/%ff%fe", CLOSE), 200),
+    "path-raw-control-char": (get(b"/t/text/\x01", CLOSE), 400),
+    "path-raw-invalid-utf8": (get(b"/t/text/\xff", CLOSE), 400),
+    "path-unknown-invalid-utf8": (get("/t/%ff/%00", CLOSE), 404),
+    # Query string.
+    "query-invalid-utf8": (get("/t/num/1?q=%ff", CLOSE), 400),
+    "query-control-chars": (get("/t/num/1?q=%00%1b", CLOSE), 400),
+    "query-raw-invalid-utf8": (get(b"/t/num/1?q=\xff", CLOSE), 400),
+    "query-huge-integer": (get("/t/num/1?q=" + "9" * 5000, CLOSE), 400),
+    # Headers.
+    "header-invalid-utf8": (get("/t/num/1", b"X-N: \xff\xfe", CLOSE), 400),
+    "header-control-chars": (get("/t/num/1", b"X-N: 1\x01\x02", CLOSE), 400),
+    "header-nul": (get("/t/num/1", b"X-N: 1\x002", CLOSE), 400),
+    "header-huge-integer": (get("/t/num/1", "X-N: " + "1" * 10_000, CLOSE), 400),
+    "header-without-colon": (get("/t/ping", "NoColonHere", CLOSE), 400),
+    "header-space-before-colon": (get("/t/ping", "X-N : 1", CLOSE), 400),
+    # Bodies.
+    "body-not-json": (post("/t/body", b"hello", CLOSE), 400),
+    "body-invalid-utf8": (post("/t/body", b'{"name": "\xff"}', CLOSE), 400),
+    "body-nested-10000-deep-list": (post("/t/body", b"[" * 10_000 + b"]" * 10_000, CLOSE), 400),
+    "body-nested-10000-deep-object": (
+        post("/t/body", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, CLOSE),
+        400,
+    ),
+    "body-wrong-shape": (post("/t/body", b'{"name": 5}', CLOSE), 400),
+    "body-huge-number": (
+        post("/t/body", b'{"name": "x", "count": ' + b"9" * 5000 + b"}", CLOSE),
+        400,
+    ),
+    "body-bad-chunked-framing": (
+        b"POST /t/body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+    # The request line.
+    "garbage-request-line": (b"\x16\x03\x01\x00\xa5garbage\r\n\r\n", 400),
+    "request-line-without-version": (b"GET /t/ping\r\nHost: t\r\n\r\n", 400),
+    "method-with-bad-chars": (b"G(T /t/ping HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    "http-1.1-without-host": (b"GET /t/ping HTTP/1.1\r\n\r\n", 400),
+    "unknown-method": (get("/t/ping", CLOSE).replace(b"GET", b"BREW", 1), 405),
+    "dot-dot-path": (get("/../../etc/passwd", CLOSE), 404),
+    "absolute-form-target": (get("http://evil.example/t/ping", CLOSE), 404),
+}
+
+
+@pytest.fixture
+def no_error_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.WARNING)
+    return caplog
+
+
+def assert_no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [f"{r.name}: {r.getMessage()}" for r in errors]
+
+
+async def assert_still_serving(port: int) -> None:
+    reply = await exchange(port, get("/t/ping", CLOSE))
+    assert reply.status == 200, reply
+    assert reply.data.endswith(b"pong"), reply
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_hostile_request_gets_a_clean_answer(
+    case: str, no_error_logs: pytest.LogCaptureFixture
+) -> None:
+    request, status = CASES[case]
+    async with running_server(make_app(Counters())) as port:
+        reply = await exchange(port, request)
+        assert reply.status == status, reply
+        assert reply.closed, f"no answer within 5 s: {reply}"
+        await assert_still_serving(port)
+    assert_no_errors_logged(no_error_logs)
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("abc", 400),
+        ("-5", 400),
+        ("1e3", 400),
+        (" ", 400),  # empty once trimmed: not an integer (browsers never send an empty one)
+        ("9" * 10_000, 400),  # regression: > 4300 digits made int() raise ValueError, a 500
+        ("x" * 8_000, 400),
+        ("99999999999999999999999", 200),  # valid and past the end: an empty stream
+    ],
+)
+async def test_malformed_and_huge_last_event_id(
+    value: str, status: int, no_error_logs: pytest.LogCaptureFixture
+) -> None:
+    async with running_server(guide.app) as port:
+        request = get("/events/resumable", f"Last-Event-ID: {value}", CLOSE)
+        # A 200 here is a live stream: read its headers only.
+        reply = await exchange(port, request, until=b"\r\n\r\n" if status == 200 else None)
+        assert reply.status == status, reply
+        if status == 400:
+            assert b"last-event-id" in reply.data
+        await assert_still_serving_guide(port)
+    assert_no_errors_logged(no_error_logs)
+
+
+async def assert_still_serving_guide(port: int) -> None:
+    reply = await exchange(port, get("/events/notifications", CLOSE), until=b"0\r\n\r\n")
+    assert reply.status == 200, reply
+    assert b"event: notification" in reply.data, reply
+
+
+async def test_a_source_failing_right_after_its_first_event_does_not_crash_the_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: the failure cancelled the stream while it sent its response headers.
+
+    Hypercorn's HTTPStream then believed no response had started while h11 had sent one, its
+    fallback 500 raised LocalProtocolError out of the connection, and the whole server died
+    (every later connection refused). `run_stream` now sends the headers shielded.
+    """
+    async with running_server(make_app(Counters())) as port:
+        for _ in range(3):
+            reply = await exchange(port, get("/t/fails-after-first", CLOSE))
+            assert reply.status == 200, reply
+            assert reply.closed, reply
+            assert reply.data.endswith(b"0\r\n\r\n"), reply
+        await assert_still_serving(port)
+    assert not [r for r in caplog.records if r.name.startswith("hypercorn")]
+    assert any("SSE stream failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_http_1_0_gets_the_stream_without_chunking_then_a_close() -> None:
+    async with running_server(guide.app) as port:
+        reply = await exchange(port, get("/events/notifications", version="1.0"))
+    assert reply.data.startswith(b"HTTP/1.1 200"), reply
+    head, _, body = reply.data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    assert b"connection: keep-alive" not in head.lower()  # only sent to HTTP/1.1 clients
+    assert body.startswith(b": User notification event\n")
+    assert body.endswith(b"\n\n")
+    assert reply.closed  # HTTP/1.0 without chunking: the close ends the body
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    async with running_server(make_app(Counters())) as port:
+        request = get("/t/num/1") + get("/t/num/abc") + get("/t/num/3", CLOSE)
+        reply = await exchange(port, request)
+    assert reply.statuses == [200, 400, 200], reply
+    assert reply.data.index(b'"n":1') < reply.data.index(b"must be an integer")
+    assert reply.data.endswith(b'{"n":3,"q":null,"h":null}')
+
+
+async def test_a_request_pipelined_behind_a_stream_waits_and_the_stream_ends_on_close() -> None:
+    counters = Counters()
+    app = make_app(counters)
+    async with running_server(app) as port:
+        reply = await exchange(port, get("/t/gen") + get("/t/ping"), seconds=0.5)
+        assert reply.statuses == [200], reply  # the stream never ends: /t/ping waits behind it
+        with trio.fail_after(2):
+            while app.streams.open_count:  # noqa: ASYNC110 (server-side state)
+                await trio.sleep(0.01)
+    assert counters.generators_finally == counters.generators_started == 1
+
+
+async def test_slowloris_headers_are_dropped_by_keep_alive_timeout() -> None:
+    """Hypercorn's idle timer (``keep_alive_timeout``) runs from accept until a request's
+    headers are complete, so a client that dribbles its headers is cut off after that long.
+    (``read_timeout`` would not do: it bounds one read, and each byte restarts it.)"""
+    counters = Counters()
+    async with running_server(make_app(counters), keep_alive_timeout=0.5) as port:
+        started = trio.current_time()
+        request = get("/t/ping", "X-Padding: " + "a" * 100)
+        reply = await exchange(port, request, byte_delay=0.05, seconds=5)
+        elapsed = trio.current_time() - started
+        assert reply.closed, reply
+        assert reply.status is None, reply
+        assert 0.4 < elapsed < 2.0, elapsed
+        # The timer stops once headers are complete: a stream outlives keep_alive_timeout.
+        stream = await exchange(port, get("/t/gen"), seconds=1.2)
+        assert not stream.closed, stream
+        assert stream.data.count(b"data: ") >= 15, stream
+        await assert_still_serving(port)
