@@ -1,0 +1,202 @@
+"""The apps under test. Every app answers the same three routes with the same events:
+
+* ``GET /gen?n=N&sparse=0|1`` — N events ``id: i`` / ``data: <PAYLOAD> i``, then the stream
+  ends. ``sparse=1`` sleeps `SPARSE_GAP` between events, so the producer is never ahead of the
+  socket and nothing can be coalesced: one event per write.
+* ``GET /stream?...`` — the same events from trio-dwex's imperative `SseStream` route (the
+  other apps serve ``/stream`` exactly like ``/gen``).
+* ``GET /idle`` — one event, then nothing until the client leaves (an idle stream); trio-dwex
+  also has ``/idle-stream``, the same from an `SseStream`.
+
+The raw ASGI apps are the floor: what Hypercorn's Trio worker costs with no framework at all,
+either one ASGI ``send`` per event or one per ``batch`` events.
+"""
+
+# No `from __future__ import annotations`: the handlers' Annotated hints name local imports.
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+PAYLOAD = "x" * 48
+"""Each event's data is this plus the event number: ~70 bytes on the wire, a typical update."""
+
+SPARSE_GAP = 0.0002
+"""Seconds between the events of a sparse source (``sparse=1``). Far longer than any server here
+needs to write one event, so every event is written alone: nothing to coalesce, ever. (A bare
+``sleep(0)`` is not enough: a producer that runs while the writer is inside ``send`` can queue
+a second event, and then the runner rightly coalesces.)"""
+
+
+def event_data(i: int) -> str:
+    return f"{PAYLOAD} {i}"
+
+
+def raw_event(i: int) -> bytes:
+    return f"id: {i}\ndata: {PAYLOAD} {i}\n\n".encode()
+
+
+def query(scope: dict[str, Any]) -> tuple[int, bool]:
+    args = parse_qs(scope.get("query_string", b"").decode())
+    n = int(args.get("n", ["1"])[0])
+    sparse = args.get("sparse", ["0"])[0] == "1"
+    return n, sparse
+
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+# -- the raw ASGI floor (Trio) ------------------------------------------------------------------
+
+
+def make_raw_app(batch: int, flavor: str = "trio") -> Any:
+    """A bare ASGI app: ``batch`` events per ``http.response.body`` message.
+
+    ``flavor`` is the event loop whose ``sleep`` separates sparse events.
+    """
+    if flavor == "trio":
+        import trio
+
+        checkpoint = trio.sleep
+    else:
+        import asyncio
+
+        checkpoint = asyncio.sleep
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        if scope["path"] == "/idle":
+            await send({"type": "http.response.body", "body": raw_event(0), "more_body": True})
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
+        n, sparse = query(scope)
+        for start in range(0, n, batch):
+            body = b"".join(raw_event(i) for i in range(start, min(n, start + batch)))
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            if sparse:
+                await checkpoint(SPARSE_GAP)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+# -- trio-dwex ----------------------------------------------------------------------------------
+
+
+def make_dwex_app(serializer: str = "json") -> Any:
+    import trio
+
+    from trio_dwex import (
+        Controller,
+        Module,
+        Query,
+        Settings,
+        Sse,
+        SseEvent,
+        SseStream,
+        create_app,
+        json_serializer,
+    )
+
+    @Controller("")
+    class BenchController:
+        @Sse("gen")
+        async def gen(
+            self,
+            n: Annotated[int, Query("n")] = 1,
+            sparse: Annotated[int, Query("sparse")] = 0,
+        ) -> AsyncIterator[SseEvent]:
+            for i in range(n):
+                yield SseEvent(data=f"{PAYLOAD} {i}", id=str(i))
+                if sparse:
+                    await trio.sleep(SPARSE_GAP)
+
+        @Sse("json")
+        async def json_events(self, n: Annotated[int, Query("n")] = 1) -> AsyncIterator[SseEvent]:
+            # The serializer benchmark: the same size of event, from a dict.
+            for i in range(n):
+                yield SseEvent(data={"p": PAYLOAD[:36], "n": i, "ok": True}, id=str(i))
+
+        @Sse("stream")
+        def stream(
+            self,
+            n: Annotated[int, Query("n")] = 1,
+            sparse: Annotated[int, Query("sparse")] = 0,
+        ) -> SseStream:
+            stream = SseStream()
+
+            async def produce() -> None:
+                for i in range(n):
+                    await stream.send(SseEvent(data=f"{PAYLOAD} {i}", id=str(i)))
+                    if sparse:
+                        await trio.sleep(SPARSE_GAP)
+                stream.close()
+
+            stream.start_soon(produce)
+            return stream
+
+        @Sse("idle")
+        async def idle(self) -> AsyncIterator[SseEvent]:
+            yield SseEvent(data=f"{PAYLOAD} 0", id="0")
+            await trio.sleep_forever()
+
+        @Sse("idle-stream")
+        def idle_stream(self) -> SseStream:
+            stream = SseStream()
+            stream.send_nowait(SseEvent(data=f"{PAYLOAD} 0", id="0"))
+            return stream
+
+    @Module(controllers=[BenchController])
+    class BenchModule: ...
+
+    if serializer == "orjson":
+        import orjson
+
+        settings = Settings(serializer=orjson.dumps)
+    else:
+        settings = Settings(serializer=json_serializer)
+    return create_app(BenchModule, settings=settings)
+
+
+# -- sse-starlette (asyncio) ---------------------------------------------------------------------
+
+
+def make_sse_starlette_app() -> Any:
+    import asyncio
+
+    from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.routing import Route
+
+    async def events(n: int, sparse: bool) -> AsyncIterator[ServerSentEvent]:
+        for i in range(n):
+            yield ServerSentEvent(data=f"{PAYLOAD} {i}", id=str(i))
+            if sparse:
+                await asyncio.sleep(SPARSE_GAP)
+
+    async def gen(request: Request) -> EventSourceResponse:
+        n = int(request.query_params.get("n", "1"))
+        sparse = request.query_params.get("sparse", "0") == "1"
+        return EventSourceResponse(events(n, sparse))
+
+    async def idle_events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(data=f"{PAYLOAD} 0", id="0")
+        await asyncio.Event().wait()
+
+    async def idle(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(idle_events())
+
+    return Starlette(routes=[Route("/gen", gen), Route("/stream", gen), Route("/idle", idle)])

@@ -1,0 +1,148 @@
+"""Where a server's time per send goes: ``python -m bench.profile KIND [--events N]``.
+
+Starts one server of `bench.server` (pinned like the benchmark), streams ``--events`` events
+from ``/gen`` (one per send for the ``raw1`` kinds), and reports:
+
+* the syscalls per event, from ``strace -c -f`` (where strace is installed): on Hypercorn's
+  Trio worker every send costs one ``sendto`` and two ``epoll_wait`` — one pass of Trio's
+  scheduler per schedule point;
+* with ``--py-spy``, a sampling profile (py-spy, ``pip install py-spy``) folded into the
+  inclusive share of each function, so the Hypercorn layers can be read top-down.
+
+Diagnostics only; the benchmark itself does not need strace or py-spy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import load
+from .run import Server, cpu_seconds, wait_quiet
+
+
+def _tool(name: str) -> str:
+    """``name`` on PATH, or next to this Python (a venv's bin/ that is not activated)."""
+    return shutil.which(name) or str(Path(sys.executable).with_name(name))
+
+
+def strace_counts(pid: int, run: callable) -> dict[str, int]:  # type: ignore[valid-type]
+    out = Path(tempfile.mkdtemp()) / "strace.txt"
+    tracer = subprocess.Popen(
+        ["strace", "-c", "-f", "-p", str(pid), "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        run()
+        time.sleep(0.2)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(10)
+    counts = {}
+    for line in out.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1].isidentifier():
+            counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+def py_spy_profile(pid: int, run: callable, seconds: float, top: int) -> list[tuple[float, str]]:  # type: ignore[valid-type]
+    out = Path(tempfile.mkdtemp()) / "profile.txt"
+    spy = subprocess.Popen(
+        [
+            _tool("py-spy"),
+            "record",
+            "-p",
+            str(pid),
+            "-o",
+            str(out),
+            "-f",
+            "raw",
+            "-r",
+            "1000",
+            "-d",
+            str(int(seconds)),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)
+        run()
+    finally:
+        spy.wait(seconds + 30)
+    inclusive: collections.Counter[str] = collections.Counter()
+    busy = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        if not any("unrolled_run" in f or "_run_once" in f for f in frames):
+            continue  # not inside the event loop: start-up, idle
+        busy += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    site = re.compile(r"/[^ ]*site-packages/|" + re.escape(str(Path.cwd())) + "/")
+    return [(100 * n / busy, site.sub("", f)) for f, n in inclusive.most_common(top)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("kind", help="a bench.server kind, e.g. raw1, raw1-hypercorn-asyncio")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--py-spy", action="store_true", help="also a sampling profile")
+    parser.add_argument("--top", type=int, default=40)
+    args = parser.parse_args(argv)
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {0})
+    path = f"/gen?n={args.events}"
+    server = Server(args.kind, 1 if (os.cpu_count() or 1) >= 2 else None)
+    try:
+        load.run_streams(server.port, path, 1, args.events, 60)  # warm up
+
+        def stream() -> None:
+            load.run_streams(server.port, path, 1, args.events, 120)
+
+        wait_quiet(server.pid)
+        before = cpu_seconds(server.pid)
+        stream()
+        wait_quiet(server.pid)
+        print(
+            f"{args.kind}: {(cpu_seconds(server.pid) - before) / args.events * 1e6:.1f} "
+            "server CPU-µs per event"
+        )
+        if shutil.which("strace"):
+            counts = strace_counts(server.pid, stream)
+            per_event = {
+                k: round(v / args.events, 2) for k, v in counts.items() if v >= 100 and k != "total"
+            }
+            print(f"syscalls per event: {per_event}")
+        if args.py_spy:
+            start = time.monotonic()
+            stream()
+            seconds = max(3.0, 3 * (time.monotonic() - start))
+
+            def repeat() -> None:
+                deadline = time.monotonic() + seconds - 2
+                while time.monotonic() < deadline:
+                    stream()
+
+            for share, frame in py_spy_profile(server.pid, repeat, seconds + 1, args.top):
+                print(f"{share:5.1f}%  {frame}")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

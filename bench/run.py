@@ -1,0 +1,625 @@
+"""Run the benchmark and print one table: ``python -m bench [--quick | --smoke] [--reps N]``.
+
+Each row's server runs in a fresh process of its own (``bench/server.py``), pinned to one core;
+this process is the load generator, pinned to the other. For every row, in this order:
+
+* **idle**: N streams opened (each until its first event parsed) and held; the server's RSS
+  delta divided by N is the memory per idle stream;
+* **first event**: one connection at a time, connect → first event parsed, p50 and p99;
+* **one stream**: one stream of many events, as fast as the source makes them;
+* **concurrent**: many streams at once, aggregate events per second;
+* **sparse**: one stream whose source sleeps 0.2 ms between events, so that nothing can be
+  coalesced: the cost of one event per write (timer wake-ups included, on every row alike).
+
+Server CPU time is read from ``/proc/PID/task/*/schedstat`` (nanoseconds; ``/proc/PID/stat``
+ticks where that is missing) before and after each scenario, once the server is quiet, and
+divided by the events the load generator parsed and checked. On a shared machine wall-clock
+numbers are noisy; CPU per event and the ratios of rows measured side by side are what the
+targets are about. Full mode takes the median of three runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- what to run ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    reps: int
+    single: int  # events in the one-stream scenario
+    streams: int  # concurrent streams ...
+    per_stream: int  # ... of this many events each
+    sparse: int  # events of the sparse stream
+    idle: int  # idle streams held at once
+    samples: int  # first-event samples
+    timeout: float  # per scenario
+
+
+MODES = {
+    "full": Mode("full", 3, 100_000, 500, 2_000, 10_000, 5_000, 300, 600.0),
+    "quick": Mode("quick", 1, 5_000, 20, 200, 2_000, 200, 50, 30.0),
+    # The smoke test's slice: every row and scenario, tiny counts.
+    "smoke": Mode("smoke", 1, 1_000, 5, 100, 300, 50, 20, 20.0),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    kind: str  # a bench.server kind
+    path: str
+    idle_path: str = "/idle"
+    scenarios: tuple[str, ...] = ("idle", "latency", "single", "concurrent", "sparse")
+
+
+GEN = Row("dwex-gen", "trio-dwex, async generator route", "dwex", "/gen")
+STREAM = Row(
+    "dwex-stream", "trio-dwex, SseStream route", "dwex", "/stream", idle_path="/idle-stream"
+)
+STARLETTE = Row("sse-starlette", "sse-starlette on uvicorn (h11)", "sse-starlette", "/gen")
+RAW1 = Row("raw1", "raw ASGI on Hypercorn-Trio, 1 send per event (floor)", "raw1", "/gen")
+RAW64 = Row("raw64", "raw ASGI on Hypercorn-Trio, 64 events per send", "raw64", "/gen")
+MAIN_ROWS = (GEN, STREAM, STARLETTE, RAW1, RAW64)
+
+EXTRA_ROWS = (
+    Row(
+        "raw1-on-dwex", "raw ASGI, 1 send per event, on trio-dwex's serve()", "raw1-on-dwex", "/gen"
+    ),
+    Row(
+        "dwex-gen-on-hypercorn",
+        "trio-dwex generator route on plain hypercorn.trio.serve",
+        "dwex-on-hypercorn",
+        "/gen",
+    ),
+    Row("json-stdlib", "trio-dwex, dict data, stdlib json", "dwex", "/json", scenarios=("single",)),
+    Row(
+        "json-orjson", "trio-dwex, dict data, orjson", "dwex-orjson", "/json", scenarios=("single",)
+    ),
+    Row(
+        "raw1-hypercorn-asyncio",
+        "raw ASGI, 1 send per event, on Hypercorn's asyncio worker",
+        "raw1-hypercorn-asyncio",
+        "/gen",
+    ),
+)
+
+#: Prototypes of bench/proposals.py, run side by side with the code as it is.
+PROPOSAL_ROWS = (
+    Row(
+        "dwex-gen+coalesce",
+        "PROPOSED: generator route, coalescing producers",
+        "dwex-coalesce",
+        "/gen",
+    ),
+    Row(
+        "dwex-stream+coalesce",
+        "PROPOSED: SseStream route, coalescing producers",
+        "dwex-coalesce",
+        "/stream",
+        idle_path="/idle-stream",
+    ),
+    Row(
+        "dwex-gen+coalesce+fastlock",
+        "PROPOSED: generator route, coalescing + fast send lock",
+        "dwex-coalesce-fastlock",
+        "/gen",
+    ),
+    Row(
+        "dwex-stream+coalesce+fastlock",
+        "PROPOSED: SseStream route, coalescing + fast send lock",
+        "dwex-coalesce-fastlock",
+        "/stream",
+        idle_path="/idle-stream",
+    ),
+    Row(
+        "raw1-fastlock",
+        "PROPOSED: raw ASGI, 1 send per event, plain Hypercorn + fast send lock",
+        "raw1-fastlock",
+        "/gen",
+    ),
+    Row(
+        "raw1-on-dwex-fastlock",
+        "PROPOSED: raw ASGI, 1 send per event, our serve() + fast lock",
+        "raw1-on-dwex-fastlock",
+        "/gen",
+    ),
+)
+
+
+# -- measuring a process -------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of ``pid`` (user + system)."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        if total:
+            return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def wait_quiet(pid: int, limit: float = 5.0) -> None:
+    """Wait until the server uses (almost) no CPU: the previous scenario's tail is done."""
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = cpu_seconds(pid)
+        if now - last < 0.001:
+            return
+        last = now
+
+
+class Server:
+    """A server process: started fresh for one row, always stopped (by PID) in ``stop``."""
+
+    def __init__(self, kind: str, cpu: int | None) -> None:
+        cmd = [sys.executable, "-m", "bench.server", kind]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+        env = dict(os.environ, PYTHONPATH=path)
+        self.kind = kind
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.pid = self.proc.pid
+        try:
+            self.port = self._wait_ready(30.0)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> int:
+        import selectors
+
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise RuntimeError(f"server {self.kind} not ready after {timeout}s")
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            exited = self.proc.stderr is not None and self.proc.poll() is not None
+            err = self.proc.stderr.read() if exited and self.proc.stderr else ""
+            raise RuntimeError(f"server {self.kind} failed to start: {line!r} {err[-2000:]}")
+        return int(line.split()[1])
+
+    def stop(self) -> str:
+        """Terminate, then kill after 5 s; return the tail of its stderr (for errors)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return err[-4000:]
+
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One row's measurements in one repetition (``None``: not measured)."""
+
+    single_cpu_us: float | None = None
+    single_eps: float | None = None
+    conc_cpu_us: float | None = None
+    conc_eps: float | None = None
+    sparse_cpu_us: float | None = None
+    idle_kib: float | None = None
+    first_p50_ms: float | None = None
+    first_p99_ms: float | None = None
+    events: int = 0
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def measure_events(
+    server: Server,
+    row_path: str,
+    streams: int,
+    per_stream: int,
+    mode: Mode,
+    *,
+    sparse: bool = False,
+) -> tuple[float, float, int]:
+    """(server CPU-µs per event, events per second, events) for ``streams`` × ``per_stream``."""
+    path = f"{row_path}?n={per_stream}" + ("&sparse=1" if sparse else "")
+    wait_quiet(server.pid)
+    before = cpu_seconds(server.pid)
+    result = load.run_streams(server.port, path, streams, per_stream, mode.timeout)
+    wait_quiet(server.pid)
+    used = cpu_seconds(server.pid) - before
+    return used / result.events * 1e6, result.events / result.wall, result.events
+
+
+def run_row(row: Row, mode: Mode, cpu: int | None) -> Result:
+    result = Result()
+    server = Server(row.kind, cpu)
+    try:
+        # Warm up: imports, first-request paths, the allocator's arenas.
+        load.run_streams(server.port, f"{row.path}?n=100", 2, 100, mode.timeout)
+        load.close_all(load.open_idle(server.port, row.idle_path, 20, mode.timeout))
+        if "idle" in row.scenarios:
+            wait_quiet(server.pid)
+            before = rss_kib(server.pid)
+            conns = load.open_idle(server.port, row.idle_path, mode.idle, mode.timeout)
+            try:
+                wait_quiet(server.pid)
+                result.idle_kib = (rss_kib(server.pid) - before) / mode.idle
+            finally:
+                load.close_all(conns)
+        if "latency" in row.scenarios:
+            wait_quiet(server.pid)
+            latencies = load.first_event(server.port, f"{row.path}?n=1", mode.samples, mode.timeout)
+            result.first_p50_ms = percentile(latencies, 0.50) * 1e3
+            result.first_p99_ms = percentile(latencies, 0.99) * 1e3
+        if "single" in row.scenarios:
+            result.single_cpu_us, result.single_eps, n = measure_events(
+                server, row.path, 1, mode.single, mode
+            )
+            result.events += n
+        if "concurrent" in row.scenarios:
+            result.conc_cpu_us, result.conc_eps, n = measure_events(
+                server, row.path, mode.streams, mode.per_stream, mode
+            )
+            result.events += n
+        if "sparse" in row.scenarios:
+            result.sparse_cpu_us, _, n = measure_events(
+                server, row.path, 1, mode.sparse, mode, sparse=True
+            )
+            result.events += n
+    except (load.BrokenServer, TimeoutError, OSError, RuntimeError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        stderr = server.stop()
+    if result.error and stderr.strip():
+        result.notes.append(stderr.strip().splitlines()[-1][:300])
+    return result
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+METRICS = (
+    "single_cpu_us",
+    "single_eps",
+    "conc_cpu_us",
+    "conc_eps",
+    "sparse_cpu_us",
+    "idle_kib",
+    "first_p50_ms",
+    "first_p99_ms",
+)
+
+
+def median_result(results: list[Result]) -> Result:
+    """The median of each metric over the repetitions; any error makes the row not score."""
+    merged = Result(events=sum(r.events for r in results))
+    errors = [r.error for r in results if r.error]
+    if errors:
+        merged.error = errors[0]
+        merged.notes = [n for r in results for n in r.notes]
+        return merged
+    for name in METRICS:
+        values = [getattr(r, name) for r in results if getattr(r, name) is not None]
+        setattr(merged, name, statistics.median(values) if values else None)
+    return merged
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    ours: tuple[str, str]  # (row key, metric)
+    theirs: tuple[str, str]
+    limit: float
+    at_least: bool = False  # True: the ratio must be >= limit
+
+
+TARGETS = (
+    Target(
+        "CPU/event, 1 stream: generator route / sse-starlette",
+        ("dwex-gen", "single_cpu_us"),
+        ("sse-starlette", "single_cpu_us"),
+        0.15,
+    ),
+    Target(
+        "CPU/event, 1 stream: SseStream route / sse-starlette",
+        ("dwex-stream", "single_cpu_us"),
+        ("sse-starlette", "single_cpu_us"),
+        0.15,
+    ),
+    Target(
+        "CPU/event, concurrent: generator route / sse-starlette",
+        ("dwex-gen", "conc_cpu_us"),
+        ("sse-starlette", "conc_cpu_us"),
+        0.15,
+    ),
+    Target(
+        "CPU/event, concurrent: SseStream route / sse-starlette",
+        ("dwex-stream", "conc_cpu_us"),
+        ("sse-starlette", "conc_cpu_us"),
+        0.15,
+    ),
+    Target(
+        "events/s, concurrent: generator route / sse-starlette",
+        ("dwex-gen", "conc_eps"),
+        ("sse-starlette", "conc_eps"),
+        5.0,
+        at_least=True,
+    ),
+    Target(
+        "events/s, concurrent: SseStream route / sse-starlette",
+        ("dwex-stream", "conc_eps"),
+        ("sse-starlette", "conc_eps"),
+        5.0,
+        at_least=True,
+    ),
+    Target(
+        "sparse CPU/event: generator route / raw floor",
+        ("dwex-gen", "sparse_cpu_us"),
+        ("raw1", "sparse_cpu_us"),
+        1.15,
+    ),
+    Target(
+        "sparse CPU/event: SseStream route / raw floor",
+        ("dwex-stream", "sparse_cpu_us"),
+        ("raw1", "sparse_cpu_us"),
+        1.15,
+    ),
+    Target(
+        "KiB per idle stream: generator route / raw floor",
+        ("dwex-gen", "idle_kib"),
+        ("raw1", "idle_kib"),
+        1.3,
+    ),
+    Target(
+        "KiB per idle stream: SseStream route / raw floor",
+        ("dwex-stream", "idle_kib"),
+        ("raw1", "idle_kib"),
+        1.3,
+    ),
+    Target(
+        "first event p99: generator route / raw floor",
+        ("dwex-gen", "first_p99_ms"),
+        ("raw1", "first_p99_ms"),
+        1.3,
+    ),
+    Target(
+        "first event p99: SseStream route / raw floor",
+        ("dwex-stream", "first_p99_ms"),
+        ("raw1", "first_p99_ms"),
+        1.3,
+    ),
+)
+
+
+def evaluate(results: dict[str, Result]) -> list[dict[str, Any]]:
+    out = []
+    for target in TARGETS:
+        ours, theirs = results.get(target.ours[0]), results.get(target.theirs[0])
+        ratio = None
+        if ours and theirs and not ours.error and not theirs.error:
+            a, b = getattr(ours, target.ours[1]), getattr(theirs, target.theirs[1])
+            if a is not None and b:
+                ratio = a / b
+        if ratio is None:
+            status = "FAIL (not measured)"
+        else:
+            ok = ratio >= target.limit if target.at_least else ratio <= target.limit
+            status = "PASS" if ok else "FAIL"
+        limit = f"{'≥' if target.at_least else '≤'} {target.limit:g}"
+        out.append({"target": target.name, "ratio": ratio, "limit": limit, "status": status})
+    return out
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def render(
+    rows: list[Row],
+    results: dict[str, Result],
+    mode: Mode,
+    verdicts: list[dict[str, Any]],
+    server_note: str,
+) -> str:
+    lines = [
+        f"trio-dwex benchmark, {mode.name} mode, median of {mode.reps}; server: {server_note}",
+        "",
+        f"| server | CPU-µs/event, 1 stream × {mode.single:,} | events/s, 1 stream "
+        f"| CPU-µs/event, {mode.streams} × {mode.per_stream:,} | events/s, {mode.streams} streams "
+        f"| CPU-µs/event, sparse | KiB per idle stream at {mode.idle:,} "
+        "| first event p50 / p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        r = results[row.key]
+        if r.error:
+            lines.append(f"| {row.label} | BROKEN: {r.error} | | | | | | |")
+            continue
+        first = "—" if r.first_p50_ms is None else f"{r.first_p50_ms:.2f} / {r.first_p99_ms:.2f}"
+        lines.append(
+            f"| {row.label} | {fmt(r.single_cpu_us, '.2f')} | {fmt(r.single_eps, ',.0f')} "
+            f"| {fmt(r.conc_cpu_us, '.2f')} | {fmt(r.conc_eps, ',.0f')} "
+            f"| {fmt(r.sparse_cpu_us, '.2f')} | {fmt(r.idle_kib, '.1f')} | {first} |"
+        )
+    lines += ["", "| target (issue 7) | ratio | limit | status |", "|---|---:|---:|---|"]
+    for v in verdicts:
+        lines.append(f"| {v['target']} | {fmt(v['ratio'], '.3f')} | {v['limit']} | {v['status']} |")
+    return "\n".join(lines)
+
+
+def server_note() -> str:
+    from .server import dwex_serve
+
+    if dwex_serve() is None:
+        return "trio-dwex rows on plain hypercorn.trio.serve (trio-dwex's serve() not found)"
+    return "trio-dwex rows on trio-dwex's serve() (Hypercorn Trio worker + connection fixes)"
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in (
+        "trio",
+        "hypercorn",
+        "h11",
+        "uvicorn",
+        "sse-starlette",
+        "starlette",
+        "trio-dwex",
+        "orjson",
+    ):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="tiny counts, one run (< 60 s)")
+    group.add_argument("--smoke", action="store_true", help="the smallest slice (the smoke test)")
+    parser.add_argument("--reps", type=int, help="runs per row (default: 3 full, 1 quick)")
+    parser.add_argument(
+        "--extra",
+        action="store_true",
+        help="also the diagnostic rows: the floor on our serve(), our app on "
+        "plain Hypercorn, and stdlib json vs orjson",
+    )
+    parser.add_argument(
+        "--proposals",
+        action="store_true",
+        help="also the prototypes of bench/proposals.py, side by side",
+    )
+    parser.add_argument("--only", help="comma-separated row keys to run")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.reps:
+        mode = Mode(**{**asdict(mode), "reps": args.reps})
+    rows = list(MAIN_ROWS) + (list(EXTRA_ROWS) if args.extra else [])
+    rows += list(PROPOSAL_ROWS) if args.proposals else []
+    if args.only:
+        keys = set(args.only.split(","))
+        rows = [row for row in rows if row.key in keys]
+
+    # The load generator on core 0, every server on core 1 (where there are two).
+    server_cpu = None
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {0})
+        server_cpu = 1
+    from .server import raise_fd_limit
+
+    raise_fd_limit()
+
+    runs: dict[str, list[Result]] = {row.key: [] for row in rows}
+    started = time.monotonic()
+    for rep in range(mode.reps):
+        for row in rows:  # side by side: every row once per repetition
+            t0 = time.monotonic()
+            result = run_row(row, mode, server_cpu)
+            runs[row.key].append(result)
+            status = result.error or f"{result.events:,} events"
+            print(
+                f"[rep {rep + 1}/{mode.reps}] {row.key}: {status} ({time.monotonic() - t0:.1f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    results = {key: median_result(value) for key, value in runs.items()}
+    verdicts = evaluate(results)
+    note = server_note()
+    print(render(rows, results, mode, verdicts, note))
+    print(f"\n{machine()}  {versions()}  total {time.monotonic() - started:.0f}s")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "mode": asdict(mode),
+                    "server": note,
+                    "machine": machine(),
+                    "versions": versions(),
+                    "rows": {
+                        row.key: {"label": row.label, **asdict(results[row.key])} for row in rows
+                    },
+                    "runs": {key: [asdict(r) for r in value] for key, value in runs.items()},
+                    "targets": verdicts,
+                },
+                indent=2,
+            )
+        )
+    return 1 if any(r.error for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

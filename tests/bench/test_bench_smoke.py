@@ -1,0 +1,49 @@
+"""The benchmark's smallest slice runs end to end, so that `bench/` cannot rot unnoticed.
+
+It starts every server of the table in its own process and drives it with the real load
+generator (``python -m bench --smoke``), then checks that each row was measured and counted
+events. It asserts nothing about speed: that is what ``nox -s bench`` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = ("dwex-gen", "dwex-stream", "sse-starlette", "raw1", "raw64")
+
+pytest.importorskip("sse_starlette", reason="the bench extra is not installed")
+pytest.importorskip("uvicorn", reason="the bench extra is not installed")
+
+
+def test_smoke_run_measures_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert set(ROWS) <= set(report["rows"])
+    for key in ROWS:
+        row = report["rows"][key]
+        assert row["error"] is None, (key, row["error"])
+        assert row["events"] > 0, key
+        for metric in ("single_cpu_us", "conc_eps", "sparse_cpu_us", "first_p99_ms"):
+            assert row[metric] is not None, (key, metric)
+            assert row[metric] > 0, (key, metric, row[metric])
+        # RSS moves in pages and the allocator may reuse freed memory: measured, maybe ~0.
+        assert row["idle_kib"] is not None, key
+    for key in ROWS:
+        assert report["rows"][key]["label"] in proc.stdout  # the table has every row
+    assert len(report["targets"]) >= 10
+    assert all(target["ratio"] is not None for target in report["targets"])
