@@ -18,7 +18,7 @@ TOOLS = ["ruff>=0.6", "import-linter>=2.0"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite, against real Hypercorn servers on loopback ports."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,bench]")
     session.run("pytest", *session.posargs)
 
 
@@ -45,3 +45,33 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".")
     port = os.environ.get("PORT", "9929")
     session.run("trio-dwex", "run", "examples.guide:app", "--port", port, *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against sse-starlette and the raw Hypercorn-Trio floor (docs/performance.md).
+
+    Not part of CI: a full run takes about 15 minutes. ``nox -s bench -- --quick`` is a smoke run.
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Disconnect storm, slow clients and shutdown at full size (~2 min; docs/reliability.md)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "bench.reliability", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The property tests with 100,000 examples each (the default run uses a few hundred)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "tests/wire/test_roundtrip.py",
+        "tests/reliability/test_fuzz.py",
+        *session.posargs,
+        env={"HYPOTHESIS_EXAMPLES": "100000"},
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import resource
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from typing import Annotated, Any
 import trio
 
 from trio_dwex import (
+    BadRequestException,
     Body,
     Controller,
     CorsSettings,
@@ -48,6 +50,7 @@ from trio_dwex import (
 )
 
 TICK = float(os.environ.get("GUIDE_TICK", "1"))
+JOB_ID = re.compile(r"[\w.-]{1,64}")
 STARTED = time.monotonic()
 
 
@@ -125,8 +128,6 @@ class EventsController:
     ) -> AsyncIterator[SseEvent]:
         """Numeric ids: a reconnecting EventSource sends the last one and resumes after it."""
         if last_event_id is not None and last_event_id < 0:
-            from trio_dwex import BadRequestException
-
             raise BadRequestException("header 'last-event-id' must be a non-negative integer")
         start = 0 if last_event_id is None else last_event_id + 1
         for i in range(start, 100):
@@ -180,6 +181,9 @@ class MonitoringController:
 class JobsController:
     @Sse("progress/:jobId")
     async def progress(self, job_id: Annotated[str, Param("jobId")]) -> AsyncIterator[SseEvent]:
+        # The id becomes part of event ids: refuse what could not travel in one (CR, LF, NUL).
+        if not JOB_ID.fullmatch(job_id):
+            raise BadRequestException("jobId must be 1-64 letters, digits, '.', '_' or '-'")
         yield SseEvent(data={"status": "started", "progress": 0}, event="start")
         for progress in range(0, 101, 10):
             yield SseEvent(

@@ -48,17 +48,32 @@ from .framework import (
     UseInterceptors,
     map_events,
 )
-from .streams.runner import CloseReason, StreamSettings, StreamTracker
+from .serving.serve import serve
+from .streams.broadcast import (
+    RESET_EVENT,
+    Broadcast,
+    BroadcastBackend,
+    BroadcastUnavailable,
+    MemoryBackend,
+    ResetReason,
+    Subscription,
+)
+from .streams.runner import CloseReason, StreamSettings, StreamTracker, aclose_iterator
 from .streams.stream import OverflowPolicy, SseStream
-from .wire.decoder import MessageEvent, SseDecoder
-from .wire.sse import NO_DATA, SseEvent, json_serializer
+from .wire.decoder import Comment, MessageEvent, SseDecoder
+from .wire.sse import NO_DATA, SseEvent, json_serializer, to_event
 
 __all__ = [
     "NO_DATA",
+    "RESET_EVENT",
     "BadRequestException",
     "Body",
+    "Broadcast",
+    "BroadcastBackend",
+    "BroadcastUnavailable",
     "CallNext",
     "CloseReason",
+    "Comment",
     "ConfigurationError",
     "ConflictException",
     "Controller",
@@ -75,6 +90,7 @@ __all__ = [
     "Injectable",
     "InternalServerErrorException",
     "JSONResponse",
+    "MemoryBackend",
     "MessageEvent",
     "MethodNotAllowedException",
     "Module",
@@ -87,8 +103,10 @@ __all__ = [
     "ProviderNotFound",
     "Put",
     "Query",
+    "RedisBackend",
     "Req",
     "Request",
+    "ResetReason",
     "Response",
     "ServiceUnavailableException",
     "Settings",
@@ -99,12 +117,26 @@ __all__ = [
     "StreamClosed",
     "StreamSettings",
     "StreamTracker",
+    "Subscription",
     "TooManyRequestsException",
     "UnauthorizedException",
     "UnprocessableEntityException",
     "UseGuards",
     "UseInterceptors",
+    "aclose_iterator",
     "create_app",
     "json_serializer",
     "map_events",
+    "serve",
+    "to_event",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The Redis backend needs the optional `coredis` (pip install trio-dwex[redis]): import it
+    # only when asked for, so that `import trio_dwex` works without it.
+    if name == "RedisBackend":
+        from .streams.redis_backend import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module 'trio_dwex' has no attribute {name!r}")

@@ -216,3 +216,12 @@ async def test_cors_preflight_and_headers(client: httpx.AsyncClient) -> None:
         "GET", "/events/notifications", headers={"Origin": "http://page.example"}
     ) as response:
         assert response.headers["access-control-allow-origin"] == "*"
+
+
+async def test_job_progress_rejects_an_id_that_cannot_travel_in_an_event_id(
+    client: httpx.AsyncClient,
+) -> None:
+    for bad in ("%00", "a%0Ab", "x" * 65):
+        response = await client.get("/jobs/progress/" + bad)
+        assert response.status_code == 400, bad
+        assert "jobId" in response.json()["message"]

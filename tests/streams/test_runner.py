@@ -294,3 +294,23 @@ async def test_map_events_over_a_generator_that_yields_in_finally_closes_cleanly
         await sink.wrote.wait()
         sink.gone.set()
     assert cleaned == ["done"]
+
+
+async def test_a_generator_that_never_awaits_is_closed_when_its_client_leaves() -> None:
+    closed: list[str] = []
+
+    async def source():  # type: ignore[no-untyped-def]
+        try:
+            n = 0
+            while True:  # yields with no await in between: nothing to be cancelled at
+                n += 1
+                yield n
+        finally:
+            closed.append("finally")
+
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, source(), sink, StreamSettings(buffer_size=4))
+        await sink.wrote.wait()
+        sink.gone.set()
+    assert closed == ["finally"]

@@ -244,7 +244,17 @@ async def run_stream(
         nonlocal started
         if not started:
             started = True
-            await sink.start()
+            # Committing the headers must not be cut short. A cancellation (the source failed,
+            # the client left, shutdown) landing inside the server's send leaves Hypercorn's
+            # HTTPStream sure that no response began while h11 already sent one; Hypercorn's
+            # fallback 500 then raises LocalProtocolError out of the connection and takes the
+            # whole server down. Shielded, the cancellation takes effect right after; the
+            # deadline keeps a client that accepts nothing from pinning the stream.
+            deadline = trio.current_time() + settings.send_timeout
+            with trio.CancelScope(shield=True, deadline=deadline) as scope:
+                await sink.start()
+            if scope.cancelled_caught:
+                return False
         if not data:
             return True
         with trio.move_on_after(settings.send_timeout) as timer:
@@ -381,10 +391,15 @@ async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
                 break
             if trio.current_effective_deadline() == -math.inf:
                 # The stream was cancelled while the generator ran, and it yielded anyway:
-                # typically from a ``finally`` that Cancelled is passing through. Let it run
-                # the rest of that cleanup instead of cutting it short at the yield.
+                # typically from a ``finally`` that Cancelled is passing through. Resume it
+                # once so that it can finish that cleanup instead of being cut short at the
+                # yield; if it yields again, it is a loop that never awaits: close it.
                 finished = True
-                await _finish(iterator, interrupt=False)
+                try:
+                    await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                await aclose_iterator(iterator)
                 break
             await stream.send(item)
     finally:
@@ -396,37 +411,28 @@ async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
 async def aclose_iterator(iterator: AsyncIterator[Any]) -> None:
     """Close an async iterator now, like ``aclose()``, even a generator that yields while closing.
 
+    ``GeneratorExit`` is thrown in at the generator's current ``yield`` (what ``aclose()``
+    does); if it yields anyway, it is resumed until it is done, and what it still yields is
+    discarded: its client is gone. Plain ``aclose()`` would instead raise ``RuntimeError`` at
+    the first such yield (the guide's error-handling example does ``finally: yield end``).
     Use it wherever you wrap a stream's source in your own async generator (an interceptor,
     say) and must close the inner one in your ``finally``.
-    """
-    await _finish(iterator, interrupt=True)
 
-
-async def _finish(iterator: AsyncIterator[Any], *, interrupt: bool) -> None:
-    """Finish an async generator now, even one that yields inside its ``finally``.
-
-    With ``interrupt``, ``GeneratorExit`` is thrown in at its current ``yield`` (what
-    ``aclose()`` does); then, and without it, the generator is resumed until it is done, and
-    what it still yields is discarded: its client is gone. Plain ``aclose()`` would instead
-    raise ``RuntimeError`` at the first such yield (the guide's error-handling example does
-    ``finally: yield end_event``) and skip the rest of the cleanup.
-
-    This runs in whatever cancellation state the stream is in, as any Trio cleanup does: a
+    This runs in whatever cancellation state the caller is in, as any Trio cleanup does: a
     ``finally`` that must still await after a disconnect shields itself
     (``with trio.CancelScope(shield=True): ...``).
     """
-    if interrupt:
-        athrow = getattr(iterator, "athrow", None)
-        if athrow is None:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            return
-        try:
-            await athrow(GeneratorExit)
-        except (GeneratorExit, StopAsyncIteration):
-            return
-        logger.debug("discarded an event yielded by a closing stream generator")
+    athrow = getattr(iterator, "athrow", None)
+    if athrow is None:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        return
+    try:
+        await athrow(GeneratorExit)
+    except (GeneratorExit, StopAsyncIteration):
+        return
+    logger.debug("discarded an event yielded by a closing stream generator")
     for _ in range(MAX_YIELDS_WHILE_CLOSING):
         try:
             await anext(iterator)

@@ -96,6 +96,15 @@ class SseStream:
             await trio.lowlevel.checkpoint()
             raise StreamClosed("cannot send on a closed SseStream; check stream.is_closed first")
         try:
+            self._sender.send_nowait(message)
+        except trio.WouldBlock:
+            pass  # the buffer is full: wait for room below
+        else:
+            # A cancel point but not a schedule point: a producer that is ahead of the socket
+            # fills the buffer, and the runner then writes everything queued in one go.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        try:
             await self._sender.send(message)
         except trio.ClosedResourceError:
             raise StreamClosed(
