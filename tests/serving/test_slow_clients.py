@@ -7,9 +7,10 @@ import socket
 from functools import partial
 
 import httpx
+import pytest
 import trio
 
-from tests.helpers import accept_lifespan, open_stream
+from tests.helpers import accept_lifespan, open_stream, read_all_events
 from trio_dwex import CloseReason, EventSourceResponse, SseEvent, SseStream, StreamSettings
 from trio_dwex.serving import serve
 from trio_dwex.serving.serve import make_config
@@ -87,3 +88,43 @@ async def test_a_stalled_client_is_dropped_and_the_others_get_every_event() -> N
     assert stalled == 1, tracker.stats()
     # 2,000 events of 4 KiB went to the staller's stream: it kept at most its 64-event buffer.
     assert grown < 16 * 1024, f"RSS grew by {grown} KiB"
+
+
+@pytest.mark.parametrize("fast_send_lock", [True, False])
+async def test_both_send_lock_modes_deliver_every_event_to_every_client(
+    fast_send_lock: bool,
+) -> None:
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            await accept_lifespan(receive, send)
+            return
+
+        async def numbers():  # type: ignore[no-untyped-def]
+            for n in range(300):
+                yield SseEvent(data=str(n), id=str(n))
+                await trio.lowlevel.checkpoint()
+
+        await EventSourceResponse(numbers())(scope, receive, send)
+
+    results: list[list[str]] = []
+    async with trio.open_nursery() as nursery:
+        config = make_config(port=0)
+        binds = await nursery.start(
+            partial(
+                serve,
+                app,
+                config=config,
+                fast_send_lock=fast_send_lock,
+                shutdown_trigger=trio.sleep_forever,
+            )
+        )
+
+        async def one(client: httpx.AsyncClient) -> None:
+            events = await read_all_events(client, binds[0])
+            results.append([event.id for event in events])
+
+        async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as clients:
+            for _ in range(20):
+                clients.start_soon(one, client)
+        nursery.cancel_scope.cancel()
+    assert results == [[str(n) for n in range(300)]] * 20
