@@ -53,7 +53,7 @@ def bench(session: nox.Session) -> None:
 
     Not part of CI: a full run takes about 15 minutes. ``nox -s bench -- --quick`` is a smoke run.
     """
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,redis]")
     session.run("python", "-m", "bench", *session.posargs)
 
 

@@ -200,3 +200,94 @@ def make_sse_starlette_app() -> Any:
         return EventSourceResponse(idle_events())
 
     return Starlette(routes=[Route("/gen", gen), Route("/stream", gen), Route("/idle", idle)])
+
+
+# -- trio-dwex broadcast fan-out (bench/fanout.py) -----------------------------------------------
+
+FANOUT_TOPIC = "bench"
+FANOUT_BUFFER = 4096
+"""Each subscriber's buffer in the fan-out app: more than any burst the benchmark publishes, so
+that no subscriber overflows and every event is delivered (the overflow policies are tested in
+tests/broadcast, not measured here)."""
+
+
+def make_fanout_app(backend_url: str) -> Any:
+    """One ``@Sse`` route streaming a broadcast topic, and the routes that drive its publisher.
+
+    * ``GET /fan`` — ``hub.stream(FANOUT_TOPIC, Last-Event-ID)``;
+    * ``GET /prime`` — publishes one event and answers its id: clients then subscribe with it as
+      ``Last-Event-ID``, so an event published before a subscriber's backend reader is ready is
+      replayed instead of lost;
+    * ``GET /publish?subs=S&n=N&gap=G`` — waits until the topic has ``S`` local subscribers, then
+      publishes ``N`` events whose data is ``"<i> <time.monotonic() at publish>"``, one
+      scheduler pass (or a ``G`` s sleep) between them, and answers when done.
+
+    ``backend_url``: ``memory://`` or ``redis://127.0.0.1:PORT/0``.
+    """
+    import os
+    import time
+
+    import trio
+    import trio.lowlevel
+
+    from trio_dwex import (
+        Broadcast,
+        Controller,
+        Get,
+        Headers,
+        Module,
+        Provider,
+        Query,
+        Sse,
+        SseStream,
+        create_app,
+    )
+
+    def make_hub() -> Broadcast:
+        if backend_url.startswith("redis"):
+            from trio_dwex import RedisBackend
+
+            backend = RedisBackend(backend_url, key_prefix=f"bench{os.getpid()}:")
+            return Broadcast(backend, subscriber_buffer=FANOUT_BUFFER)
+        return Broadcast.from_url(backend_url, subscriber_buffer=FANOUT_BUFFER)
+
+    @Controller("")
+    class FanoutController:
+        def __init__(self, hub: Broadcast) -> None:
+            self.hub = hub
+
+        @Sse("fan")
+        def fan(self, last_id: Annotated[str | None, Headers("last-event-id")] = None) -> SseStream:
+            return self.hub.stream(FANOUT_TOPIC, last_id)
+
+        @Get("prime")
+        async def prime(self) -> dict[str, str]:
+            return {"id": await self.hub.publish(FANOUT_TOPIC, "prime")}
+
+        @Get("publish")
+        async def publish(
+            self,
+            subs: Annotated[int, Query("subs")] = 1,
+            n: Annotated[int, Query("n")] = 1,
+            gap: Annotated[float, Query("gap")] = 0.0,
+        ) -> dict[str, float]:
+            with trio.fail_after(60):
+                # Polled: the hub has no "subscriber joined" event to wait on.
+                while self.hub.subscriber_count(FANOUT_TOPIC) < subs:  # noqa: ASYNC110
+                    await trio.sleep(0.005)
+            start = time.monotonic()
+            for i in range(n):
+                await self.hub.publish(FANOUT_TOPIC, f"{i} {time.monotonic():.6f}")
+                if gap:
+                    await trio.sleep(gap)
+                else:
+                    await trio.lowlevel.checkpoint()
+            return {"start": start, "end": time.monotonic()}
+
+    @Module(
+        controllers=[FanoutController],
+        providers=[Provider(Broadcast, use_factory=make_hub)],
+    )
+    class FanoutModule: ...
+
+    return create_app(FanoutModule)

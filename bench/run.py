@@ -16,6 +16,10 @@ ticks where that is missing) before and after each scenario, once the server is 
 divided by the events the load generator parsed and checked. On a shared machine wall-clock
 numbers are noisy; CPU per event and the ratios of rows measured side by side are what the
 targets are about. Full mode takes the median of three runs.
+
+After the table, the fan-out scenario of ``bench/fanout.py`` (one publisher, many subscribers of
+a `trio_dwex.Broadcast` topic, in memory and through a redis-server it starts) prints a second
+table; ``--fanout`` picks its backends, ``--fanout-only`` skips the main table.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import load
+from . import fanout, load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,12 +192,12 @@ def wait_quiet(pid: int, limit: float = 5.0) -> None:
 class Server:
     """A server process: started fresh for one row, always stopped (by PID) in ``stop``."""
 
-    def __init__(self, kind: str, cpu: int | None) -> None:
+    def __init__(self, kind: str, cpu: int | None, env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "bench.server", kind]
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
         path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-        env = dict(os.environ, PYTHONPATH=path)
+        env = dict(os.environ, PYTHONPATH=path, **(env or {}))
         self.kind = kind
         self.proc = subprocess.Popen(
             cmd,
@@ -562,6 +566,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also the prototypes of bench/proposals.py, side by side",
     )
     parser.add_argument("--only", help="comma-separated row keys to run")
+    parser.add_argument(
+        "--fanout",
+        default="memory,redis",
+        help="fan-out backends measured after the main table (bench/fanout.py): "
+        "comma-separated among memory,redis, or 'none' (default: memory,redis)",
+    )
+    parser.add_argument(
+        "--fanout-only", action="store_true", help="only the fan-out table, not the main one"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -573,6 +586,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keys = set(args.only.split(","))
         rows = [row for row in rows if row.key in keys]
+    if args.fanout_only:
+        rows = []
+    backends = [] if args.fanout == "none" else [b for b in args.fanout.split(",") if b]
+    unknown = set(backends) - set(fanout.BACKENDS)
+    if unknown:
+        parser.error(f"--fanout: unknown backend(s) {', '.join(sorted(unknown))}")
 
     # The load generator on core 0, every server on core 1 (where there are two).
     server_cpu = None
@@ -599,7 +618,26 @@ def main(argv: list[str] | None = None) -> int:
     results = {key: median_result(value) for key, value in runs.items()}
     verdicts = evaluate(results)
     note = server_note()
-    print(render(rows, results, mode, verdicts, note))
+    if rows:
+        print(render(rows, results, mode, verdicts, note))
+
+    fanout_mode = fanout.FANOUT_MODES[mode.name]
+    fanout_runs: dict[str, list[fanout.FanoutResult]] = {b: [] for b in backends}
+    for rep in range(mode.reps):
+        for backend in backends:
+            t0 = time.monotonic()
+            one = fanout.run_fanout(backend, fanout_mode, server_cpu)
+            fanout_runs[backend].append(one)
+            status = one.error or f"{one.deliveries:,} deliveries"
+            print(
+                f"[rep {rep + 1}/{mode.reps}] fanout-{backend}: {status} "
+                f"({time.monotonic() - t0:.1f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    fanout_results = [fanout.median(fanout_runs[b]) for b in backends]
+    if fanout_results:
+        print(("\n" if rows else "") + fanout.render(fanout_results, mode.name, mode.reps))
     print(f"\n{machine()}  {versions()}  total {time.monotonic() - started:.0f}s")
     if args.json:
         args.json.write_text(
@@ -614,11 +652,15 @@ def main(argv: list[str] | None = None) -> int:
                     },
                     "runs": {key: [asdict(r) for r in value] for key, value in runs.items()},
                     "targets": verdicts,
+                    "fanout": {r.backend: asdict(r) for r in fanout_results},
+                    "fanout_runs": {b: [asdict(r) for r in v] for b, v in fanout_runs.items()},
                 },
                 indent=2,
             )
         )
-    return 1 if any(r.error for r in results.values()) else 0
+    # A backend that could not run here (no coredis, no redis-server) is reported, not failed.
+    broken_fanout = any(r.error and not r.error.startswith("not measured") for r in fanout_results)
+    return 1 if any(r.error for r in results.values()) or broken_fanout else 0
 
 
 if __name__ == "__main__":

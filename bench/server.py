@@ -40,6 +40,14 @@ SERVERS: dict[str, tuple[Any, str, tuple[str, ...]]] = {
         (),
     ),
     "sse-starlette": (apps.make_sse_starlette_app, "uvicorn", ()),
+    # The fan-out scenario (bench/fanout.py): a broadcast hub, in memory or on the Redis server
+    # that $BENCH_REDIS_URL names.
+    "fanout-memory": (partial(apps.make_fanout_app, "memory://"), "dwex", ()),
+    "fanout-redis": (
+        lambda: apps.make_fanout_app(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")),
+        "dwex",
+        (),
+    ),
     # Prototypes (bench/proposals.py):
     "dwex-coalesce": (apps.make_dwex_app, "dwex", ("coalescing_producers",)),
     "dwex-coalesce-fastlock": (

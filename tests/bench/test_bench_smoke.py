@@ -2,7 +2,9 @@
 
 It starts every server of the table in its own process and drives it with the real load
 generator (``python -m bench --smoke``), then checks that each row was measured and counted
-events. It asserts nothing about speed: that is what ``nox -s bench`` reports.
+events, and that the fan-out scenario delivered every event to every subscriber (in memory
+always; through Redis where coredis and redis-server are installed). It asserts nothing about
+speed: that is what ``nox -s bench`` reports.
 """
 
 from __future__ import annotations
@@ -47,3 +49,14 @@ def test_smoke_run_measures_every_row(tmp_path: Path) -> None:
         assert report["rows"][key]["label"] in proc.stdout  # the table has every row
     assert len(report["targets"]) >= 10
     assert all(target["ratio"] is not None for target in report["targets"])
+    # The fan-out scenario (bench/fanout.py): every subscriber got every event.
+    for backend, fanout in report["fanout"].items():
+        if backend == "redis" and (fanout["error"] or "").startswith("not measured"):
+            continue  # no coredis or no redis-server here: reported, not measured
+        assert fanout["error"] is None, (backend, fanout["error"])
+        assert fanout["deliveries"] == fanout["subscribers"] * fanout["events"] > 0, backend
+        for metric in ("deliveries_per_s", "p50_ms", "p99_ms", "cpu_us"):
+            assert fanout[metric] is not None, (backend, metric)
+            assert fanout[metric] > 0, (backend, metric, fanout[metric])
+    assert "memory" in report["fanout"]
+    assert "MemoryBackend" in proc.stdout
