@@ -44,6 +44,8 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.persistent = persistent
+        #: More redis-server options (the cluster's); none for a plain server.
+        self.extra_args: list[str] = []
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -72,6 +74,7 @@ class RedisServer:
                 "--daemonize",
                 "no",
                 *persistence,
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -159,3 +162,89 @@ def make_backend(backend_kind: str, request: pytest.FixtureRequest) -> BackendFa
         return RedisBackend(server.url, **options)  # type: ignore[arg-type]
 
     return make
+
+
+class RedisClusterNodes:
+    """A Redis Cluster of ``size`` primaries (no replicas) on free loopback ports, one process
+    each, made with ``redis-cli --cluster create``; stopped by PID."""
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        self.cli = shutil.which("redis-cli")
+        if self.cli is None or shutil.which("redis-server") is None:
+            pytest.fail(
+                "redis-server or redis-cli is not installed: run .ci/install-system-packages "
+                "(Debian's redis-server, which brings redis-cli) to run the cluster tests"
+            )
+        self.directory = directory
+        self.nodes: list[RedisServer] = []
+        for _ in range(size):
+            node = RedisServer(directory)
+            # The cluster bus gets its own free port (``--cluster-port``), not port + 10000,
+            # which may be taken or above 65535.
+            node.extra_args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / f"nodes-{node.port}.conf"),
+                "--cluster-port",
+                str(_free_port()),
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            self.nodes.append(node)
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        assert self.cli is not None
+        subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
+        # Every node must agree the cluster is up and see every slot assigned.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            infos = [self.command(port, "CLUSTER", "INFO") for port in self.ports]
+            if all("cluster_state:ok" in info for info in infos):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok within 15 s")
+
+    def command(self, port: int, *args: str) -> str:
+        assert self.cli is not None
+        done = subprocess.run(
+            [self.cli, "-h", "127.0.0.1", "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return done.stdout
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    cluster = RedisClusterNodes(tmp_path)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
