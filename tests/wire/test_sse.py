@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from typing import Any
 
@@ -154,6 +155,25 @@ def test_non_str_event_or_id_is_rejected(name: str) -> None:
 def test_retry_must_be_a_non_negative_int(bad: object) -> None:
     with pytest.raises(ValueError, match="SseEvent retry must be a non-negative int"):
         SseEvent(data="x", retry=bad)  # type: ignore[arg-type]
+
+
+class _Text(str):
+    """A str subclass: it misses the constructor's fast path and takes the full checks."""
+
+
+class _Millis(enum.IntEnum):
+    THREE_SECONDS = 3000
+
+
+def test_str_subclasses_and_int_subclasses_take_the_full_checks() -> None:
+    event = SseEvent(data=_Text("x"), event=_Text("e"), id=_Text("1"), retry=_Millis.THREE_SECONDS)
+    assert event.encode() == b"event: e\nid: 1\nretry: 3000\ndata: x\n\n"
+    with pytest.raises(ValueError, match="SseEvent id must not contain NUL"):
+        SseEvent(data="x", id=_Text("a\0b"))
+    with pytest.raises(ValueError, match="SseEvent id must not contain CR or LF"):
+        SseEvent(data="x", id=_Text("a\nb"))
+    with pytest.raises(ValueError, match="SseEvent event must not contain CR or LF"):
+        SseEvent(data="x", event=_Text("a\rb"))
 
 
 def test_comment_must_be_a_str() -> None:

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import trio
 
 from ..errors import StreamClosed
-from ..wire.sse import SseEvent
+from ..wire.sse import SseEvent, to_event
 from .stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
 
 __all__ = [
@@ -381,31 +381,42 @@ async def _watch_disconnect(sink: EventSink, state: _StreamState) -> None:
 async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
     """Move a source's items into the stream's buffer; always finish the source explicitly."""
     iterator = aiter(source)
+    next_item = iterator.__anext__
     finished = False
     try:
         while True:
             try:
-                item = await anext(iterator)
+                item = await next_item()
             except StopAsyncIteration:
                 finished = True
                 break
-            if trio.current_effective_deadline() == -math.inf:
+            try:
+                # A cancel point, not a schedule point: a source that is ahead of the socket
+                # fills the buffer, and the writer then sends everything queued in one go.
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except trio.Cancelled:
                 # The stream was cancelled while the generator ran, and it yielded anyway:
                 # typically from a ``finally`` that Cancelled is passing through. Resume it
                 # once so that it can finish that cleanup instead of being cut short at the
                 # yield; if it yields again, it is a loop that never awaits: close it.
                 finished = True
-                try:
-                    await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                await aclose_iterator(iterator)
-                break
-            await stream.send(item)
+                await _resume_once_then_close(iterator)
+                raise
+            event = item if type(item) is SseEvent else to_event(item)
+            if not stream._offer(event):
+                await stream.send(event)  # the buffer is full: wait for room
     finally:
         if not finished:
             await aclose_iterator(iterator)
     stream.close()
+
+
+async def _resume_once_then_close(iterator: AsyncIterator[object]) -> None:
+    try:
+        await anext(iterator)
+    except StopAsyncIteration:
+        return
+    await aclose_iterator(iterator)
 
 
 async def aclose_iterator(iterator: AsyncIterator[Any]) -> None:

@@ -26,6 +26,8 @@ logger = logging.getLogger("trio_dwex.streams")
 #: Small enough that a stalled client costs little memory, large enough to absorb bursts.
 DEFAULT_BUFFER_SIZE = 256
 
+_CLOSED = "cannot send on a closed SseStream; check stream.is_closed first"
+
 CloseCallback = Callable[[], object]
 """An `on_close` callback: a plain function, or an async one (its awaitable is awaited)."""
 
@@ -91,15 +93,11 @@ class SseStream:
         Raises:
             StreamClosed: the stream is closed (client gone, or `close` was called).
         """
-        message = to_event(event)
+        message = event if type(event) is SseEvent else to_event(event)
         if self._closed:
             await trio.lowlevel.checkpoint()
-            raise StreamClosed("cannot send on a closed SseStream; check stream.is_closed first")
-        try:
-            self._sender.send_nowait(message)
-        except trio.WouldBlock:
-            pass  # the buffer is full: wait for room below
-        else:
+            raise StreamClosed(_CLOSED)
+        if self._offer(message):
             # A cancel point but not a schedule point: a producer that is ahead of the socket
             # fills the buffer, and the runner then writes everything queued in one go.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -209,6 +207,16 @@ class SseStream:
         pending, self._pending = self._pending, []
         for fn, args in pending:
             nursery.start_soon(fn, *args)
+
+    def _offer(self, message: SseEvent) -> bool:
+        """Queue ``message`` if the buffer has room now; ``False`` if it is full."""
+        if self._closed:
+            raise StreamClosed(_CLOSED)
+        try:
+            self._sender.send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        return True
 
     def _take_callbacks(self) -> list[CloseCallback]:
         """Mark the stream finished and hand over its callbacks, so each runs exactly once."""

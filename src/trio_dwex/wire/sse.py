@@ -137,32 +137,31 @@ class SseEvent:
     _encoded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_line_field("event", self.event)
-        _check_line_field("id", self.id)
-        if self.id is not None and "\0" in self.id:
+        # This runs once per event, so it is the hot path of every stream: each check is
+        # skipped for a field that is None, and the common single-line field costs one
+        # ``in`` test per forbidden character rather than a function call.
+        event, id, retry, comment = self.event, self.id, self.retry, self.comment
+        if event is not None and (type(event) is not str or "\n" in event or "\r" in event):
+            _check_line_field("event", event)
+        if id is not None and (type(id) is not str or "\n" in id or "\r" in id or "\0" in id):
+            _check_id(id)
+        if retry is not None and (type(retry) is not int or retry < 0):
+            _check_retry(retry)
+        if comment is not None and not isinstance(comment, str):
             raise ValueError(
-                "SseEvent id must not contain NUL: clients silently ignore such an id; remove it"
-            )
-        if self.retry is not None and (
-            type(self.retry) is bool or not isinstance(self.retry, int) or self.retry < 0
-        ):
-            raise ValueError(
-                f"SseEvent retry must be a non-negative int of milliseconds, got {self.retry!r}"
-            )
-        if self.comment is not None and not isinstance(self.comment, str):
-            raise ValueError(
-                f"SseEvent comment must be a str, got {type(self.comment).__name__!r}; "
+                f"SseEvent comment must be a str, got {type(comment).__name__!r}; "
                 "pass str(value) to send it as a comment"
             )
-        data_text = _serialize(self.data)
-        others = (self.comment, self.event, self.id, self.retry)
-        if data_text is None and all(value is None for value in others):
+        data = self.data
+        data_text = data if type(data) is str else _serialize(data)
+        if data_text is None and event is None and id is None and retry is None and comment is None:
             raise ValueError(
                 "SseEvent is an empty event: give it at least one of data, comment, id, "
                 "event or retry (comment='' makes a bare keep-alive)"
             )
-        object.__setattr__(self, "_data_text", data_text)
-        object.__setattr__(self, "_encoded", self._build())
+        _set = object.__setattr__  # the dataclass is frozen; derived fields are set once, here
+        _set(self, "_data_text", data_text)
+        _set(self, "_encoded", self._build(data_text))
 
     @property
     def data_text(self) -> str | None:
@@ -177,20 +176,22 @@ class SseEvent:
         """
         return self._encoded
 
-    def _build(self) -> bytes:
-        out: list[str] = []
+    def _build(self, data_text: str | None) -> bytes:
+        text = ""
         if self.comment is not None:
-            out.extend(f": {line}\n" for line in _lines(self.comment))
+            text = "".join(f": {line}\n" for line in _lines(self.comment))
         if self.event is not None:
-            out.append(f"event: {self.event}\n")
+            text += f"event: {self.event}\n"
         if self.id is not None:
-            out.append(f"id: {self.id}\n")
+            text += f"id: {self.id}\n"
         if self.retry is not None:
-            out.append(f"retry: {self.retry}\n")
-        if self._data_text is not None:
-            out.extend(f"data: {line}\n" for line in _lines(self._data_text))
-        out.append("\n")
-        text = "".join(out)
+            text += f"retry: {self.retry}\n"
+        if data_text is not None:
+            if "\n" in data_text or "\r" in data_text:
+                text += "".join(f"data: {line}\n" for line in _lines(data_text))
+            else:
+                text += f"data: {data_text}\n"
+        text += "\n"
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -211,6 +212,21 @@ def _unencodable(value: str | None) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def _check_id(value: object) -> None:
+    _check_line_field("id", value)
+    if isinstance(value, str) and "\0" in value:
+        raise ValueError(
+            "SseEvent id must not contain NUL: clients silently ignore such an id; remove it"
+        )
+
+
+def _check_retry(value: object) -> None:
+    if type(value) is bool or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"SseEvent retry must be a non-negative int of milliseconds, got {value!r}"
+        )
 
 
 def _check_line_field(name: str, value: object) -> None:
