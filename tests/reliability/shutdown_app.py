@@ -1,9 +1,10 @@
 """The app that ``test_shutdown.py`` serves in a subprocess with ``trio-dwex run``.
 
 ``GET /stats`` is the metrics endpoint (`DwexApp.stats`). When the process exits, the counts
-of what its streams lived through are written as JSON to the file named by the environment
-variable ``RELIABILITY_REPORT``: an ``atexit`` hook runs after ``trio.run`` has returned, so
-it sees every cleanup that ran, and only those.
+of what its streams lived through, and the server's count of writes it dropped because the
+connection was gone (`trio_dwex.serving.dropped_writes`), are written as JSON to the file named
+by the environment variable ``RELIABILITY_REPORT``: an ``atexit`` hook runs after ``trio.run``
+has returned, so it sees every cleanup that ran, and only those.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from tests.reliability.apps import Counters, make_app
 from trio_dwex import Controller, Get
+from trio_dwex.serving import dropped_writes
 
 counters = Counters()
 
@@ -33,7 +35,11 @@ app = make_app(counters, controllers=[StatsController])
 def _report() -> None:
     path = os.environ.get("RELIABILITY_REPORT")
     if path:
-        report = {**dataclasses.asdict(counters), "stats": app.stats()}
+        report = {
+            **dataclasses.asdict(counters),
+            "stats": app.stats(),
+            "dropped_writes": dataclasses.asdict(dropped_writes),
+        }
         with open(path, "w") as file:
             json.dump(report, file)
 

@@ -1,5 +1,5 @@
 """SIGTERM and SIGINT with a few hundred open streams: every stream closed, every cleanup run,
-a clean exit well within the graceful timeout, and no traceback.
+a clean exit well within the graceful timeout, no traceback, and no write to a closed socket.
 
 The server is the real command (``python -m trio_dwex run``) in a subprocess, serving
 ``tests/reliability/shutdown_app.py``, which writes what its streams lived through to a file
@@ -9,6 +9,7 @@ at exit. ``bench/reliability.py`` measures the same with 2,000 streams.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -17,7 +18,17 @@ import httpx
 import pytest
 import trio
 
-from tests.reliability.support import free_port, open_streams, read_to_end, server_process
+from tests.reliability.apps import Counters, make_app
+from tests.reliability.support import (
+    free_port,
+    get,
+    open_streams,
+    read_to_end,
+    reset_on_close,
+    running_server,
+    server_process,
+)
+from trio_dwex.serving import dropped_writes
 
 STREAMS = 300
 #: Idle streams (one event a minute): clients that stop reading are then no slow clients.
@@ -75,3 +86,32 @@ async def test_a_signal_closes_every_stream_and_runs_every_cleanup(
     assert counts["generators_finally"] == counts["generators_started"]
     assert counts["streams_on_close"] == counts["streams_started"]
     assert counts["tasks_cancelled"] == counts["streams_started"]
+    # Nothing was written to a socket after it closed, nor to a client that had gone: the
+    # server counts the writes it drops (it would drop them silently, as upstream does).
+    assert counts["dropped_writes"] == {"closed": 0, "broken": 0}, counts["dropped_writes"]
+
+
+async def test_the_dropped_write_count_counts_writes_to_a_client_that_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The count that the shutdown test expects to be 0 does count: a stream that writes
+    without pause (``every=0``) is mid-write when its client resets, so the write fails."""
+    caplog.set_level(logging.DEBUG, logger="trio_dwex.serving")
+    app = make_app(Counters())
+    before = (dropped_writes.closed, dropped_writes.broken)
+    async with running_server(app) as port:
+        for _ in range(5):
+            with trio.socket.socket() as sock:
+                await sock.connect(("127.0.0.1", port))
+                await sock.send(get("/t/gen?every=0"))
+                received = b""
+                while b"\ndata: " not in received:
+                    received += await sock.recv(65536)
+                reset_on_close(sock)
+        with trio.fail_after(5):
+            while app.streams.open_count:  # noqa: ASYNC110 (server-side state)
+                await trio.sleep(0.01)
+    assert dropped_writes.closed == before[0]
+    assert dropped_writes.broken > before[1]
+    logged = [r.getMessage() for r in caplog.records if r.name == "trio_dwex.serving"]
+    assert any("to a broken socket" in message for message in logged), logged

@@ -1,5 +1,6 @@
 """serving layer: `serve` runs an app on Hypercorn's Trio worker; the ``trio-dwex`` command."""
 
+from ._hypercorn import DroppedWrites, dropped_writes
 from .serve import DEFAULT_PORT, serve
 
-__all__ = ["DEFAULT_PORT", "serve"]
+__all__ = ["DEFAULT_PORT", "DroppedWrites", "dropped_writes", "serve"]

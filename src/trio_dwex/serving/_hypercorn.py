@@ -54,6 +54,9 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` is
 * answers 431 to an HTTP/1 request head larger than ``h11_max_incomplete_size`` however it
   arrived (:class:`_HeadSizeLimit`): h11 enforces that limit only on a head still incomplete,
   so one that came in a single read of up to 64 KiB got through.
+* counts the writes that found the connection gone (:data:`dropped_writes`, and a debug log
+  line each): upstream drops them silently, and "nothing is written to a closed socket at
+  shutdown" is a promise a test must be able to check.
 
 **With the plain ``hypercorn`` command** (or ``hypercorn.trio.serve``) a user gets upstream
 behaviour: the leak of case 1, the pinned task of case 2 and the race of case 3. Only the
@@ -69,10 +72,12 @@ so it has a regression test for our server but no canary.)
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from random import randint
 from typing import Any, Literal
@@ -88,7 +93,17 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 
-__all__ = ["EOF_DRAIN_GRACE", "READ_AHEAD_LIMIT", "WRITE_CHUNK", "ASGIApp", "serve_hypercorn"]
+__all__ = [
+    "EOF_DRAIN_GRACE",
+    "READ_AHEAD_LIMIT",
+    "WRITE_CHUNK",
+    "ASGIApp",
+    "DroppedWrites",
+    "dropped_writes",
+    "serve_hypercorn",
+]
+
+logger = logging.getLogger("trio_dwex.serving")
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 """Any ASGI 3 application.
@@ -117,6 +132,31 @@ duration of a large write: a client is dropped only if it accepts less than this
 ``write_timeout`` seconds."""
 
 _ReadEnd = Literal["eof", "error"]
+
+
+@dataclass
+class DroppedWrites:
+    """Writes our server dropped because the connection was gone, in this process.
+
+    Upstream swallows these (the bytes were for nobody); we drop them too, and count them, so
+    that a test can check that, say, a shutdown writes nothing to a socket it has closed.
+    Counts are per process (each ``--workers`` process has its own) and never reset.
+    """
+
+    #: The socket was closed already, by us (``ClosedResourceError``): a write that came
+    #: after the connection was torn down.
+    closed: int = 0
+    #: The client had gone (``BrokenResourceError``: a reset or a broken pipe). Expected
+    #: whenever clients vanish mid-stream; a failed write is how such a client is noticed.
+    broken: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.closed + self.broken
+
+
+dropped_writes = DroppedWrites()
+"""The process's `DroppedWrites`; ``trio_dwex.serving.dropped_writes`` is the same object."""
 
 
 class _ReadAhead:
@@ -227,8 +267,18 @@ class _DwexTCPServer(TCPServer):
         try:
             try:
                 sent = await self._send_all_with_progress_deadline(event.data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
                 # The client is gone, or the connection was already closed: upstream's path.
+                closed = isinstance(error, trio.ClosedResourceError)
+                if closed:
+                    dropped_writes.closed += 1
+                else:
+                    dropped_writes.broken += 1
+                logger.debug(
+                    "dropped a write of %d bytes to a %s socket",
+                    len(event.data),
+                    "closed" if closed else "broken",
+                )
                 await self._connection_lost(abort=False)
                 return
             if not sent:
