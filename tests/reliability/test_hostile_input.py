@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tests.reliability.apps import Counters, make_app
-from tests.reliability.support import exchange, get, post, running_server
+from tests.reliability.support import Reply, exchange, get, post, running_server
 
 os.environ.setdefault("GUIDE_TICK", "0.01")
 from examples import guide  # GUIDE_TICK is read at import
@@ -125,8 +125,24 @@ async def test_malformed_and_huge_last_event_id(
         assert reply.status == status, reply
         if status == 400:
             assert b"last-event-id" in reply.data
+            # A complete answer, then the close the client asked for: no stream was opened.
+            assert reply.closed, f"no close within 5 s: {reply}"
+            assert_complete_body(reply)
+            assert b"text/event-stream" not in reply.data.lower()
         await assert_still_serving_guide(port)
     assert_no_errors_logged(no_error_logs)
+
+
+def assert_complete_body(reply: Reply) -> None:
+    """The response carries a ``Content-Length`` and exactly that many bytes of body."""
+    head, _, body = reply.data.partition(b"\r\n\r\n")
+    lengths = [
+        line.split(b":", 1)[1].strip()
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    ]
+    assert len(lengths) == 1, reply
+    assert len(body) == int(lengths[0]), reply
 
 
 async def assert_still_serving_guide(port: int) -> None:
@@ -158,13 +174,14 @@ async def test_a_source_failing_right_after_its_first_event_does_not_crash_the_s
 async def test_http_1_0_gets_the_stream_without_chunking_then_a_close() -> None:
     async with running_server(guide.app) as port:
         reply = await exchange(port, get("/events/notifications", version="1.0"))
-    assert reply.data.startswith(b"HTTP/1.1 200"), reply
-    head, _, body = reply.data.partition(b"\r\n\r\n")
-    assert b"transfer-encoding" not in head.lower()
-    assert b"connection: keep-alive" not in head.lower()  # only sent to HTTP/1.1 clients
-    assert body.startswith(b": User notification event\n")
-    assert body.endswith(b"\n\n")
-    assert reply.closed  # HTTP/1.0 without chunking: the close ends the body
+        assert reply.data.startswith(b"HTTP/1.1 200"), reply
+        head, _, body = reply.data.partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head.lower()
+        assert b"connection: keep-alive" not in head.lower()  # only sent to HTTP/1.1 clients
+        assert body.startswith(b": User notification event\n")
+        assert body.endswith(b"\n\n")
+        assert reply.closed  # HTTP/1.0 without chunking: the close ends the body
+        await assert_still_serving_guide(port)
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
