@@ -23,13 +23,20 @@ class Reply:
     """One scripted response: a status, headers, then body pieces.
 
     ``body`` items are bytes to send, or a float: seconds to pause. After the body the response
-    ends, unless ``hold``: then it stays open until the client disconnects.
+    ends, unless ``hold``: then it stays open until the client disconnects; or ``abort``: then
+    the app raises `AppAborted`, and the server cuts the connection without ending the body
+    (no last chunk), as when a server crashes mid-stream.
     """
 
     body: Sequence[bytes | float] = ()
     status: int = 200
     headers: Sequence[tuple[bytes, bytes]] = SSE_HEADERS
     hold: bool = False
+    abort: bool = False
+
+
+class AppAborted(Exception):
+    """Raised by `ScriptedApp` for a `Reply` with ``abort``, after its headers and body."""
 
 
 NO_CONTENT = Reply(status=204, headers=())
@@ -85,6 +92,8 @@ class ScriptedApp:
                     await trio.sleep(piece)
                 else:
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if reply.abort:
+                raise AppAborted(f"scripted abort of response {index}")
             if reply.hold:
                 while (await receive())["type"] != "http.disconnect":
                     pass

@@ -69,6 +69,51 @@ async def test_reconnects_after_the_servers_retry_and_sends_last_event_id() -> N
     assert source.stop_reason is StopReason.NO_CONTENT
 
 
+async def read_raw(url: str) -> tuple[bytes, bool]:
+    """GET ``url`` on a raw socket until the server closes it: (the bytes, whether it closed)."""
+    host, port = url.removeprefix("http://").split(":")
+    received = b""
+    closed = False
+    with trio.socket.socket() as sock:
+        await sock.connect((host, int(port)))
+        await sock.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        with trio.move_on_after(5):
+            try:
+                while data := await sock.recv(65536):
+                    received += data
+            except ConnectionResetError:
+                pass
+            closed = True
+    return received, closed
+
+
+async def test_reconnects_after_the_server_aborts_mid_stream() -> None:
+    # The app raises after one event, its headers long out: Hypercorn cuts the connection
+    # without the chunked body's last chunk, which httpx reports as a protocol error.
+    aborted = Reply([b"retry: 50\nid: 1\ndata: one\n\n", 0.05], abort=True)
+    witness = ScriptedApp(aborted)
+    async with serve_app(witness) as url:
+        with trio.fail_after(DEADLINE):
+            raw, closed = await read_raw(url)
+    assert raw.startswith(b"HTTP/1.1 200"), raw
+    assert b"id: 1\ndata: one\n\n" in raw, raw
+    assert closed, raw
+    assert not raw.endswith(b"0\r\n\r\n"), raw  # cut, not ended
+
+    app = ScriptedApp(aborted, Reply([b"id: 2\ndata: two\n\n"]))
+    async with serve_app(app) as url:
+        with trio.fail_after(DEADLINE):
+            async with EventSource(url, reconnect_delay=5) as source:
+                events = [event async for event in source]
+    assert [(e.data, e.id) for e in events] == [("one", "1"), ("two", "2")]
+    # Reconnected after the cut, with the id it had seen, after the server's 50 ms retry.
+    assert app.last_event_ids() == [None, "1", "2"]
+    assert (source.connections, source.reconnects) == (3, 2)
+    assert source.stop_reason is StopReason.NO_CONTENT
+    (first_gap, _) = app.gaps()
+    assert 0.05 <= first_gap < 1.5, first_gap
+
+
 async def test_waits_reconnect_delay_when_the_server_sets_no_retry() -> None:
     app = ScriptedApp(Reply([b"data: one\n\n"]))
     async with serve_app(app) as url:
