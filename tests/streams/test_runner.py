@@ -120,6 +120,53 @@ async def test_a_stalled_client_is_dropped_after_send_timeout(
     assert closed == ["closed"]
 
 
+async def test_keepalive_counts_idle_time_from_the_last_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Events at 10 s and 20 s, keep-alive 15 s: the first comment is due at 35 s, not 15 s.
+    stream = SseStream()
+    sink = MemorySink()
+    written_at: list[tuple[float, bytes]] = []
+    record = sink.write
+
+    async def timed_write(data: bytes) -> None:
+        written_at.append((trio.current_time(), data))
+        await record(data)
+
+    sink.write = timed_write  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(run_stream, stream, sink, StreamSettings(keepalive=15))
+        for _ in range(2):
+            await trio.sleep(10)
+            await stream.send({"n": 1})
+        await trio.sleep(15 * 2 + 1)
+        stream.close()
+    keepalives = [at - start for at, data in written_at if data == b": keep-alive\n\n"]
+    assert keepalives == pytest.approx([35, 50])
+
+
+async def test_a_client_that_stalls_mid_stream_is_dropped_after_send_timeout_not_keepalive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stream = SseStream()
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+
+        async def produce() -> None:
+            await stream.send({"n": 1})
+            await sink.wrote.wait()
+            sink.stall = True
+            await stream.send({"n": 2})
+
+        nursery.start_soon(produce)
+        start = trio.current_time()
+        reason = await run_stream(stream, sink, StreamSettings(keepalive=1, send_timeout=10))
+    assert reason is CloseReason.SLOW_CLIENT
+    assert 10 <= trio.current_time() - start < 11
+    assert sink.events() == [{"n": 1}]
+
+
 async def test_overflow_policies() -> None:
     close = SseStream(buffer_size=2)
     assert close.send_nowait(1)
