@@ -6,9 +6,10 @@ drives the system Chromium (``/usr/bin/chromium``; no browser download), from a 
 thread since its sync API runs its own event loop; everything it waits for is bounded.
 
 What the page records is read back and checked here: the countdown's events in order with
-their ids, the notification's fields, an automatic reconnection that sends Last-Event-ID
-after the server ends the stream (with the delay the server asked for), and a stream whose
-server sends no CORS headers, which the browser must refuse.
+their ids, the notification's fields, an automatic reconnection to the guide's
+``/events/resumable`` after the server cuts the stream mid-way (a short ``max_lifetime``),
+which sends Last-Event-ID and resumes right after it (with the delay the server asked for),
+and a stream whose server sends no CORS headers, which the browser must refuse.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
 import trio
@@ -26,11 +27,11 @@ from trio_dwex import (
     Controller,
     CorsSettings,
     DwexApp,
-    Headers,
     Module,
     Settings,
     Sse,
     SseEvent,
+    StreamSettings,
     create_app,
 )
 from trio_dwex.testing import serve_app
@@ -48,37 +49,43 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-#: Milliseconds the page may take to see everything; Chromium itself starts in about 2 s.
-PAGE_TIMEOUT_MS = 15_000
-#: The reconnection delay the resuming stream asks for, in milliseconds.
-RETRY_MS = 300
-EVENTS_PER_CONNECTION = 3
+#: Milliseconds the page may take to see everything; Chromium itself starts in about 2 s,
+#: and the resumable stream's reconnection waits the guide's `retry` of 3 s.
+PAGE_TIMEOUT_MS = 20_000
+#: The reconnection delay the guide's `/events/resumable` asks for, in milliseconds.
+RESUMABLE_RETRY_MS = 3000
+#: Seconds a stream of the resuming guide app lives: the server then ends it, mid-way
+#: through the 100 events of `/events/resumable` (one per `GUIDE_TICK`, 10 ms here).
+LIFETIME = 0.25
+#: Events the page reads on the second connection before it closes the EventSource.
+EVENTS_AFTER_RECONNECT = 5
 
 
-def resuming_app(cors: bool) -> DwexApp:
-    """``/drop``: three events with numeric ids, then the server ends the stream.
+def guide_with_short_lifetime() -> DwexApp:
+    """The guide app as `examples.guide` builds it (CORS for every origin), with streams that
+    the server cuts after `LIFETIME` seconds, so that a browser must reconnect and resume."""
+    settings = Settings(
+        cors=CorsSettings(allow_origins=("*",)), streams=StreamSettings(max_lifetime=LIFETIME)
+    )
+    return create_app(guide.AppModule, settings=settings)
 
-    A reconnection resumes after its ``Last-Event-ID``. Without ``cors``, the app sends no
-    CORS headers, so a page on another origin must not be able to read it.
-    """
+
+def no_cors_app() -> DwexApp:
+    """``/drop``: a few events and the end. It sends no CORS headers, so a page on another
+    origin must not be able to read it."""
 
     @Controller()
     class DropController:
         @Sse("drop")
-        async def drop(
-            self, last_event_id: Annotated[int | None, Headers("last-event-id")] = None
-        ) -> AsyncIterator[SseEvent]:
-            start = 0 if last_event_id is None else last_event_id + 1
-            for n in range(start, start + EVENTS_PER_CONNECTION):
-                yield SseEvent(data={"n": n}, id=str(n), retry=RETRY_MS)
-            # Returning ends the response: to the browser, the connection dropped.
+        async def drop(self) -> AsyncIterator[SseEvent]:
+            for n in range(3):
+                yield SseEvent(data={"n": n}, id=str(n), retry=300)
 
     @Module(controllers=[DropController])
     class DropModule:
         pass
 
-    settings = Settings(cors=CorsSettings(allow_origins=("*",)) if cors else None)
-    return create_app(DropModule, settings=settings)
+    return create_app(DropModule)
 
 
 PAGE = """<!doctype html>
@@ -88,7 +95,8 @@ PAGE = """<!doctype html>
 const config = CONFIG;
 const received = window.received = {
   countdown: [], ids: [], origin: null, complete: null, notification: null,
-  drop: [], dropOpens: 0, dropErrors: [], refused: null, refusedMessages: 0,
+  resumable: [], resumableOpens: 0, resumableErrors: [], resumableDone: false,
+  refused: null, refusedMessages: 0,
 };
 
 const countdown = new EventSource(config.guide + "/events/countdown");
@@ -108,20 +116,25 @@ notifications.addEventListener("notification", (event) => {
   notifications.close();
 });
 
-const drop = new EventSource(config.drop + "/drop");
-drop.onopen = () => { received.dropOpens += 1; };
-drop.onmessage = (event) => {
-  received.drop.push({n: JSON.parse(event.data).n, id: event.lastEventId});
-  if (received.drop.length === config.dropEvents) drop.close();
+const resumable = new EventSource(config.resumable + "/events/resumable");
+resumable.onopen = () => { received.resumableOpens += 1; };
+resumable.onmessage = (event) => {
+  const connection = received.resumableOpens;
+  received.resumable.push({count: JSON.parse(event.data).count, id: event.lastEventId, connection});
+  const later = received.resumable.filter((e) => e.connection > 1).length;
+  if (later >= config.eventsAfterReconnect) {
+    resumable.close();
+    received.resumableDone = true;
+  }
 };
-drop.onerror = () => { received.dropErrors.push(drop.readyState); };
+resumable.onerror = () => { received.resumableErrors.push(resumable.readyState); };
 
 const refused = new EventSource(config.noCors + "/drop");
 refused.onmessage = () => { received.refusedMessages += 1; };
 refused.onerror = () => { received.refused = refused.readyState; };
 
 window.finished = () => received.complete !== null && received.notification !== null
-  && received.drop.length === config.dropEvents && received.refused !== null;
+  && received.resumableDone && received.refused !== null;
 </script>
 """
 
@@ -163,26 +176,27 @@ def run_page(url: str) -> dict[str, Any]:
 
 async def test_chromium_eventsource_cross_origin() -> None:
     require_binary("chromium")  # fails with the install hint before any server starts
-    drop = Recorder(resuming_app(cors=True))
-    no_cors = Recorder(resuming_app(cors=False))
-    dropped_events = 2 * EVENTS_PER_CONNECTION
+    resuming_guide = guide_with_short_lifetime()
+    resuming = Recorder(resuming_guide)
+    no_cors = Recorder(no_cors_app())
     with trio.fail_after(60):
         async with (
             serve_app(guide.app) as guide_url,
-            serve_app(drop) as drop_url,
+            serve_app(resuming) as resumable_url,
             serve_app(no_cors) as no_cors_url,
         ):
             config = {
                 "guide": guide_url,
-                "drop": drop_url,
+                "resumable": resumable_url,
                 "noCors": no_cors_url,
-                "dropEvents": dropped_events,
+                "eventsAfterReconnect": EVENTS_AFTER_RECONNECT,
             }
             page = static_page(PAGE.replace("CONFIG", json.dumps(config)))
             async with serve_app(page) as page_url:
                 received = await trio.to_thread.run_sync(partial(run_page, page_url + "/"))
+            resuming_stats = resuming_guide.stats()
     page_origin = page_url
-    assert len({page_origin, guide_url, drop_url, no_cors_url}) == 4  # four origins
+    assert len({page_origin, guide_url, resumable_url, no_cors_url}) == 4  # four origins
 
     # The countdown, in order, with its ids, through `addEventListener("countdown", ...)`.
     assert received["countdown"] == list(range(10, 0, -1))
@@ -198,20 +212,32 @@ async def test_chromium_eventsource_cross_origin() -> None:
     assert notification["data"]["body"] == "You have a new message"
     assert isinstance(notification["data"]["timestamp"], int)
 
-    # The server ended the stream; the browser reconnected by itself, sent Last-Event-ID,
-    # and the app resumed right after it.
-    assert [event["n"] for event in received["drop"]] == list(range(dropped_events))
-    assert [event["id"] for event in received["drop"]] == [str(n) for n in range(dropped_events)]
-    gets = [request for request in drop.requests if request.method == "GET"]
-    assert len(gets) >= 2
+    # The server cut `/events/resumable` mid-way (its lifetime, not the route's end: 100
+    # events take a second here); the browser reconnected by itself, sent the last id it
+    # had seen as Last-Event-ID, and the route resumed right after it: every count once,
+    # in order, none missing across the cut.
+    events = received["resumable"]
+    counts = [event["count"] for event in events]
+    assert counts == list(range(len(counts))), counts
+    assert [event["id"] for event in events] == [str(count) for count in counts]
+    before_cut = [event["count"] for event in events if event["connection"] == 1]
+    after_cut = [event["count"] for event in events if event["connection"] == 2]
+    assert 2 <= len(before_cut) < 100, before_cut
+    assert len(after_cut) >= EVENTS_AFTER_RECONNECT, events
+    assert after_cut[0] == before_cut[-1] + 1
+    assert resuming_stats["closed"]["lifetime"] >= 1, resuming_stats
+    gets = [request for request in resuming.requests if request.method == "GET"]
+    assert [request.path for request in gets[:2]] == ["/events/resumable"] * 2
     assert gets[0].headers.get("last-event-id") is None
-    assert gets[1].headers["last-event-id"] == str(EVENTS_PER_CONNECTION - 1)
+    assert gets[1].headers["last-event-id"] == str(before_cut[-1])
     assert all(request.headers["origin"] == page_origin for request in gets)
-    assert received["dropOpens"] >= 2
-    assert received["dropErrors"][0] == 0  # CONNECTING: reconnecting, not given up
-    # It waited the server's `retry` (300 ms), give or take a busy machine.
-    reconnect_wait = gets[1].at - gets[0].at
-    assert RETRY_MS / 1000 <= reconnect_wait < RETRY_MS / 1000 + 2.0, reconnect_wait
+    assert received["resumableOpens"] >= 2
+    assert received["resumableErrors"][0] == 0  # CONNECTING: reconnecting, not given up
+    # It waited the server's `retry` (3 s) after the cut, give or take a busy machine.
+    reconnect_wait = gets[1].at - gets[0].at - LIFETIME
+    assert RESUMABLE_RETRY_MS / 1000 - 0.1 <= reconnect_wait < RESUMABLE_RETRY_MS / 1000 + 2.0, (
+        reconnect_wait
+    )
 
     # Without CORS headers, the browser reads nothing and gives up (readyState CLOSED = 2).
     assert received["refused"] == 2
