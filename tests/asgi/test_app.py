@@ -186,12 +186,47 @@ class NeedsService:
     def get(self) -> None: ...
 
 
+@Injectable()
+class Egg:
+    def __init__(self, chicken: Chicken) -> None: ...
+
+
+@Injectable()
+class Chicken:
+    def __init__(self, egg: Egg) -> None: ...
+
+
+@Controller("eggs")
+class EggController:
+    def __init__(self, egg: Egg) -> None: ...
+
+    @Get()
+    def get(self) -> None: ...
+
+
 def test_dependency_errors_fail_at_create_app_with_the_chain() -> None:
     @Module(controllers=[NeedsService], providers=[Service])
     class AppModule: ...
 
-    with pytest.raises(ProviderNotFound, match=r"Service -> Clock: no provider for Clock"):
+    # The chain starts at the controller that needs the missing provider.
+    with pytest.raises(
+        ProviderNotFound, match=r"^cannot resolve NeedsService -> Service -> Clock: no provider"
+    ):
         create_app(AppModule)
+
+    # A cycle, whichever of its providers is listed first, names the controller that needs it.
+    for providers in ([Egg, Chicken], [Chicken, Egg]):
+
+        @Module(controllers=[EggController], providers=providers)
+        class Cyclic: ...
+
+        with pytest.raises(ConfigurationError) as info:
+            create_app(Cyclic)
+        assert not isinstance(info.value, ProviderNotFound)
+        assert str(info.value).startswith(
+            "cannot resolve EggController -> Egg -> Chicken -> Egg: dependency cycle "
+            "(Egg -> Chicken -> Egg)"
+        ), info.value
 
     @Controller("y")
     class Unmarked:

@@ -66,9 +66,10 @@ def test_missing_provider_message_shows_the_chain() -> None:
 
     with pytest.raises(ProviderNotFound) as info:
         compile_application(AppModule)
+    # The chain starts at the controller that needs the missing provider.
     assert str(info.value) == (
-        "cannot resolve NotificationService -> Clock: no provider for Clock; "
-        "add it to providers=[...] of a module"
+        "cannot resolve EventsController -> NotificationService -> Clock: no provider for "
+        "Clock; add it to providers=[...] of a module"
     )
 
 

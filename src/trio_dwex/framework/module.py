@@ -176,8 +176,10 @@ def compile_application(root_module: type) -> ApplicationPlan:
     for module, spec in modules:
         for provider in spec.providers:
             container.register(provider, origin=module.__name__)
-    container.instantiate_all()
 
+    # Controllers first: a missing provider or a cycle that a controller needs is reported
+    # with the controller at the head of the chain ("EventsController -> Egg -> Chicken ->
+    # Egg"), which says where to look. Providers no controller needs are created after.
     routes: list[RoutePlan] = []
     seen_controllers: set[type] = set()
     for module, spec in modules:
@@ -186,6 +188,7 @@ def compile_application(root_module: type) -> ApplicationPlan:
                 continue
             seen_controllers.add(controller_class)
             routes.extend(compile_controller(container, module, controller_class))
+    container.instantiate_all()
     return ApplicationPlan(
         root_module=root_module,
         modules=tuple(module for module, _ in modules),
