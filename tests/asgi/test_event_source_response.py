@@ -10,6 +10,7 @@ from trio_dwex.asgi.responses import EventSourceResponse
 from trio_dwex.errors import NotFoundException
 from trio_dwex.streams.stream import SseStream
 from trio_dwex.testing.server import serve_app
+from trio_dwex.wire.decoder import SseDecoder
 from trio_dwex.wire.sse import SseEvent
 
 
@@ -235,3 +236,45 @@ async def test_a_yield_in_finally_after_the_client_left_neither_crashes_nor_logs
         with trio.fail_after(1):
             await cleaned.wait()
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+
+
+async def _raw_exchange(url: str, request: bytes) -> tuple[list[bytes], bytes]:
+    """Send ``request`` on a raw socket, read until the server closes or the chunked body ends.
+
+    Returns the lower-cased lines of the response head, and the body as it came.
+    """
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = trio.socket.socket()
+    with sock, trio.fail_after(5):
+        await sock.connect((host, int(port)))
+        await sock.send(request)
+        data = b""
+        while not data.endswith(b"\r\n0\r\n\r\n") and (chunk := await sock.recv(65536)):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.lower().split(b"\r\n"), body
+
+
+async def test_http_1_0_gets_every_event_and_no_keep_alive_header() -> None:
+    async def source(scope):  # type: ignore[no-untyped-def]
+        for n in range(3):
+            yield SseEvent(data={"n": n}, event="tick", id=str(n))
+            await trio.sleep(0.01)
+
+    async with serve_app(sse_app(source)) as url:
+        head, body = await _raw_exchange(url, b"GET /events HTTP/1.0\r\nHost: test\r\n\r\n")
+        # The same stream over HTTP/1.1 does say keep-alive: the check below can fail.
+        head_1_1, _ = await _raw_exchange(url, b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert head[0].split()[1] == b"200", head
+    assert b"content-type: text/event-stream; charset=utf-8" in head
+    # No keep-alive promise to an HTTP/1.0 client (the runner sends it on HTTP/1.1 only, and
+    # h11 also rewrites it): the connection closes after the body.
+    assert not [line for line in head if line.startswith(b"connection:") and b"keep-alive" in line]
+    assert b"connection: close" in head
+    assert b"connection: keep-alive" in head_1_1
+    # No chunked framing for HTTP/1.0: the body is the events themselves, ended by the close.
+    assert not [line for line in head if line.startswith(b"transfer-encoding:")]
+    events = SseDecoder().feed(body)
+    assert [(e.type, e.id, e.json()) for e in events] == [
+        ("tick", str(n), {"n": n}) for n in range(3)
+    ]
