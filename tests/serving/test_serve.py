@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 
@@ -32,11 +34,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server process and wait until it accepts connections; kill it at the end."""
+def running(
+    command: list[str], port: int, *, new_session: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process and wait until it accepts connections; kill it at the end.
+
+    With ``new_session``, the process leads a new session and process group (as under
+    systemd), whose id is its pid; what is left of the group at the end is killed.
+    """
     env = {**os.environ, "GUIDE_TICK": "0.05", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=new_session,
     )
     try:
         for _ in range(200):
@@ -47,13 +60,14 @@ def running(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
                 if process.poll() is not None:
                     output = process.stdout.read().decode() if process.stdout else ""
                     pytest.fail(f"the server exited with {process.returncode}:\n{output}")
-                import time
-
                 time.sleep(0.05)
         else:
             pytest.fail("the server did not start listening within 10 s")
         yield process
     finally:
+        if new_session:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         if process.poll() is None:
             process.kill()
         process.wait()
@@ -143,13 +157,84 @@ def test_the_command_serves_the_guide_and_stops_cleanly_on_a_signal(signum: int)
 def test_the_command_runs_several_workers() -> None:
     port = free_port()
     command = [sys.executable, "-m", "trio_dwex", "run", "examples.guide:app"]
-    command += ["--port", str(port), "--workers", "2"]
+    command += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
     with running(command, port) as process:
         assert _countdown(f"http://127.0.0.1:{port}") == list(range(10, 0, -1))
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)  # the supervisor alone, as `kill PID` does
         process.wait(timeout=10)
         output = process.stdout.read().decode() if process.stdout else ""
     assert process.returncode == 0, output
+    # The workers honour --log-level too: none of their INFO lines ("shutting down...").
+    assert "INFO" not in output, output
+
+
+def _wait_for_workers(port: int, count: int) -> None:
+    """Wait until ``count`` different worker processes answer ``GET /pid``.
+
+    The supervisor listens before its workers have started, so the first one up would get
+    every connection: wait for all of them, one new connection per request.
+    """
+    pids: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(pids) < count:
+        assert time.monotonic() < deadline, f"only workers {pids} answered within 20 s"
+        response = httpx.get(f"http://127.0.0.1:{port}/pid", headers={"connection": "close"})
+        pids.add(response.json()["pid"])
+        time.sleep(0.02)
+
+
+def _open_pid_stream(port: int) -> tuple[socket.socket, int]:
+    """Open ``/pid/stream`` on a raw socket; return it and the pid of the worker serving it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /pid/stream HTTP/1.1\r\nHost: test\r\n\r\n")
+    data = b""
+    while (found := re.search(rb'"pid":(\d+)', data)) is None:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data
+    return sock, int(found[1])
+
+
+def _rest(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection or ends the chunked body."""
+    data = b""
+    while not data.endswith(b"0\r\n\r\n") and (chunk := sock.recv(4096)):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_stops_every_worker_gracefully(signum: int) -> None:
+    """systemd's default stop, ``kill -TERM -- -PGID`` and Ctrl+C signal every process."""
+    port = free_port()
+    command = [sys.executable, "-m", "trio_dwex", "run", "tests.serving.workers_app:app"]
+    command += ["--port", str(port), "--workers", "2"]
+    with running(command, port, new_session=True) as process:
+        # Both workers serve: open streams until each has some (the kernel hands every new
+        # connection to one of the processes waiting on the shared socket).
+        _wait_for_workers(port, 2)
+        streams: list[tuple[socket.socket, int]] = []
+        while len({pid for _, pid in streams}) < 2:
+            assert len(streams) < 60, f"every stream went to one worker: {streams}"
+            streams.append(_open_pid_stream(port))
+        pids = {pid for _, pid in streams}
+        assert process.pid not in pids  # the supervisor itself serves nothing
+        os.killpg(process.pid, signum)
+        endings = []
+        for sock, _ in streams:
+            with sock:
+                endings.append(_rest(sock))
+        process.wait(timeout=10)
+        output = process.stdout.read().decode() if process.stdout else ""
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output
+    # Every stream ended cleanly, with the chunked body's final chunk, not a cut connection.
+    assert all((b"\r\n" + ending).endswith(b"\r\n0\r\n\r\n") for ending in endings), endings
+    # ...and its cleanup ran, in the worker that served it.
+    cleanups = sorted(int(pid) for pid in re.findall(r"^cleanup (\d+)$", output, re.M))
+    assert cleanups == sorted(pid for _, pid in streams), output
+    assert output.count("shutting down: closing every open stream") >= len(pids), output
 
 
 def test_plain_hypercorn_serves_the_guide_too() -> None:

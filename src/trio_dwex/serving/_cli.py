@@ -17,12 +17,22 @@ import trio
 from hypercorn.config import Sockets
 
 from ._hypercorn import ASGIApp
-from .serve import DEFAULT_GRACEFUL_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, make_config, serve
+from .serve import (
+    DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    _wait_for_signal,
+    make_config,
+    serve,
+)
 
 __all__ = ["load_app", "main"]
 
 #: Seconds between two checks, in a worker process, of the supervisor's stop event.
 WORKER_STOP_POLL = 0.1
+#: The format of log lines, in the supervisor and in every worker (the process id tells
+#: workers apart).
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def load_app(target: str) -> ASGIApp:
@@ -66,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     options = parser.parse_args(argv)
     if options.workers < 1:
         parser.error("--workers must be at least 1")
-    logging.basicConfig(
-        level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_level = options.log_level.upper()
+    if not isinstance(logging.getLevelName(log_level), int):
+        parser.error(f"--log-level must be debug, info, warning or error, got {options.log_level}")
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
     settings = {
         "host": options.host,
         "port": options.port,
@@ -80,11 +91,17 @@ def main(argv: list[str] | None = None) -> None:
         app = load_app(options.app)
         trio.run(partial(serve, app, config=make_config(**settings)))
     else:
-        _supervise(options.app, options.workers, settings)
+        _supervise(options.app, options.workers, settings, log_level)
 
 
-def _supervise(target: str, workers: int, settings: dict[str, Any]) -> None:
-    """Run ``workers`` processes that share the listening sockets, until SIGINT or SIGTERM."""
+def _supervise(target: str, workers: int, settings: dict[str, Any], log_level: str) -> None:
+    """Run ``workers`` processes that share the listening sockets, until SIGINT or SIGTERM.
+
+    The signal may reach the supervisor alone (``kill PID``) or the whole process group
+    (Ctrl+C in a terminal, ``kill -TERM -- -PGID``, systemd's default ``KillMode``): either
+    way every worker shuts down gracefully, closing its streams and running their cleanup, and
+    the command exits 0.
+    """
     load_app(target)  # fail here, once, rather than in every worker
     config = make_config(**settings)
     sockets = config.create_sockets()
@@ -92,11 +109,16 @@ def _supervise(target: str, workers: int, settings: dict[str, Any]) -> None:
         sock.listen(config.backlog)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    # Children inherit "ignore SIGINT": a Ctrl+C reaches the whole process group, and only
-    # the supervisor should decide (it sets `stop`, and each worker shuts down gracefully).
+    # Children inherit "ignore SIGINT and SIGTERM", so that a signal to the whole process
+    # group cannot kill a worker that is still starting (its default action would). Once
+    # serving, a worker listens for both itself and shuts down gracefully; the supervisor
+    # also sets `stop`, which reaches workers that were signalled before they listened.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     processes = [
-        context.Process(target=_worker, args=(target, settings, sockets, stop), daemon=False)
+        context.Process(
+            target=_worker, args=(target, settings, sockets, stop, log_level), daemon=False
+        )
         for _ in range(workers)
     ]
     for process in processes:
@@ -116,14 +138,32 @@ def _supervise(target: str, workers: int, settings: dict[str, Any]) -> None:
         raise SystemExit(f"error: {len(failed)} worker(s) failed with exit codes {failed}")
 
 
-def _worker(target: str, settings: dict[str, Any], sockets: Sockets, stop: ProcessEvent) -> None:
-    """One worker process: serve the shared sockets until the supervisor says stop."""
-    logging.basicConfig(level=logging.INFO)
+def _worker(
+    target: str, settings: dict[str, Any], sockets: Sockets, stop: ProcessEvent, log_level: str
+) -> None:
+    """One worker process: serve the shared sockets until told to stop.
+
+    It stops gracefully on whichever comes first: SIGINT or SIGTERM to the worker itself (a
+    signal to the process group), the supervisor's ``stop`` event, or the supervisor's death
+    (the worker is re-parented), so a worker never outlives its supervisor.
+    """
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    supervisor = os.getppid()
     app = load_app(target)
 
-    async def stopped() -> None:
-        while not stop.is_set():  # noqa: ASYNC110 (a process Event has no async wait)
+    async def supervisor_says_stop() -> None:
+        while not stop.is_set() and os.getppid() == supervisor:  # noqa: ASYNC110 (a process Event has no async wait)
             await trio.sleep(WORKER_STOP_POLL)
+
+    async def stopped() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def first(trigger: Any) -> None:
+                await trigger()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, _wait_for_signal)
+            nursery.start_soon(first, supervisor_says_stop)
 
     trio.run(
         partial(

@@ -1,0 +1,38 @@
+"""An app for ``trio-dwex run --workers N`` tests: it tells which worker process answered.
+
+``GET /pid/stream`` streams a ``hello`` event with the worker's pid, then waits; when the
+stream ends, its generator's ``finally`` prints ``cleanup <pid>`` (to the inherited stdout,
+whatever the log level), so a test can count the cleanups that ran.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import trio
+
+from trio_dwex import Controller, Get, Module, Sse, SseEvent, create_app
+
+
+@Controller("pid")
+class PidController:
+    @Get()
+    def pid(self) -> dict[str, int]:
+        return {"pid": os.getpid()}
+
+    @Sse("stream")
+    async def stream(self) -> AsyncIterator[SseEvent]:
+        try:
+            yield SseEvent(data={"pid": os.getpid()}, event="hello")
+            await trio.sleep_forever()
+        finally:
+            print(f"cleanup {os.getpid()}", flush=True)
+
+
+@Module(controllers=[PidController])
+class WorkersModule:
+    pass
+
+
+app = create_app(WorkersModule)
