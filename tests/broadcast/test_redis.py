@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 
+import coredis
 import pytest
 import trio
 
 from tests.broadcast.conftest import RedisServer
+from tests.broadcast.proxy import TcpProxy
 from tests.broadcast.test_hub import take
 from tests.helpers import wait_until
+from trio_dwex.streams import redis_backend
 from trio_dwex.streams.broadcast import RESET_EVENT, Broadcast, BroadcastUnavailable
 from trio_dwex.streams.redis_backend import RedisBackend
 
+SETTINGS: dict[str, object] = {"backoff_max": 0.2, "block_seconds": 0.3, "reader_linger": 0.2}
 
-def backend(server: RedisServer, **options: object) -> RedisBackend:
-    settings: dict[str, object] = {"backoff_max": 0.2, "block_seconds": 0.3, "reader_linger": 0.2}
-    settings.update(options)
-    return RedisBackend(server.url, **settings)  # type: ignore[arg-type]
+
+def backend(server: RedisServer | str, **options: object) -> RedisBackend:
+    """A backend with the suite's short timings, on a server or a URL (a proxy's)."""
+    url = server if isinstance(server, str) else server.url
+    return RedisBackend(url, **{**SETTINGS, **options})  # type: ignore[arg-type]
 
 
 async def test_one_reader_per_topic_whatever_the_subscribers_and_it_stops_when_unused(
@@ -76,3 +81,114 @@ async def test_age_retention_uses_the_servers_clock(redis_server: RedisServer) -
         async with hub.subscribe("t", last_event_id=first) as subscription:
             (reset,) = await take(subscription, 1)
     assert json.loads(reset.data)["reason"] == "too_old"
+
+
+async def test_a_partition_longer_than_retention_is_told_with_a_reset_not_a_silent_gap(
+    redis_server: RedisServer,
+) -> None:
+    proxy = TcpProxy(redis_server.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        options: dict[str, object] = {"retain_count": 10, "backoff_initial": 0.02}
+        async with (
+            Broadcast(backend(redis_server, **options)) as publisher,
+            Broadcast(backend(proxy.url, **options)) as cut_off,
+            cut_off.subscribe("t") as subscription,
+        ):
+            seen = await publisher.publish("t", "first")
+            assert [e.data for e in await take(subscription, 1)] == ["first"]
+            proxy.partition()
+            # Far more than retain_count (MAXLEN ~ trims whole nodes of 100): what the cut
+            # off reader had not read is trimmed before it can read it.
+            for n in range(300):
+                await publisher.publish("t", n)
+            proxy.heal()
+            last = await publisher.publish("t", "last")
+            events = []
+            with trio.fail_after(10):
+                async for event in subscription:
+                    events.append(event)
+                    if event.id == last:
+                        break
+        nursery.cancel_scope.cancel()
+    reset = events[0]
+    assert (reset.event, reset.id) == (RESET_EVENT, seen)
+    assert json.loads(reset.data)["reason"] == "too_old"
+    assert json.loads(reset.data)["lastEventId"] == seen
+    # Then what Redis still had, in order, and the live events.
+    rest = [e.data for e in events[1:]]
+    assert rest[-1] == "last"
+    assert rest[:-1] == [str(n) for n in range(300 - len(rest) + 1, 300)]
+    assert [e.event for e in events[1:]] == [None] * len(rest)
+
+
+async def test_a_short_partition_resumes_from_the_last_id_read_with_no_reset(
+    redis_server: RedisServer,
+) -> None:
+    proxy = TcpProxy(redis_server.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        async with (
+            Broadcast(backend(redis_server, backoff_initial=0.02)) as publisher,
+            Broadcast(backend(proxy.url)) as cut_off,
+            cut_off.subscribe("t") as subscription,
+        ):
+            await publisher.publish("t", "first")
+            await take(subscription, 1)
+            proxy.partition()
+            unread = [await publisher.publish("t", n) for n in range(20)]
+            proxy.heal()
+            events = await take(subscription, 20, seconds=10)
+        nursery.cancel_scope.cancel()
+    assert [e.id for e in events] == unread
+
+
+async def test_an_entry_that_cannot_be_decoded_is_logged_and_skipped(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = backend(redis_server)
+    raw = coredis.Redis.from_url(redis_server.url, decode_responses=False)
+    async with Broadcast(redis) as hub, raw, hub.subscribe("t") as subscription:
+        await hub.publish("t", "ok1")
+        # Not UTF-8: coredis hands the value over as bytes, which the reader cannot decode.
+        bad = str(await raw.xadd(redis._key("t"), {b"d": b"\xff\xfe"}) or b"", "ascii")
+        await hub.publish("t", "ok2")
+        events = await take(subscription, 2)
+        assert [e.data for e in events] == ["ok1", "ok2"]
+        assert hub.is_open
+    (record,) = [r for r in caplog.records if bad in r.getMessage()]
+    assert record.levelname == "ERROR"
+    assert "skipping stream entry" in record.getMessage()
+    assert record.exc_info is not None  # with its traceback
+
+
+async def test_a_reader_crash_ends_that_topics_subscribers_not_the_hub(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_entries = redis_backend._entries
+
+    def buggy(result: object, key: str) -> object:
+        if key.endswith("bad") and result:
+            raise RuntimeError("a bug in the reader")
+        return real_entries(result, key)
+
+    redis = backend(redis_server)
+    async with Broadcast(redis) as hub:
+        async with hub.subscribe("bad") as first, hub.subscribe("bad") as second:
+            async with hub.subscribe("good") as good:
+                monkeypatch.setattr(redis_backend, "_entries", buggy)
+                await hub.publish("bad", "x")
+                # Both subscriptions of the topic end (a stream would close, and its client
+                # reconnect); the other topic and the hub go on.
+                assert await take(first, 1) == []
+                assert await take(second, 1) == []
+                assert hub.subscriber_count("bad") == 0
+                await hub.publish("good", "still")
+                assert [e.data for e in await take(good, 1)] == ["still"]
+        monkeypatch.setattr(redis_backend, "_entries", real_entries)
+        async with hub.subscribe("bad") as again:
+            await hub.publish("bad", "y")
+            assert [e.data for e in await take(again, 1)] == ["y"]
+    crashes = [r for r in caplog.records if "reader crashed" in r.getMessage()]
+    assert len(crashes) == 1
+    assert crashes[0].exc_info is not None

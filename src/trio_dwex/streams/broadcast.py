@@ -58,11 +58,13 @@ __all__ = [
     "BroadcastBackend",
     "BroadcastUnavailable",
     "Deliver",
+    "EndTopic",
     "MemoryBackend",
     "Replay",
     "ResetReason",
     "Subscription",
     "rebuild_event",
+    "reset_event",
 ]
 
 logger = logging.getLogger("trio_dwex.streams.broadcast")
@@ -76,6 +78,11 @@ RESET_EVENT: Final = "reset"
 
 Deliver = Callable[[str, SseEvent], None]
 """How a backend hands an event of a topic, with its id, to the hub: ``deliver(topic, event)``."""
+
+EndTopic = Callable[[str], None]
+"""How a backend ends every local subscription of a topic it can no longer deliver (its reader
+crashed): ``end(topic)``. The subscriptions' iterations end and their streams close, so their
+clients reconnect (with ``Last-Event-ID``) and subscribe anew."""
 
 IdKey = tuple[int, int]
 """A topic's ids as something ordered; each backend knows how to read its own ids."""
@@ -145,8 +152,13 @@ class BroadcastBackend(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def open(self, deliver: Deliver) -> None:
-        """Start; from now on, events of watched topics go to ``deliver``."""
+    async def open(self, deliver: Deliver, end: EndTopic) -> None:
+        """Start; from now on, events of watched topics go to ``deliver``.
+
+        ``end(topic)`` ends the local subscriptions of a topic the backend can no longer
+        deliver (a crash of its reader): they end instead of waiting forever, and their
+        clients reconnect.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -443,7 +455,7 @@ class Broadcast:
         # The backend's tasks (Redis readers) live in a nursery the backend enters here and
         # exits in __aexit__, in the task that owns the hub (the app's lifespan task when the
         # hub is a provider), not in whichever request happened to need them.
-        await self.backend.open(self._deliver)
+        await self.backend.open(self._deliver, self._end_topic)
         self._open = True
         return self
 
@@ -507,6 +519,21 @@ class Broadcast:
         finished = [subscriber for subscriber in subscribers if not subscriber.offer(event)]
         for subscriber in finished:
             self._unregister(topic, subscriber)
+
+    def _end_topic(self, topic: str) -> None:
+        """End every local subscription of ``topic``: the backend cannot deliver it any more."""
+        subscribers = self._subscribers.pop(topic, None)
+        if not subscribers:
+            return
+        logger.warning(
+            "ending the %d local subscription(s) of broadcast topic %r: its backend can no "
+            "longer deliver it; their clients reconnect",
+            len(subscribers),
+            topic,
+        )
+        for subscriber in subscribers:
+            subscriber.end()
+        self.backend.unwatch(topic)
 
     # -- subscribing --------------------------------------------------------------------------
 
@@ -574,18 +601,30 @@ class Broadcast:
 
     def _reset_event(self, replay: Replay, last_event_id: str) -> SseEvent:
         assert replay.reset is not None
-        if replay.reset is ResetReason.TOO_OLD:
+        return reset_event(replay.reset, last_event_id, replay.latest_id)
+
+
+def reset_event(
+    reason: ResetReason, last_event_id: str, event_id: str, message: str | None = None
+) -> SseEvent:
+    """The `RESET_EVENT` that tells a subscriber it missed events after ``last_event_id``.
+
+    ``event_id`` is the id the event carries (live events after it follow); ``message`` says
+    why in words (a default per ``reason``).
+    """
+    if message is None:
+        if reason is ResetReason.TOO_OLD:
             message = "events after this id are no longer retained; reload your state"
         else:
             message = "this id is unknown to the topic (malformed, or from before a restart)"
-        return SseEvent(
-            data=json.dumps(
-                {"reason": replay.reset.value, "lastEventId": last_event_id, "message": message},
-                separators=(",", ":"),
-            ),
-            event=RESET_EVENT,
-            id=replay.latest_id,
-        )
+    return SseEvent(
+        data=json.dumps(
+            {"reason": reason.value, "lastEventId": last_event_id, "message": message},
+            separators=(",", ":"),
+        ),
+        event=RESET_EVENT,
+        id=event_id,
+    )
 
 
 def _check_topic(topic: object) -> None:
@@ -636,7 +675,7 @@ class MemoryBackend(BroadcastBackend):
         self._topics: dict[str, _MemoryTopic] = {}
         self._deliver: Deliver | None = None
 
-    async def open(self, deliver: Deliver) -> None:
+    async def open(self, deliver: Deliver, end: EndTopic) -> None:
         self._deliver = deliver
         await trio.lowlevel.checkpoint()
 

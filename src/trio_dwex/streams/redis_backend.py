@@ -1,4 +1,4 @@
-"""`RedisBackend`: broadcast topics as Redis Streams, shared by every process and host.
+r"""`RedisBackend`: broadcast topics as Redis Streams, shared by every process and host.
 
 Needs the ``redis`` extra (``pip install trio-dwex[redis]``: coredis, an anyio-based client that
 runs on Trio) and Redis 7.0 or later (``XADD ... MAXLEN ~`` with ``XTRIM ... MINID``, and
@@ -18,9 +18,19 @@ Theory of operation. A topic is the stream ``<key_prefix><topic>``.
   (a reconnecting client does not restart it).
 * **outages**: when Redis goes away, local subscribers stay connected; the reader retries with
   exponential backoff and, once Redis is back, reads on from the last id it delivered, so every
-  entry Redis still has is delivered, in order, once. `publish` retries within
-  ``publish_timeout`` then raises `BroadcastUnavailable`; a retried ``XADD`` whose first reply
-  was lost may have been applied twice (at-least-once, with distinct ids).
+  entry Redis still has is delivered, in order, once. Entries that were trimmed before it could
+  read them (an outage longer than retention) are not skipped silently: the reader counts the
+  entries up to its last id (``entries-added`` when it starts, one per entry read) and, after
+  a failed command or a full batch, compares with ``XINFO STREAM``; entries added after its
+  last id that are gone unread, or a stream with fewer entries ever added than it read (made
+  anew), make it deliver one ``reset`` event (reason ``too_old`` or ``unknown``, its id the
+  last id read) to the local subscribers before what follows. This assumes every process
+  trims with the same ``retain_count`` and nobody deletes entries (``XDEL``). `publish`
+  retries within ``publish_timeout`` then raises `BroadcastUnavailable`; a retried ``XADD``
+  whose first reply was lost may have been applied twice (at-least-once, with distinct ids).
+* **crashes**: an entry that cannot be decoded is logged with its traceback and skipped; a
+  reader that crashes (a bug, not Redis being away) is logged and ends its topic's local
+  subscriptions, whose clients reconnect; the hub and the other topics go on.
 * **replay**: one ``XRANGE last_id +`` (inclusive) then ``XINFO STREAM``. Redis trims streams
   from the oldest end only, so if the client's own entry is still there, everything after it
   is, and the replay is complete. If it is gone, the client gets a reset, never a silent gap
@@ -52,10 +62,12 @@ from .broadcast import (
     BroadcastBackend,
     BroadcastUnavailable,
     Deliver,
+    EndTopic,
     IdKey,
     Replay,
     ResetReason,
     parse_stream_id,
+    reset_event,
 )
 
 __all__ = ["RedisBackend"]
@@ -83,13 +95,14 @@ _AGE_TRIM_EVERY = 1.0
 class _Reader:
     """The live side of one topic in this process: where the reader task stands."""
 
-    __slots__ = ("finished", "idle_since", "last_id", "ready")
+    __slots__ = ("crashed", "finished", "idle_since", "last_id", "ready")
 
     def __init__(self) -> None:
         self.ready = trio.Event()
         self.last_id: str | None = None
         self.idle_since: float | None = None
         self.finished = False
+        self.crashed = False
 
 
 class RedisBackend(BroadcastBackend):
@@ -163,6 +176,7 @@ class RedisBackend(BroadcastBackend):
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._deliver: Deliver | None = None
+        self._end: EndTopic | None = None
         self._readers: dict[str, _Reader] = {}
         self._last_trim: dict[str, float] = {}
 
@@ -171,7 +185,7 @@ class RedisBackend(BroadcastBackend):
 
     # -- lifetime -----------------------------------------------------------------------------
 
-    async def open(self, deliver: Deliver) -> None:
+    async def open(self, deliver: Deliver, end: EndTopic) -> None:
         client = self._given_client
         if client is None:
             client = coredis.Redis.from_url(
@@ -195,6 +209,7 @@ class RedisBackend(BroadcastBackend):
         self._stack = stack
         self._client = client
         self._deliver = deliver
+        self._end = end
 
     async def close(self) -> None:
         stack, self._stack = self._stack, None
@@ -202,6 +217,7 @@ class RedisBackend(BroadcastBackend):
             self._nursery.cancel_scope.cancel()
         self._nursery = None
         self._deliver = None
+        self._end = None
         self._readers.clear()
         self._client = None
         if stack is not None:
@@ -280,6 +296,10 @@ class RedisBackend(BroadcastBackend):
             self._nursery.start_soon(self._read, topic, reader)
         reader.idle_since = None
         await reader.ready.wait()
+        if reader.crashed:
+            raise BroadcastUnavailable(
+                f"the reader of broadcast topic {topic!r} crashed (logged); subscribe again"
+            )
 
     def unwatch(self, topic: str) -> None:
         reader = self._readers.get(topic)
@@ -293,58 +313,136 @@ class RedisBackend(BroadcastBackend):
         )
 
     async def _read(self, topic: str, reader: _Reader) -> None:
-        """The topic's reader: the only task of this process that reads the topic's stream."""
-        key = self._key(topic)
-        client = self._require_client()
-        backoff = self.backoff_initial
-        healthy = True
+        """The topic's reader: the only task of this process that reads the topic's stream.
+
+        A crash (a bug, not Redis being away: that is retried) is logged and ends the topic's
+        local subscriptions, whose clients reconnect; the hub and other topics go on.
+        """
+        crashed = False
         try:
-            while True:
-                if self._should_stop(reader):
-                    return
-                try:
-                    if reader.last_id is None:
-                        # Start after the stream's last entry as it is now, before any local
-                        # subscriber reads its replay: the replay covers up to there.
-                        with trio.fail_after(self.command_timeout):
-                            entries = await client.xrevrange(key, "+", "-", count=1)
-                        reader.last_id = _text(entries[0].identifier) if entries else "0-0"
-                        reader.ready.set()
-                    with trio.fail_after(self.block_seconds + self.command_timeout):
-                        result = await client.xread(
-                            {key: reader.last_id},
-                            count=self.read_count,
-                            block=int(self.block_seconds * 1000),
-                        )
-                except _READER_RETRIES as exc:
-                    if healthy:
-                        logger.warning(
-                            "broadcast topic %r: Redis at %s is unavailable (%r); retrying "
-                            "with backoff, and resuming after id %s when it is back",
-                            topic,
-                            self.url,
-                            exc,
-                            reader.last_id,
-                        )
-                        healthy = False
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, self.backoff_max)
-                    continue
-                if not healthy:
-                    logger.warning("broadcast topic %r: Redis is back; reading on", topic)
-                    healthy = True
-                backoff = self.backoff_initial
-                for entry in _entries(result, key):
-                    reader.last_id = _text(entry.identifier)
-                    event = _decode(reader.last_id, entry.field_values)
-                    if event is not None and self._deliver is not None:
-                        self._deliver(topic, event)
+            await self._read_loop(topic, reader)
+        except Exception:
+            logger.exception(
+                "broadcast topic %r: its reader crashed; ending the topic's local "
+                "subscriptions (their clients reconnect and resume)",
+                topic,
+            )
+            crashed = reader.crashed = True
         finally:
             # Synchronous from the stop decision to here: a subscriber arriving later finds no
             # reader and starts a new one.
             reader.finished = True
+            reader.ready.set()  # a subscriber still waiting in watch() is told
             if self._readers.get(topic) is reader:
                 del self._readers[topic]
+        if crashed and self._end is not None:
+            self._end(topic)
+
+    async def _read_loop(self, topic: str, reader: _Reader) -> None:
+        key = self._key(topic)
+        client = self._require_client()
+        backoff = self.backoff_initial
+        healthy = True
+        # The reader counts the entries of the stream up to its last id (``offset``, from
+        # ``entries-added`` when it starts, plus one per entry read). After a failed command,
+        # and after a full batch (it is behind, and ``MAXLEN ~`` may have trimmed past it), it
+        # compares that count with ``XINFO STREAM`` before it delivers more: entries added
+        # after its last id that are no longer there were trimmed unread (a gap), and fewer
+        # entries ever added than it has read means the stream was made anew (Redis lost
+        # its data). Either way its local subscribers get a reset event, not a silent gap.
+        check_gap = False
+        full_batch = min(self.read_count, self.retain_count)
+        offset = 0
+        while True:
+            if self._should_stop(reader):
+                return
+            try:
+                if reader.last_id is None:
+                    # Start after the stream's last id as it is now, before any local
+                    # subscriber reads its replay: the replay covers up to there.
+                    with trio.fail_after(self.command_timeout):
+                        info = await self._stream_info(client, key)
+                    latest = info.get("last-generated-id") if info is not None else None
+                    offset = _int(info.get("entries-added")) if info is not None else 0
+                    reader.last_id = _text(latest or "0-0")
+                    reader.ready.set()
+                with trio.fail_after(self.block_seconds + self.command_timeout):
+                    result = await client.xread(
+                        {key: reader.last_id},
+                        count=self.read_count,
+                        block=int(self.block_seconds * 1000),
+                    )
+                entries = _entries(result, key)
+                info = None
+                if check_gap or len(entries) >= full_batch:
+                    with trio.fail_after(self.command_timeout):
+                        info = await self._stream_info(client, key)
+            except _READER_RETRIES as exc:
+                if healthy:
+                    logger.warning(
+                        "broadcast topic %r: Redis at %s is unavailable (%r); retrying "
+                        "with backoff, and resuming after id %s when it is back",
+                        topic,
+                        self.url,
+                        exc,
+                        reader.last_id,
+                    )
+                    healthy = False
+                check_gap = True
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max)
+                continue
+            if not healthy:
+                logger.warning("broadcast topic %r: Redis is back; reading on", topic)
+                healthy = True
+            backoff = self.backoff_initial
+            if check_gap and info is None:
+                pass  # the stream is gone for now: look again when it has entries
+            else:
+                check_gap = False
+            reason = _lost_after(info, reader.last_id, offset)
+            if reason is not None and info is not None:
+                self._tell_reset(topic, reader.last_id, reason)
+                # Re-count from what the stream holds now, all of it after the old last id.
+                offset = max(0, _int(info.get("entries-added")) - _int(info.get("length")))
+            for entry in entries:
+                entry_id = _text(entry.identifier)
+                reader.last_id = entry_id
+                offset += 1
+                try:
+                    event = _decode(entry_id, entry.field_values)
+                except Exception:
+                    logger.exception(
+                        "broadcast topic %r: skipping stream entry %s, which could not be decoded",
+                        topic,
+                        entry_id,
+                    )
+                    continue
+                if event is not None and self._deliver is not None:
+                    self._deliver(topic, event)
+
+    def _tell_reset(self, topic: str, last_id: str, reason: ResetReason) -> None:
+        if reason is ResetReason.TOO_OLD:
+            what = "were trimmed before this process could read them"
+            message = (
+                "events after this id were trimmed while this server could not read them; "
+                "reload your state"
+            )
+        else:
+            what = "may be lost: the stream was made anew (Redis lost its data)"
+            message = "the topic was made anew (Redis lost its data); reload your state"
+        logger.warning(
+            "broadcast topic %r: entries after id %s %s; telling its local subscribers with "
+            "a reset event",
+            topic,
+            last_id,
+            what,
+        )
+        if self._deliver is not None:
+            # The reset carries the last id read: a subscriber whose own replay already went
+            # past it drops it as a duplicate, and a client that reconnects with it is told
+            # again by its replay.
+            self._deliver(topic, reset_event(reason, last_id, last_id, message))
 
     # -- replay -------------------------------------------------------------------------------
 
@@ -410,6 +508,33 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8")
     return str(value)
+
+
+def _lost_after(info: Mapping[str, Any] | None, last_id: str, offset: int) -> ResetReason | None:
+    """Whether entries after ``last_id`` (the ``offset``-th entry ever added) are gone unread.
+
+    ``info`` is ``XINFO STREAM``: Redis trims from the oldest end, so if the first retained
+    entry is after ``last_id``, every retained entry is, and the entries added after
+    ``last_id`` (``entries-added - offset``) should all be there. Read after the entries it
+    judges, this errs towards a reset for a reader at the very edge of retention.
+    """
+    if info is None:
+        return None
+    added = _int(info.get("entries-added"))
+    if added < offset:
+        return ResetReason.UNKNOWN
+    first_entry = info.get("first-entry")
+    first = parse_stream_id(_text(first_entry.identifier)) if first_entry else None
+    mark = parse_stream_id(last_id)
+    if mark is not None and first is not None and first <= mark:
+        return None  # the entry read last (or one before it) is still there: nothing trimmed
+    if added - offset > _int(info.get("length")):
+        return ResetReason.TOO_OLD
+    return None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else int(_text(value or 0))
 
 
 def _entries(result: object, key: str) -> tuple[Any, ...]:
