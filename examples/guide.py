@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 import resource
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
@@ -124,12 +125,19 @@ class EventsController:
 
     @Sse("resumable")
     async def resumable(
-        self, last_event_id: Annotated[int | None, Headers("last-event-id")] = None
+        self, last_event_id: Annotated[str | None, Headers("last-event-id")] = None
     ) -> AsyncIterator[SseEvent]:
-        """Numeric ids: a reconnecting EventSource sends the last one and resumes after it."""
-        if last_event_id is not None and last_event_id < 0:
-            raise BadRequestException("header 'last-event-id' must be a non-negative integer")
-        start = 0 if last_event_id is None else last_event_id + 1
+        """Numeric ids: a reconnecting EventSource sends the last one and resumes after it.
+
+        An empty header counts as none: an EventSource whose last event id was reset (an event
+        with an empty ``id:``) sends ``Last-Event-ID:`` with nothing, and starts over.
+        """
+        last_id = (last_event_id or "").strip()
+        if last_id and not (last_id.isascii() and last_id.isdigit()):
+            raise BadRequestException(
+                f"header 'last-event-id' must be a non-negative integer, got {last_id[:32]!r}"
+            )
+        start = int(last_id) + 1 if last_id else 0
         for i in range(start, 100):
             yield SseEvent(data={"count": i}, id=str(i), retry=3000)
             await trio.sleep(TICK)
@@ -151,6 +159,25 @@ class EventsController:
 # -- Live server metrics: /monitoring/metrics ------------------------------------------------
 
 
+def peak_rss() -> int:
+    """The most RAM the process has held at once so far, in bytes (``getrusage``'s maxrss)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # kilobytes, except on macOS
+
+
+def current_rss() -> int:
+    """The RAM the process holds now (its resident set size), in bytes.
+
+    Read from ``/proc/self/statm`` (Linux); where there is none, the peak is the closest
+    figure available.
+    """
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_rss()
+
+
 @Controller("monitoring")
 class MonitoringController:
     @Sse("metrics")
@@ -162,8 +189,10 @@ class MonitoringController:
                 await trio.sleep(TICK)
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 metrics = {
+                    # Seconds of CPU time the process has used since it started.
                     "cpu": {"user": usage.ru_utime, "system": usage.ru_stime},
-                    "memory": {"maxRss": usage.ru_maxrss * 1024},
+                    # Bytes of RAM: "rss" is the resident set now, "maxRss" the peak so far.
+                    "memory": {"rss": current_rss(), "maxRss": peak_rss()},
                     "uptime": time.monotonic() - STARTED,
                 }
                 await stream.send(SseEvent(data=metrics, event="metrics", id=str(now_ms())))

@@ -8,7 +8,7 @@ import httpx
 import trio
 
 from examples import guide
-from tests.helpers import read_all_events, wait_until
+from tests.helpers import open_stream, read_all_events, wait_until
 from trio_dwex.testing.client import EventSource
 
 
@@ -68,10 +68,23 @@ async def test_resumable_resumes_after_last_event_id(base_url: str) -> None:
 
 
 async def test_resumable_rejects_a_malformed_last_event_id(client: httpx.AsyncClient) -> None:
-    for bad in ("abc", "-3", "1e9"):
-        response = await client.get("/events/resumable", headers={"Last-Event-ID": bad})
+    # "\u0663" is an Arabic-Indic digit three: a digit to str.isdigit, not an id of ours.
+    for bad in ("abc", "-3", "1e9", "4x", "\u0663"):
+        headers = {"Last-Event-ID": bad.encode()}
+        response = await client.get("/events/resumable", headers=headers)
         assert response.status_code == 400, bad
         assert "last-event-id" in response.json()["message"]
+        assert "non-negative integer" in response.json()["message"]
+
+
+async def test_resumable_treats_an_empty_last_event_id_as_none(client: httpx.AsyncClient) -> None:
+    # An EventSource whose last event id was reset sends the header empty: start over.
+    headers = {"Last-Event-ID": ""}
+    async with open_stream(client, "/events/resumable", headers=headers) as stream:
+        assert stream.response.status_code == 200
+        with trio.fail_after(5):
+            events = [await stream.next_event() for _ in range(2)]
+    assert [e.json()["count"] for e in events] == [0, 1]
 
 
 async def test_data_error_handling(client: httpx.AsyncClient) -> None:
@@ -89,6 +102,20 @@ async def test_metrics(base_url: str) -> None:
         metrics = event.json()
         assert set(metrics) == {"cpu", "memory", "uptime"}
         assert metrics["uptime"] > 0
+        assert set(metrics["memory"]) == {"rss", "maxRss"}
+        assert metrics["memory"]["rss"] > 0
+        assert metrics["memory"]["maxRss"] > 0
+
+
+async def test_metrics_memory_is_the_current_rss_not_the_peak(base_url: str) -> None:
+    # The server runs in this process: hold 128 MiB for a moment, and let it go.
+    ballast = bytearray(128 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page, so it is resident
+    del ballast
+    async with EventSource(base_url + "/monitoring/metrics", max_events=1, timeout=5) as source:
+        (event,) = [event async for event in source]
+    memory = event.json()["memory"]
+    assert memory["maxRss"] - memory["rss"] > 100 * 1024 * 1024, memory
 
 
 async def test_activity_fans_out_to_three_clients_and_unsubscribes(
