@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import AsyncExitStack
 
 import coredis
 import pytest
@@ -25,9 +26,44 @@ def backend(server: RedisServer | str, **options: object) -> RedisBackend:
     return RedisBackend(url, **{**SETTINGS, **options})  # type: ignore[arg-type]
 
 
-async def test_one_reader_per_topic_whatever_the_subscribers_and_it_stops_when_unused(
+async def reading_connections(raw: coredis.Redis[str]) -> tuple[int, int]:
+    """(connections other than ``raw``'s own, of them in a blocking ``XREAD``) per CLIENT LIST."""
+    clients = [c for c in await raw.client_list() if c["cmd"] not in ("client", "client|list")]
+    return len(clients), sum(c["cmd"] == "xread" for c in clients)
+
+
+async def test_one_reading_connection_per_topic_whatever_the_subscribers(
     redis_server: RedisServer,
 ) -> None:
+    redis = backend(redis_server)
+    raw = coredis.Redis.from_url(redis_server.url, decode_responses=True)
+    async with Broadcast(redis) as hub, raw, AsyncExitStack() as stack:
+        subscriptions = [await stack.enter_async_context(hub.subscribe("a")) for _ in range(30)]
+        subscriptions += [await stack.enter_async_context(hub.subscribe("b")) for _ in range(5)]
+        for n in range(20):
+            await hub.publish("a", n)
+            await hub.publish("b", n)
+        for subscription in subscriptions:
+            assert len(await take(subscription, 20)) == 20
+        # As Redis sees it: two connections in XREAD (one per topic), for 35 subscribers,
+        # and few connections in all (the readers' and the publishers').
+        counts = []
+        for _ in range(10):
+            counts.append(await reading_connections(raw))
+            await trio.sleep(0.05)
+        assert max(reading for _, reading in counts) == 2, counts
+        assert max(total for total, _ in counts) <= 4, counts
+    # The readers stop when their topics have no subscriber, and their connections go.
+    async with raw:
+        for _ in range(100):
+            left = await reading_connections(raw)
+            if left[0] == 0:
+                break
+            await trio.sleep(0.05)
+        assert left == (0, 0)
+
+
+async def test_a_topics_reader_stops_when_unused(redis_server: RedisServer) -> None:
     redis = backend(redis_server)
     async with Broadcast(redis) as hub:
         async with hub.subscribe("a") as first, hub.subscribe("a"), hub.subscribe("b"):
