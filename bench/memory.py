@@ -24,10 +24,12 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from . import apps
 
@@ -104,7 +106,7 @@ async def measure(kind: str, streams: int) -> dict[str, float]:
             port = int(url.rsplit(":", 1)[1])
             stop = None
         # Warm-up: one connection's worth of imports and caches before the baseline.
-        await hold(port, path, 1, lambda: trio.sleep(0))
+        await hold(port, path, 1, trio.lowlevel.checkpoint)
         gc.collect()
         tracemalloc.start(1)
         baseline = tracemalloc.take_snapshot()
@@ -128,14 +130,15 @@ async def measure(kind: str, streams: int) -> dict[str, float]:
     return result
 
 
-async def hold(port: int, path: str, count: int, while_held: Any) -> None:
+async def hold(port: int, path: str, count: int, while_held: Callable[[], Awaitable[None]]) -> None:
     """Open ``count`` idle streams from a child process and run ``while_held()`` meanwhile."""
     child = await trio.lowlevel.open_process(
         [sys.executable, "-c", CLIENT, str(port), path, str(count)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
-    assert child.stdin is not None and child.stdout is not None
+    assert child.stdin is not None
+    assert child.stdout is not None
     try:
         line = b""
         while not line.endswith(b"\n"):
