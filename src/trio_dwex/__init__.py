@@ -48,7 +48,7 @@ from .framework import (
     UseInterceptors,
     map_events,
 )
-from .serving.serve import serve
+from .serving.serve import run, serve
 from .streams.broadcast import (
     RESET_EVENT,
     Broadcast,
@@ -127,6 +127,7 @@ __all__ = [
     "create_app",
     "json_serializer",
     "map_events",
+    "run",
     "serve",
     "to_event",
 ]

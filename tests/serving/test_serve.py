@@ -257,3 +257,29 @@ def test_a_bad_app_path_is_a_clear_error() -> None:
     )
     assert result.returncode != 0
     assert "cannot import 'examples.nope'" in result.stderr
+
+
+def test_run_serves_from_synchronous_code_until_a_signal() -> None:
+    """``trio_dwex.run(app, port=...)`` at a script's top level: no coroutine left unawaited."""
+    port = free_port()
+    script = (
+        "import trio_dwex\n"
+        "from examples.guide import app\n"
+        f"trio_dwex.run(app, port={port})\n"
+        "print('run returned', flush=True)\n"
+    )
+    with running([sys.executable, "-c", script], port) as process:
+        assert _countdown(f"http://127.0.0.1:{port}") == list(range(10, 0, -1))
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        output = process.stdout.read().decode() if process.stdout else ""
+    assert process.returncode == 0, output
+    assert "run returned" in output, output  # it returned after a clean shutdown
+    assert "Traceback" not in output, output
+
+
+async def test_run_inside_trio_is_a_clear_error() -> None:
+    import trio_dwex
+
+    with pytest.raises(RuntimeError, match=r"await trio_dwex\.serve"):
+        trio_dwex.run(DwexApp.__new__(DwexApp), port=0)

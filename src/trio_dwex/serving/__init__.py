@@ -1,6 +1,7 @@
-"""serving layer: `serve` runs an app on Hypercorn's Trio worker; the ``trio-dwex`` command."""
+"""serving layer: `serve` (async) and `run` (sync) serve an app on Hypercorn's Trio worker;
+the ``trio-dwex`` command."""
 
 from ._hypercorn import DroppedWrites, dropped_writes
-from .serve import DEFAULT_PORT, serve
+from .serve import DEFAULT_PORT, run, serve
 
-__all__ = ["DEFAULT_PORT", "DroppedWrites", "dropped_writes", "serve"]
+__all__ = ["DEFAULT_PORT", "DroppedWrites", "dropped_writes", "run", "serve"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -13,7 +14,7 @@ from hypercorn.config import Config, Sockets
 from ..asgi.app import DwexApp
 from ._hypercorn import ASGIApp, serve_hypercorn
 
-__all__ = ["DEFAULT_GRACEFUL_TIMEOUT", "DEFAULT_HOST", "DEFAULT_PORT", "serve"]
+__all__ = ["DEFAULT_GRACEFUL_TIMEOUT", "DEFAULT_HOST", "DEFAULT_PORT", "run", "serve"]
 
 logger = logging.getLogger("trio_dwex.serving")
 
@@ -77,9 +78,10 @@ async def serve(
 ) -> None:
     """Serve ``app`` on Hypercorn's Trio worker until SIGINT or SIGTERM (or ``shutdown_trigger``).
 
-    ``trio.run(partial(serve, app, port=9929))`` from a script (or the ``trio-dwex run``
-    command); ``await nursery.start(serve,
-    app)`` inside a Trio program (it reports the bound addresses, so port 0 works).
+    A coroutine function, for Trio code: ``await serve(app)``, or ``await nursery.start(serve,
+    app)`` (it reports the bound addresses, so port 0 works). From synchronous code (a script's
+    ``if __name__ == "__main__":``), call :func:`run` instead: ``serve(app)`` alone only makes
+    a coroutine that never runs.
 
     Compared with plain ``hypercorn --worker-class trio``, it notices every client that leaves
     (even after pipelined bytes) and drops a client that accepts no bytes for
@@ -115,6 +117,53 @@ async def serve(
         shutdown_trigger=shut_down,
         sockets=sockets,
         task_status=task_status,
+    )
+
+
+def run(
+    app: ASGIApp,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    config: Config | None = None,
+    write_timeout: float | None = None,
+    fast_send_lock: bool = True,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve ``app`` from synchronous code, blocking until SIGINT or SIGTERM: the script entry.
+
+    ::
+
+        if __name__ == "__main__":
+            trio_dwex.run(app, port=9929)
+
+    It is ``trio.run(serve, app, ...)``: it starts Trio, runs :func:`serve` with the same
+    arguments, and returns once the server has shut down (streams closed, their cleanup run,
+    the app's lifespan shutdown done). Inside Trio code, ``await serve(app)`` instead.
+
+    Raises:
+        RuntimeError: called from inside a running Trio program.
+    """
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "trio_dwex.run() starts Trio itself; inside a Trio program use "
+            "`await trio_dwex.serve(app, ...)` or `await nursery.start(trio_dwex.serve, app)`"
+        )
+    trio.run(
+        partial(
+            serve,
+            app,
+            host=host,
+            port=port,
+            config=config,
+            write_timeout=write_timeout,
+            fast_send_lock=fast_send_lock,
+            shutdown_trigger=shutdown_trigger,
+        )
     )
 
 
