@@ -275,3 +275,22 @@ async def test_hub_stream_of_a_stalled_client_ends_as_overflow(
             await wait_until(lambda: bool(reasons))
         assert reasons == [CloseReason.OVERFLOW]
         assert hub.subscriber_count("t") == 0
+
+
+async def test_idle_topics_whose_events_aged_out_are_forgotten() -> None:
+    memory = MemoryBackend(retain_seconds=0.2)
+    async with Broadcast(memory) as hub, hub.subscribe("live") as subscription:
+        before = await hub.publish("live", "kept")
+        old = [await hub.publish(f"user-{n}", n) for n in range(500)]
+        assert len(memory._topics) == 501
+        await trio.sleep(1.1)  # past retain_seconds and the once-a-second sweep
+        await hub.publish("other", "x")
+        # The subscribed topic stays, and keeps counting; the idle ones are gone.
+        assert sorted(memory._topics) == ["live", "other"]
+        after = await hub.publish("live", "more")
+        assert [e.id for e in await take(subscription, 2)] == [before, after]
+        assert parse_stream_id(after)[0] == parse_stream_id(before)[0]  # type: ignore[index]
+        # A client coming back with an id of a forgotten topic is told, not given a gap.
+        async with hub.subscribe("user-7", last_event_id=old[7]) as late:
+            (reset,) = await take(late, 1)
+        assert reset.event == RESET_EVENT

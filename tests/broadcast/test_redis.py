@@ -228,3 +228,16 @@ async def test_a_reader_crash_ends_that_topics_subscribers_not_the_hub(
     crashes = [r for r in caplog.records if "reader crashed" in r.getMessage()]
     assert len(crashes) == 1
     assert crashes[0].exc_info is not None
+
+
+async def test_per_topic_pacing_state_does_not_grow_with_dynamic_topics(
+    redis_server: RedisServer,
+) -> None:
+    redis = backend(redis_server)
+    async with Broadcast(redis) as hub:
+        for n in range(300):
+            await hub.publish(f"user-{n}", n)
+        assert len(redis._last_trim) == 300
+        await trio.sleep(1.1)  # past the once-a-second age-trim pacing
+        await hub.publish("other", "x")
+        assert list(redis._last_trim) == ["other"]

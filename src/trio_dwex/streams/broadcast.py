@@ -646,6 +646,9 @@ class _MemoryTopic:
         self.retained: deque[tuple[float, int, SseEvent]] = deque()
 
 
+#: Seconds between two sweeps of a `MemoryBackend`'s idle topics.
+_SWEEP_EVERY = 1.0
+
 #: Topic generations: distinct for every topic of every backend of this process (a counter),
 #: and across restarts (it starts from the clock, in microseconds).
 _GENERATIONS = itertools.count(time.time_ns() // 1000)
@@ -657,6 +660,12 @@ class MemoryBackend(BroadcastBackend):
     Ids are ``"<generation>-<n>"``: ``n`` counts the topic's events from 1, and the generation
     (unique per topic and process, from the clock) tells an id of this run from one handed out
     before a restart, which is answered with a reset instead of a wrong replay.
+
+    A topic's state (its generation, counter and retained events) is dropped once it has no
+    local subscriber and none of its events is retained any more (they aged out), so that
+    dynamic topics (one per user, per job) do not make the memory grow without limit. A client
+    that comes back later with an id of a dropped topic gets a reset (reason ``unknown``), as
+    after a restart: its events are gone either way.
 
     Args:
         retain_count: events kept per topic for replay.
@@ -673,6 +682,8 @@ class MemoryBackend(BroadcastBackend):
         self.retain_count = retain_count
         self.retain_seconds = retain_seconds
         self._topics: dict[str, _MemoryTopic] = {}
+        self._watched: set[str] = set()
+        self._last_sweep = -_SWEEP_EVERY
         self._deliver: Deliver | None = None
 
     async def open(self, deliver: Deliver, end: EndTopic) -> None:
@@ -695,7 +706,20 @@ class MemoryBackend(BroadcastBackend):
         while retained and (len(retained) > self.retain_count or retained[0][0] < cutoff):
             state.trimmed_to = retained.popleft()[1]
 
+    def _sweep(self) -> None:
+        """Drop idle topics whose events all aged out; at most once every `_SWEEP_EVERY` s."""
+        now = trio.current_time()
+        if now - self._last_sweep < _SWEEP_EVERY:
+            return
+        self._last_sweep = now
+        for topic, state in list(self._topics.items()):
+            if topic not in self._watched:
+                self._trim(state)
+                if not state.retained:
+                    del self._topics[topic]
+
     async def publish(self, topic: str, event: SseEvent) -> str:
+        self._sweep()
         state = self._topic(topic)
         state.seq += 1
         message = rebuild_event(event, f"{state.generation}-{state.seq}")
@@ -708,14 +732,19 @@ class MemoryBackend(BroadcastBackend):
         return message.id
 
     async def watch(self, topic: str) -> None:
+        self._watched.add(topic)
         await trio.lowlevel.checkpoint()
 
     def unwatch(self, topic: str) -> None:
-        pass
+        self._watched.discard(topic)
+        self._sweep()
 
     async def replay(self, topic: str, last_event_id: str) -> Replay:
         await trio.lowlevel.checkpoint()
-        state = self._topic(topic)
+        self._sweep()
+        state = self._topics.get(topic)
+        if state is None:  # no event yet, or dropped when its events aged out
+            return Replay([], ResetReason.UNKNOWN, "")
         self._trim(state)
         latest = f"{state.generation}-{state.seq}" if state.seq else ""
         key = self.id_key(last_event_id)

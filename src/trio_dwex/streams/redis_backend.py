@@ -179,6 +179,7 @@ class RedisBackend(BroadcastBackend):
         self._end: EndTopic | None = None
         self._readers: dict[str, _Reader] = {}
         self._last_trim: dict[str, float] = {}
+        self._last_prune = 0.0
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, key_prefix={self.key_prefix!r})"
@@ -269,6 +270,12 @@ class RedisBackend(BroadcastBackend):
 
     async def _trim_by_age(self, topic: str, key: str, entry_id: str) -> None:
         now = trio.current_time()
+        if now - self._last_prune >= _AGE_TRIM_EVERY:
+            # Forget topics whose pacing is over: dynamic topics must not grow this for ever.
+            self._last_prune = now
+            self._last_trim = {
+                name: when for name, when in self._last_trim.items() if now - when < _AGE_TRIM_EVERY
+            }
         if now - self._last_trim.get(topic, -_AGE_TRIM_EVERY) < _AGE_TRIM_EVERY:
             return
         self._last_trim[topic] = now
