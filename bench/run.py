@@ -105,49 +105,6 @@ EXTRA_ROWS = (
     ),
 )
 
-#: Prototypes of bench/proposals.py, run side by side with the code as it is.
-PROPOSAL_ROWS = (
-    Row(
-        "dwex-gen+coalesce",
-        "PROPOSED: generator route, coalescing producers",
-        "dwex-coalesce",
-        "/gen",
-    ),
-    Row(
-        "dwex-stream+coalesce",
-        "PROPOSED: SseStream route, coalescing producers",
-        "dwex-coalesce",
-        "/stream",
-        idle_path="/idle-stream",
-    ),
-    Row(
-        "dwex-gen+coalesce+fastlock",
-        "PROPOSED: generator route, coalescing + fast send lock",
-        "dwex-coalesce-fastlock",
-        "/gen",
-    ),
-    Row(
-        "dwex-stream+coalesce+fastlock",
-        "PROPOSED: SseStream route, coalescing + fast send lock",
-        "dwex-coalesce-fastlock",
-        "/stream",
-        idle_path="/idle-stream",
-    ),
-    Row(
-        "raw1-fastlock",
-        "PROPOSED: raw ASGI, 1 send per event, plain Hypercorn + fast send lock",
-        "raw1-fastlock",
-        "/gen",
-    ),
-    Row(
-        "raw1-on-dwex-fastlock",
-        "PROPOSED: raw ASGI, 1 send per event, our serve() + fast lock",
-        "raw1-on-dwex-fastlock",
-        "/gen",
-    ),
-)
-
-
 # -- measuring a process -------------------------------------------------------------------------
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -560,11 +517,6 @@ def main(argv: list[str] | None = None) -> int:
         help="also the diagnostic rows: the floor on our serve(), our app on "
         "plain Hypercorn, and stdlib json vs orjson",
     )
-    parser.add_argument(
-        "--proposals",
-        action="store_true",
-        help="also the prototypes of bench/proposals.py, side by side",
-    )
     parser.add_argument("--only", help="comma-separated row keys to run")
     parser.add_argument(
         "--fanout",
@@ -582,7 +534,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps:
         mode = Mode(**{**asdict(mode), "reps": args.reps})
     rows = list(MAIN_ROWS) + (list(EXTRA_ROWS) if args.extra else [])
-    rows += list(PROPOSAL_ROWS) if args.proposals else []
     if args.only:
         keys = set(args.only.split(","))
         rows = [row for row in rows if row.key in keys]

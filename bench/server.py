@@ -23,60 +23,29 @@ from typing import Any
 
 from . import apps
 
-#: kind -> (app factory, server, patches). Servers: "hypercorn" (plain hypercorn.trio.serve),
+#: kind -> (app factory, server). Servers: "hypercorn" (plain hypercorn.trio.serve),
 #: "dwex" (trio-dwex's serve: Hypercorn's Trio worker plus our TCPServer fixes),
-#: "hypercorn-asyncio" (hypercorn.asyncio.serve), "uvicorn". Patches are `bench.proposals`
-#: prototypes, applied in this process only.
-SERVERS: dict[str, tuple[Any, str, tuple[str, ...]]] = {
-    "dwex": (apps.make_dwex_app, "dwex", ()),
-    "dwex-orjson": (partial(apps.make_dwex_app, "orjson"), "dwex", ()),
-    "dwex-on-hypercorn": (apps.make_dwex_app, "hypercorn", ()),
-    "raw1": (partial(apps.make_raw_app, 1), "hypercorn", ()),
-    "raw64": (partial(apps.make_raw_app, 64), "hypercorn", ()),
-    "raw1-on-dwex": (partial(apps.make_raw_app, 1), "dwex", ()),
+#: "hypercorn-asyncio" (hypercorn.asyncio.serve), "uvicorn".
+SERVERS: dict[str, tuple[Any, str]] = {
+    "dwex": (apps.make_dwex_app, "dwex"),
+    "dwex-orjson": (partial(apps.make_dwex_app, "orjson"), "dwex"),
+    "dwex-on-hypercorn": (apps.make_dwex_app, "hypercorn"),
+    "raw1": (partial(apps.make_raw_app, 1), "hypercorn"),
+    "raw64": (partial(apps.make_raw_app, 64), "hypercorn"),
+    "raw1-on-dwex": (partial(apps.make_raw_app, 1), "dwex"),
     "raw1-hypercorn-asyncio": (
         partial(apps.make_raw_app, 1, flavor="asyncio"),
         "hypercorn-asyncio",
-        (),
     ),
-    "sse-starlette": (apps.make_sse_starlette_app, "uvicorn", ()),
+    "sse-starlette": (apps.make_sse_starlette_app, "uvicorn"),
     # The fan-out scenario (bench/fanout.py): a broadcast hub, in memory or on the Redis server
     # that $BENCH_REDIS_URL names.
-    "fanout-memory": (partial(apps.make_fanout_app, "memory://"), "dwex", ()),
+    "fanout-memory": (partial(apps.make_fanout_app, "memory://"), "dwex"),
     "fanout-redis": (
         lambda: apps.make_fanout_app(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")),
         "dwex",
-        (),
     ),
-    # Prototypes (bench/proposals.py):
-    "dwex-coalesce": (apps.make_dwex_app, "dwex", ("coalescing_producers",)),
-    "dwex-coalesce-fastlock": (
-        apps.make_dwex_app,
-        "dwex",
-        ("coalescing_producers", "fast_send_lock"),
-    ),
-    "raw1-fastlock": (partial(apps.make_raw_app, 1), "hypercorn", ("fast_send_lock",)),
-    "raw1-on-dwex-fastlock": (partial(apps.make_raw_app, 1), "dwex", ("fast_send_lock",)),
 }
-
-
-def apply_patches(patches: tuple[str, ...]) -> None:
-    from . import proposals
-
-    for name in patches:
-        if name == "coalescing_producers":
-            proposals.coalescing_producers()
-        elif name == "fast_send_lock":
-            import hypercorn.trio.run
-
-            hypercorn.trio.run.TCPServer = proposals.fast_send_lock(hypercorn.trio.run.TCPServer)
-            try:
-                from trio_dwex.serving import _hypercorn
-            except ImportError:
-                continue
-            _hypercorn._DwexTCPServer = proposals.fast_send_lock(_hypercorn._DwexTCPServer)
-        else:
-            raise ValueError(f"unknown patch {name!r}")
 
 
 def raise_fd_limit() -> None:
@@ -189,8 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     pin(args.cpu)
     raise_fd_limit()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    factory, server, patches = SERVERS[args.kind]
-    apply_patches(patches)
+    factory, server = SERVERS[args.kind]
     app = factory()
     if server == "uvicorn":
         run_uvicorn(app)
