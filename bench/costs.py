@@ -1,0 +1,130 @@
+"""What one event costs inside trio-dwex, with no sockets: ``python -m bench.costs``.
+
+The benchmark's CPU-per-event column is the whole server: Hypercorn, h11, the kernel and us.
+This splits off our part. Each line is process CPU time divided by events, median of
+``--reps`` runs, in this one process:
+
+* ``SseEvent(data=str, id=str)``: building (validating and encoding) the event a route yields;
+* ``bytes by hand``: the same bytes from an f-string, what the raw floor app does per event;
+* ``run_stream, generator source`` / ``SseStream source``: an event from the handler's hands
+  to the sink's ``write`` (construction included), through the pump or ``SseStream.send``,
+  the bounded buffer, and the writer's coalescing, into a sink that only counts bytes;
+* ``... awaiting between events``: the same with a checkpoint after each event, so nothing is
+  coalesced and every event pays a write, the timers and the task switches (the sparse case).
+
+Diagnostics only; not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+
+import trio
+import trio.lowlevel
+
+from trio_dwex import SseEvent, SseStream
+from trio_dwex.streams.runner import run_stream
+
+from .apps import PAYLOAD
+
+
+class CountingSink:
+    """An `EventSink` that keeps nothing: the cost of a write is one checkpoint."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.writes = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def write(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.writes += 1
+        await trio.lowlevel.checkpoint()
+
+    async def wait_disconnect(self) -> None:
+        await trio.sleep_forever()
+
+
+def build_events(n: int) -> None:
+    for i in range(n):
+        SseEvent(data=f"{PAYLOAD} {i}", id=str(i))
+
+
+def build_bytes(n: int) -> None:
+    for i in range(n):
+        f"id: {i}\ndata: {PAYLOAD} {i}\n\n".encode()
+
+
+def stream_from_generator(n: int, sparse: bool) -> None:
+    async def events() -> AsyncIterator[SseEvent]:
+        for i in range(n):
+            yield SseEvent(data=f"{PAYLOAD} {i}", id=str(i))
+            if sparse:
+                await trio.lowlevel.checkpoint()
+
+    trio.run(run_stream, events(), CountingSink())
+
+
+def stream_from_sse_stream(n: int, sparse: bool) -> None:
+    async def main() -> None:
+        stream = SseStream()
+
+        async def produce() -> None:
+            for i in range(n):
+                await stream.send(SseEvent(data=f"{PAYLOAD} {i}", id=str(i)))
+                if sparse:
+                    await trio.lowlevel.checkpoint()
+            stream.close()
+
+        stream.start_soon(produce)
+        await run_stream(stream, CountingSink())
+
+    trio.run(main)
+
+
+def cpu_us_per_event(run: Callable[[int], None], n: int, reps: int) -> float:
+    samples = []
+    for _ in range(reps):
+        start = time.process_time()
+        run(n)
+        samples.append((time.process_time() - start) / n * 1e6)
+    return statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events per run")
+    parser.add_argument("--reps", type=int, default=5, help="runs per line (median)")
+    args = parser.parse_args(argv)
+    n, reps = args.events, args.reps
+    lines: list[tuple[str, Callable[[int], None], int]] = [
+        ("SseEvent(data=str, id=str)", build_events, n),
+        ("bytes by hand (the raw floor's per-event work)", build_bytes, n),
+        ("run_stream, generator source", lambda k: stream_from_generator(k, False), n),
+        ("run_stream, SseStream source", lambda k: stream_from_sse_stream(k, False), n),
+        (
+            "run_stream, generator source, awaiting between events",
+            lambda k: stream_from_generator(k, True),
+            n // 5,
+        ),
+        (
+            "run_stream, SseStream source, awaiting between events",
+            lambda k: stream_from_sse_stream(k, True),
+            n // 5,
+        ),
+    ]
+    print(f"CPU-µs per event, in process, no sockets; median of {reps}\n")
+    print("| what | CPU-µs per event |")
+    print("|---|---:|")
+    for label, run, count in lines:
+        print(f"| {label} | {cpu_us_per_event(run, count, reps):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
