@@ -7,6 +7,14 @@ Run it with ``nox -s demo`` (or ``trio-dwex run examples.guide:app``), then::
 Every interval is multiplied by the environment variable ``GUIDE_TICK`` (seconds, default 1),
 so the tests can run the whole guide in a fraction of a second. The bearer token of
 ``/private/notifications`` is ``GUIDE_TOKEN`` (default ``secret-token``).
+
+The activity example (``/activity``) is the guide's in-process event emitter by default. With
+``GUIDE_BROADCAST`` (or ``--broadcast``) set to ``redis://host:port/db`` (or ``memory://``) it
+runs on the broadcast hub instead (``examples/activity_broadcast.py``): every worker and host
+that points at the same Redis shares the activity, with ids and ``Last-Event-ID`` replay::
+
+    GUIDE_BROADCAST=redis://127.0.0.1:6379/0 trio-dwex run examples.guide:app
+    python -m examples.guide --broadcast redis://127.0.0.1:6379/0 --port 9930
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from trio_dwex import (
     Body,
     Controller,
     CorsSettings,
+    DwexApp,
     ExecutionContext,
     Headers,
     Injectable,
@@ -430,28 +439,82 @@ class PrivateEventsController:
         return notification_events(self.notifications, req.user.id)
 
 
-@Module(
-    controllers=[
-        EventsController,
-        MonitoringController,
-        JobsController,
-        ActivityController,
-        NotificationsController,
-        PrivateEventsController,
-    ],
-    providers=[
-        DataService,
-        ActivityService,
-        NotificationService,
-        AuthGuard,
-        Provider(GuideConfig, use_value=GuideConfig()),
-    ],
-)
-class AppModule:
-    pass
+#: The broadcast hub's URL for the activity example; unset: the in-process emitter.
+BROADCAST = os.environ.get("GUIDE_BROADCAST") or None
 
 
-app = create_app(
-    AppModule,
-    settings=Settings(cors=CorsSettings(allow_origins=("*",))),
-)
+def guide_module(broadcast: str | None = None) -> type:
+    """The guide's root module; with ``broadcast``, its activity example is on that hub."""
+    activity: list[Any] = [ActivityController]
+    activity_providers: list[Any] = [ActivityService]
+    if broadcast is not None:
+        from examples import activity_broadcast
+        from trio_dwex.streams.broadcast import Broadcast
+
+        hub_url = broadcast
+        activity = [activity_broadcast.ActivityController]
+        activity_providers = [
+            activity_broadcast.ActivityService,
+            # A factory: the app enters the hub it makes at startup and exits it at shutdown.
+            Provider(Broadcast, use_factory=lambda: Broadcast.from_url(hub_url)),
+        ]
+
+    @Module(
+        controllers=[
+            EventsController,
+            MonitoringController,
+            JobsController,
+            *activity,
+            NotificationsController,
+            PrivateEventsController,
+        ],
+        providers=[
+            DataService,
+            *activity_providers,
+            NotificationService,
+            AuthGuard,
+            Provider(GuideConfig, use_value=GuideConfig()),
+        ],
+    )
+    class AppModule:
+        pass
+
+    return AppModule
+
+
+def make_app(broadcast: str | None = None) -> DwexApp:
+    """The guide app; ``broadcast`` (a hub URL) puts its activity example on the hub.
+
+    Each call makes a new app: two apps on one Redis URL behave like two worker processes.
+    """
+    return create_app(
+        guide_module(broadcast),
+        settings=Settings(cors=CorsSettings(allow_origins=("*",))),
+    )
+
+
+AppModule = guide_module(BROADCAST)
+app = create_app(AppModule, settings=Settings(cors=CorsSettings(allow_origins=("*",))))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m examples.guide [--broadcast URL] [--host H] [--port P]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Every example of the SSE guide, as one app.")
+    parser.add_argument(
+        "--broadcast",
+        default=BROADCAST,
+        help="the activity example on the broadcast hub at this URL (redis://host:port/db or "
+        "memory://); default: GUIDE_BROADCAST, else the in-process emitter",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9929)
+    args = parser.parse_args(argv)
+    from trio_dwex.serving import serve
+
+    trio.run(lambda: serve(make_app(args.broadcast), host=args.host, port=args.port))
+
+
+if __name__ == "__main__":
+    main()
