@@ -29,6 +29,7 @@ import time
 import traceback
 import types
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,7 +234,36 @@ def relative_links(text: str) -> Iterator[str]:
 # -- the documentation ----------------------------------------------------------------------
 
 
+#: Environment variables a page reads for a server this test starts for it: a page that names
+#: one gets the server, really run, instead of a block skipped behind ``__main__``.
+REDIS_URL_VARIABLE = "TRIO_DWEX_REDIS_URL"
+REDIS_CLUSTER_VARIABLE = "TRIO_DWEX_REDIS_CLUSTER"
+
+
+@pytest.fixture
+def page_services(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Start the servers the page names (a redis-server, a Redis Cluster), stopped by PID."""
+    from tests.broadcast.conftest import RedisClusterNodes, RedisServer
+
+    text = page.read_text(encoding="utf-8")
+    with ExitStack() as stack:
+        if REDIS_URL_VARIABLE in text:
+            (tmp_path / "redis").mkdir()
+            server = RedisServer(tmp_path / "redis")
+            server.start()
+            stack.callback(server.stop)
+            monkeypatch.setenv(REDIS_URL_VARIABLE, server.url)
+        if REDIS_CLUSTER_VARIABLE in text:
+            (tmp_path / "cluster").mkdir()
+            cluster = RedisClusterNodes(tmp_path / "cluster")
+            stack.callback(cluster.stop)
+            cluster.start()
+            monkeypatch.setenv(REDIS_CLUSTER_VARIABLE, f"127.0.0.1:{cluster.ports[0]}")
+        yield
+
+
 @pytest.mark.parametrize("page", pages(), ids=page_id)
+@pytest.mark.usefixtures("page_services")
 def test_page_runs(page: Path) -> None:
     started = time.monotonic()
     run_page(page, display_name=f"docs/{page_id(page)}")
