@@ -142,11 +142,17 @@ class EventsController:
         with an empty ``id:``) sends ``Last-Event-ID:`` with nothing, and starts over.
         """
         last_id = (last_event_id or "").strip()
-        if last_id and not (last_id.isascii() and last_id.isdigit()):
-            raise BadRequestException(
-                f"header 'last-event-id' must be a non-negative integer, got {last_id[:32]!r}"
-            )
-        start = int(last_id) + 1 if last_id else 0
+        start = 0
+        if last_id:
+            problem = f"header 'last-event-id' must be a non-negative integer, got {last_id[:32]!r}"
+            if not (last_id.isascii() and last_id.isdigit()):
+                raise BadRequestException(problem)
+            try:
+                start = int(last_id) + 1
+            except ValueError:
+                # More digits than Python parses (sys.get_int_max_str_digits(), 4300): a 400
+                # like any other malformed id, not a 500.
+                raise BadRequestException(problem) from None
         for i in range(start, 100):
             yield SseEvent(data={"count": i}, id=str(i), retry=3000)
             await trio.sleep(TICK)
