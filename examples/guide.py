@@ -25,7 +25,7 @@ import re
 import resource
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,7 +79,7 @@ def now_ms() -> int:
 class DataService:
     """A data source that fails part-way, for the error-handling example."""
 
-    async def stream(self) -> AsyncIterator[dict[str, int]]:
+    async def stream(self) -> AsyncGenerator[dict[str, int], None]:
         for n in range(3):
             yield {"item": n}
             await trio.sleep(TICK / 2)
@@ -88,8 +88,9 @@ class DataService:
 
 @Controller("events")
 class EventsController:
-    def __init__(self, data: DataService) -> None:
-        self.data = data
+    def __init__(self, data_service: DataService) -> None:
+        # Not ``self.data``: that would shadow the ``data`` handler below.
+        self.data_service = data_service
 
     @Sse("updates")
     async def updates(self) -> AsyncIterator[SseEvent]:
@@ -162,7 +163,7 @@ class EventsController:
         """Errors become an event, and the stream still says goodbye."""
         try:
             yield SseEvent(data={"status": "started"}, event="start")
-            async with aclosing(self.data.stream()) as items:
+            async with aclosing(self.data_service.stream()) as items:
                 async for item in items:
                     yield SseEvent(data=item, event="data")
         except Exception as error:
