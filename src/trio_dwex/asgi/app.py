@@ -20,7 +20,7 @@ from ..framework.module import ApplicationPlan, compile_application
 from ..framework.pipeline import ExecutionContext, run_guards, run_interceptors
 from ..framework.routing import RoutePlan
 from ..framework.signature import solve_params
-from ..streams.runner import StreamTracker
+from ..streams.runner import StreamSettings, StreamTracker
 from ..streams.stream import SseStream
 from ..wire.sse import use_serializer
 from .cors import Cors, origin_of
@@ -64,6 +64,14 @@ class DwexApp:
         self.streams = StreamTracker()
         self._cors = None if settings.cors is None else Cors(settings.cors)
         self._starting_streams = 0
+        # Each SSE route's stream settings (app-wide ones with the route's ``@Sse`` overrides)
+        # are built and checked once, here, rather than per request. Keyed by identity: the
+        # plan holds its routes for the app's lifetime.
+        self._route_streams: dict[int, tuple[StreamSettings, Any]] = {
+            id(route): _stream_options(settings.streams, route)
+            for route in plan.routes
+            if route.kind == "sse"
+        }
 
     def stats(self) -> dict[str, object]:
         """Open streams and totals (opened, closed by reason): JSON-able, for metrics."""
@@ -156,11 +164,10 @@ class DwexApp:
         # An interceptor may have wrapped the handler's SseStream: its tasks and callbacks
         # still belong to this response.
         owner = returned if isinstance(returned, SseStream) and returned is not result else None
-        options: dict[str, Any] = dict(route.sse_options)
-        headers = options.pop("headers", None)
+        stream_settings, headers = self._route_streams[id(route)]
         return EventSourceResponse(
             result,
-            settings=replace(self.settings.streams, **options),
+            settings=stream_settings,
             headers=headers,
             tracker=self.streams,
             owner=owner,
@@ -182,6 +189,13 @@ class DwexApp:
             await send({"type": f"lifespan.{phase}.failed", "message": repr(exc)})
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _stream_options(app_wide: StreamSettings, route: RoutePlan) -> tuple[StreamSettings, Any]:
+    """A route's stream settings and extra headers: ``app_wide`` with its ``@Sse`` overrides."""
+    options: dict[str, Any] = dict(route.sse_options)
+    headers = options.pop("headers", None)
+    return (replace(app_wide, **options) if options else app_wide), headers
 
 
 def _to_response(result: object) -> Response:
