@@ -20,7 +20,7 @@ from ..framework.module import ApplicationPlan, compile_application
 from ..framework.pipeline import ExecutionContext, run_guards, run_interceptors
 from ..framework.routing import RoutePlan
 from ..framework.signature import solve_params
-from ..streams.runner import StreamSettings, StreamTracker
+from ..streams.runner import StreamSettings, StreamStats, StreamTracker
 from ..streams.stream import SseStream
 from ..wire.sse import use_serializer
 from .cors import Cors, origin_of
@@ -73,7 +73,7 @@ class DwexApp:
             if route.kind == "sse"
         }
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> StreamStats:
         """Open streams and totals (opened, closed by reason): JSON-able, for metrics."""
         return self.streams.stats()
 

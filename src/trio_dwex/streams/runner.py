@@ -31,7 +31,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import trio
 
@@ -43,6 +43,7 @@ __all__ = [
     "CloseReason",
     "EventSink",
     "StreamSettings",
+    "StreamStats",
     "StreamTracker",
     "aclose_iterator",
     "run_stream",
@@ -165,6 +166,17 @@ class _StreamState:
         self.scope.cancel()
 
 
+class StreamStats(TypedDict):
+    """What `StreamTracker.stats` (and ``DwexApp.stats()``) returns: plain JSON-able values."""
+
+    #: Streams running now.
+    open: int
+    #: Streams started since the tracker was made.
+    opened: int
+    #: Streams ended, keyed by `CloseReason` value (every reason present, 0 if none).
+    closed: dict[str, int]
+
+
 class StreamTracker:
     """Counts an app's streams by outcome, and ends them all at shutdown.
 
@@ -199,7 +211,7 @@ class StreamTracker:
         """Accept new streams again after `close_all` (an app served again, as in tests)."""
         self._shutting_down = False
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> StreamStats:
         """A JSON-able snapshot, for a metrics endpoint or a test."""
         return {
             "open": self.open_count,
