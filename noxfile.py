@@ -40,9 +40,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the library."""
+    """mypy --strict on the library and the examples users copy from."""
     session.install("mypy>=1.10", "-e", ".[test]")
-    session.run("mypy", "--strict", "src")
+    session.run("mypy", "--strict", "src", "examples")
 
 
 @nox.session
