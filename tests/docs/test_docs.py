@@ -12,8 +12,22 @@ who writes a page, is:
 * A page that needs a live server starts one itself, in a block that calls
   ``trio.run(main)`` with ``async with serve_app(app) as url:`` inside (this test is sync, so
   ``trio.run`` is allowed). Intervals in the examples are short, so a page runs in seconds.
-* Blocks in another language (``js``, ``sh``, ``text``, ``http``...) are shown, not run. A
-  fence without a language, or with one not listed in :data:`SHOWN_ONLY`, fails the test: no
+* Every block in another language is **run, checked, or tagged ``no-run`` with a reason**
+  (:func:`test_every_block_is_run_checked_or_says_why_not`):
+
+  - run: ``sh`` blocks of nothing but ``curl`` commands, and ``js`` blocks that open an
+    ``EventSource``, run against the guide app (``examples/guide.py``) in
+    ``tests/docs/test_live_blocks.py``, with real curl and Chromium (:mod:`tests.docs.runnable`
+    selects them);
+  - checked: an ``http`` block parses as an HTTP request or response head; a ``text`` block is
+    an SSE wire sample that :class:`~trio_dwex.wire.decoder.SseDecoder` decodes to at least one
+    event; ``json`` and ``toml`` blocks load;
+  - not runnable: the fence says so after the language, with the reason, as in
+    ```` ```sh no-run installs packages on the reader's machine ````. Renderers use only the
+    first word of the info string, so the tag does not show. A ``python`` block cannot be
+    tagged: it always runs (guard a server that runs forever with ``__main__`` instead).
+
+  A fence without a language, or with one not listed in :data:`SHOWN_ONLY`, fails the test: no
   Python block can slip through unexecuted by a typo in its tag.
 * Every page is linked from ``docs/index.md``, and every relative link between pages resolves.
 
@@ -23,24 +37,31 @@ line its code starts on, and the traceback points at lines of the Markdown file 
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
+import tomllib
 import traceback
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import h11
 import pytest
+
+from tests.docs.runnable import runner_of
+from trio_dwex.wire.decoder import SseDecoder
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 #: Fence tags of blocks that are executed.
 EXECUTED = frozenset({"python", "py", "python3"})
 
-#: Fence tags of blocks that are only shown. Anything else is refused (see the module docstring).
+#: Fence tags of blocks in other languages: each is run by another test, checked here, or tagged
+#: ``no-run``. Anything else is refused (see the module docstring).
 SHOWN_ONLY = frozenset(
     {
         "js",
@@ -69,6 +90,9 @@ SHOWN_ONLY = frozenset(
     }
 )
 
+#: The word after the language that marks a block as not runnable; the rest of the line says why.
+NO_RUN = "no-run"
+
 #: The namespace's module name: not ``"__main__"``, so ``if __name__ == "__main__":`` is skipped.
 MODULE_NAME = "docs_example"
 
@@ -76,7 +100,9 @@ MODULE_NAME = "docs_example"
 #: while leaving room for a machine that is busy running other tests.
 PAGE_BUDGET = 30.0
 
-_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+#: A fence line. A backtick fence's info string has no backtick (CommonMark), so a line that
+#: opens with a code span like ```` ```sh ```` is prose.
+_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}(?![^`]*`)|~{3,})(?P<info>.*)$")
 _CODE_SPAN = re.compile(r"(`+).*?\1")
 _LINK = re.compile(r"\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
@@ -91,6 +117,8 @@ class Block:
     code: str
     #: The 1-based line of the page on which the code starts (the line after the fence).
     line: int
+    #: ``None`` unless the fence says ``no-run``; then the reason it gives ("" if none).
+    no_run: str | None = None
 
 
 def parse_blocks(text: str, name: str) -> list[Block]:
@@ -109,7 +137,11 @@ def parse_blocks(text: str, name: str) -> list[Block]:
             continue
         fence = opening["fence"]
         info = opening["info"].strip()
-        language = info.split(maxsplit=1)[0].lower() if info else ""
+        words = info.split(maxsplit=2)
+        language = words[0].lower() if words else ""
+        no_run = None
+        if len(words) > 1 and words[1] == NO_RUN:
+            no_run = words[2] if len(words) > 2 else ""
         body: list[str] = []
         start = index + 1
         index += 1
@@ -126,7 +158,7 @@ def parse_blocks(text: str, name: str) -> list[Block]:
             index += 1
         else:
             raise ValueError(f"{name}:{start}: a code fence {fence!r} is never closed")
-        blocks.append(Block(language, "\n".join(body) + "\n", start + 1))
+        blocks.append(Block(language, "\n".join(body) + "\n", start + 1, no_run))
         index += 1
     return blocks
 
@@ -231,6 +263,79 @@ def relative_links(text: str) -> Iterator[str]:
         yield target.partition("#")[0]
 
 
+def check_http(code: str) -> None:
+    """An ``http`` block: one request or response head (start line and headers), as h11 reads it."""
+    head = code.strip("\n").replace("\n", "\r\n").encode() + b"\r\n\r\n"
+    if head.startswith(b"HTTP/"):
+        connection = h11.Connection(h11.CLIENT)
+        connection.send(h11.Request(method="GET", target="/", headers=[("Host", "docs")]))
+        expected: type[h11.Request | h11.Response] = h11.Response
+    else:
+        connection = h11.Connection(h11.SERVER)
+        expected = h11.Request
+    connection.receive_data(head)
+    event = connection.next_event()
+    if not isinstance(event, expected):
+        raise ValueError(f"not an HTTP {expected.__name__.lower()} head: {event}")
+
+
+#: The fields of an SSE event; a ``text`` sample's lines are these, comments or blank.
+SSE_FIELDS = ("data", "event", "id", "retry")
+
+
+def check_sse_sample(code: str) -> None:
+    """A ``text`` block: SSE on the wire, which our decoder reads as one event or more.
+
+    A sample's last event need not show the blank line that ends it.
+    """
+    for number, line in enumerate(code.splitlines(), start=1):
+        if line and not line.startswith(":") and line.partition(":")[0] not in SSE_FIELDS:
+            raise ValueError(
+                f"line {number} of the sample is not an SSE field, comment or blank: {line!r}"
+            )
+    if not SseDecoder().feed(code.encode() + b"\n"):
+        raise ValueError("the SSE sample decodes to no event")
+
+
+#: How a block in each of these languages is checked, if no test runs it and it is not no-run.
+CHECKS: dict[str, Callable[[str], object]] = {
+    "http": check_http,
+    "text": check_sse_sample,
+    "json": json.loads,
+    "toml": tomllib.loads,
+}
+
+
+def unaccounted(blocks: list[Block], name: str) -> list[str]:
+    """What is wrong with each block that is neither run, checked nor tagged no-run with a reason.
+
+    Python blocks run (see :func:`run_page`); the rest are run by :func:`runner_of`'s test,
+    checked by :data:`CHECKS` (which runs the check here) or tagged ``no-run`` with a reason.
+    """
+    problems: list[str] = []
+    for block in blocks:
+        where = f"{name}:{block.line - 1}: a {block.language or 'untagged'} block"
+        if block.language in EXECUTED:
+            if block.no_run is not None:
+                problems.append(f"{where} always runs; guard what must not with __main__")
+        elif block.no_run is not None:
+            if not block.no_run:
+                problems.append(f"{where} says no-run without a reason: ```sh no-run <why>")
+        elif runner_of(block.language, block.code) is None:
+            check = CHECKS.get(block.language)
+            if check is None:
+                problems.append(
+                    f"{where} that no test runs; make it runnable (see tests/docs/runnable.py) "
+                    f"or tag it ```{block.language} {NO_RUN} <why it cannot run here>"
+                )
+                continue
+            try:
+                check(block.code)
+            except Exception as exc:
+                problems.append(f"{where} fails its check: {type(exc).__name__}: {exc}")
+    return problems
+
+
 # -- the documentation ----------------------------------------------------------------------
 
 
@@ -271,6 +376,13 @@ def test_page_runs(page: Path) -> None:
     assert elapsed < PAGE_BUDGET, (
         f"docs/{page_id(page)} took {elapsed:.1f}s to run; shorten its intervals"
     )
+
+
+@pytest.mark.parametrize("page", pages(), ids=page_id)
+def test_every_block_is_run_checked_or_says_why_not(page: Path) -> None:
+    name = f"docs/{page_id(page)}"
+    problems = unaccounted(parse_blocks(page.read_text(encoding="utf-8"), name), name)
+    assert not problems, "\n".join(problems)
 
 
 def test_every_page_is_linked_from_the_index() -> None:
@@ -363,3 +475,49 @@ def test_parser_keeps_longer_fences_and_tildes_intact() -> None:
     assert [(b.language, b.line) for b in blocks] == [("markdown", 2), ("python", 7)]
     assert blocks[0].code == "```python\nx\n```\n"
     assert blocks[1].code == "y = 2\n"
+
+
+def test_parser_reads_a_line_opening_with_a_code_span_as_prose() -> None:
+    text = "```` ```sh no-run why ```` is a tag.\n```sh no-run why\nx\n```\n"
+    assert [(b.line, b.no_run) for b in parse_blocks(text, "t.md")] == [(3, "why")]
+
+
+def test_parser_reads_a_no_run_tag_and_its_reason() -> None:
+    text = "```sh no-run needs a  Redis\nx\n```\n```sh no-run\ny\n```\n```sh\nz\n```\n"
+    assert [b.no_run for b in parse_blocks(text, "t.md")] == ["needs a  Redis", "", None]
+
+
+@pytest.mark.parametrize(
+    ("fence", "problem"),
+    [
+        ("```sh\npip install x\n```\n", "that no test runs"),
+        ("```sh no-run\npip install x\n```\n", "without a reason"),
+        ("```python no-run slow\nx = 1\n```\n", "always runs"),
+        ("```yaml\na: 1\n```\n", "that no test runs"),
+        ("```json\n{1}\n```\n", "fails its check: JSONDecodeError"),
+        ("```toml\n[a\n```\n", "fails its check: TOMLDecodeError"),
+        ("```text\nhello world\n```\n", "not an SSE field"),
+        ("```text\n: only a comment\n```\n", "decodes to no event"),
+        ("```http\nGET /\n```\n", "fails its check"),
+        ("```http\nHTTP/1.1 two hundred\n```\n", "fails its check"),
+    ],
+)
+def test_enforcement_refuses(fence: str, problem: str) -> None:
+    [message] = unaccounted(parse_blocks("# T\n\n" + fence, "t.md"), "t.md")
+    assert message.startswith("t.md:3: a "), message
+    assert problem in message
+
+
+def test_enforcement_accepts() -> None:
+    text = (
+        "```sh no-run installs packages\npip install x\n```\n"
+        "```sh\ncurl -N localhost:9929/events/countdown\n```\n"
+        "```js\nnew EventSource('/events')\n```\n"
+        "```http\nGET /events HTTP/1.1\nHost: x\n```\n"
+        "```http\nHTTP/1.1 200\ncontent-type: text/event-stream\n```\n"
+        "```text\n: hi\nid: 1\ndata: x\n```\n"
+        '```json\n{"a": 1}\n```\n'
+        "```toml\n[a]\nb = 1\n```\n"
+        "```python\nx = 1\n```\n"
+    )
+    assert unaccounted(parse_blocks(text, "t.md"), "t.md") == []
