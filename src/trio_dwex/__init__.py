@@ -58,7 +58,13 @@ from .streams.broadcast import (
     ResetReason,
     Subscription,
 )
-from .streams.runner import CloseReason, StreamSettings, StreamTracker, aclose_iterator
+from .streams.runner import (
+    CloseReason,
+    StreamSettings,
+    StreamStats,
+    StreamTracker,
+    aclose_iterator,
+)
 from .streams.stream import OverflowPolicy, SseStream
 from .wire.decoder import Comment, MessageEvent, SseDecoder
 from .wire.sse import NO_DATA, SseEvent, json_serializer, to_event
@@ -116,6 +122,7 @@ __all__ = [
     "SseStream",
     "StreamClosed",
     "StreamSettings",
+    "StreamStats",
     "StreamTracker",
     "Subscription",
     "TooManyRequestsException",

@@ -9,7 +9,13 @@ See ``docs/testing.md``.
 from ..wire.decoder import MessageEvent
 from .client import DEFAULT_RECONNECT_DELAY, EventSource, EventSourceError, StopReason
 from .faults import STALL_RECEIVE_BUFFER, RawStream, open_raw_stream, open_stalled_stream
-from .server import TEST_GRACEFUL_TIMEOUT, run_test_server, serve_app, server_config
+from .server import (
+    TEST_GRACEFUL_TIMEOUT,
+    ServerFactory,
+    run_test_server,
+    serve_app,
+    server_config,
+)
 
 __all__ = [
     "DEFAULT_RECONNECT_DELAY",
@@ -19,6 +25,7 @@ __all__ = [
     "EventSourceError",
     "MessageEvent",
     "RawStream",
+    "ServerFactory",
     "StopReason",
     "open_raw_stream",
     "open_stalled_stream",

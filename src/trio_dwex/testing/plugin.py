@@ -27,26 +27,20 @@ the ini file, or ``@pytest.mark.trio`` on each test.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
 from ..asgi.types import ASGIApp
-from .server import run_test_server, server_config
+from .server import ServerFactory, run_test_server, server_config
 
 __all__ = ["ServerFactory", "app_url", "load_app", "sse_app", "sse_client", "sse_server"]
 
 INI_OPTION = "trio_dwex_app"
-
-
-class ServerFactory(Protocol):
-    """The type of the ``sse_server`` fixture, for your annotations."""
-
-    def __call__(self, app: ASGIApp, /, **settings: Any) -> Awaitable[str]: ...
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

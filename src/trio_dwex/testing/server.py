@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from hypercorn.config import Config
@@ -19,11 +19,26 @@ from hypercorn.config import Config
 from ..asgi.types import ASGIApp
 from ..serving.serve import make_config, serve
 
-__all__ = ["TEST_GRACEFUL_TIMEOUT", "run_test_server", "serve_app", "server_config"]
+__all__ = [
+    "TEST_GRACEFUL_TIMEOUT",
+    "ServerFactory",
+    "run_test_server",
+    "serve_app",
+    "server_config",
+]
 
 #: Seconds that plain requests still running at exit get (streams are closed at once anyway):
 #: short, so that a test that leaves a request hanging costs little.
 TEST_GRACEFUL_TIMEOUT = 2.0
+
+
+class ServerFactory(Protocol):
+    """The type of the ``sse_server`` pytest fixture (it serves an app, returns its base URL).
+
+    Here rather than in the plugin so that annotating a test does not import pytest's plugin.
+    """
+
+    def __call__(self, app: ASGIApp, /, **settings: Any) -> Awaitable[str]: ...
 
 
 def server_config(host: str = "127.0.0.1", **settings: Any) -> Config:
