@@ -241,3 +241,38 @@ async def test_per_topic_pacing_state_does_not_grow_with_dynamic_topics(
         await trio.sleep(1.1)  # past the once-a-second age-trim pacing
         await hub.publish("other", "x")
         assert list(redis._last_trim) == ["other"]
+
+
+async def test_a_retried_publish_whose_first_xadd_was_applied_is_delivered_once(
+    redis_server: RedisServer,
+) -> None:
+    proxy = TcpProxy(redis_server.port)
+    raw = coredis.Redis.from_url(redis_server.url, decode_responses=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        publishing = backend(proxy.url, backoff_initial=0.02)
+        async with (
+            Broadcast(publishing) as publisher,
+            Broadcast(backend(redis_server)) as hub,
+            raw,
+            hub.subscribe("t") as subscription,
+        ):
+            ids = [await publisher.publish("t", "first")]
+            assert [e.data for e in await take(subscription, 1)] == ["first"]
+            # Redis runs the XADD, the reply is lost with its connection, the publish retries.
+            proxy.lose_reply(b"XADD")
+            ids.append(await publisher.publish("t", "second"))
+            assert proxy.lost == {b"XADD": 1}
+            ids.append(await publisher.publish("t", "third"))
+            events = await take(subscription, 2)
+            assert [e.data for e in events] == ["second", "third"]
+            # Nothing more: one more event comes next, not a second "second".
+            ids.append(await publisher.publish("t", "last"))
+            assert [e.data for e in await take(subscription, 1)] == ["last"]
+            stored = await raw.xrange(publishing._key("t"))
+            async with hub.subscribe("t", last_event_id=ids[0]) as replaying:
+                replayed = await take(replaying, 3)
+        nursery.cancel_scope.cancel()
+    assert [e.id for e in events] == ids[1:3]
+    assert [entry.identifier for entry in stored] == ids
+    assert [e.data for e in replayed] == ["second", "third", "last"]

@@ -25,9 +25,13 @@ Theory of operation. A topic is the stream ``<key_prefix><topic>``.
   last id that are gone unread, or a stream with fewer entries ever added than it read (made
   anew), make it deliver one ``reset`` event (reason ``too_old`` or ``unknown``, its id the
   last id read) to the local subscribers before what follows. This assumes every process
-  trims with the same ``retain_count`` and nobody deletes entries (``XDEL``). `publish`
-  retries within ``publish_timeout`` then raises `BroadcastUnavailable`; a retried ``XADD``
-  whose first reply was lost may have been applied twice (at-least-once, with distinct ids).
+  trims with the same ``retain_count`` and nobody deletes entries (``XDEL``).
+* **retried publishes**: `publish` retries within ``publish_timeout`` then raises
+  `BroadcastUnavailable`. An attempt whose reply was lost may have been applied, so every
+  entry carries a token (a random nonce per backend, a sequence number per publish), and a
+  retry is a Lua script that adds the entry only if no entry since shortly before the first
+  attempt (on the server's clock) carries the token, and otherwise answers that entry's id:
+  the event is in the stream once, and `publish` returns its id.
 * **crashes**: an entry that cannot be decoded is logged with its traceback and skipped; a
   reader that crashes (a bug, not Redis being away) is logged and ends its topic's local
   subscriptions, whose clients reconnect; the hub and the other topics go on.
@@ -46,7 +50,9 @@ every event the readers had read, and a client that reconnects with an older id 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
@@ -90,6 +96,40 @@ _READER_RETRIES: tuple[type[BaseException], ...] = (*_UNAVAILABLE, coredis.excep
 
 #: Seconds between two age trims (``XTRIM MINID``) of one topic by one process.
 _AGE_TRIM_EVERY = 1.0
+
+#: The entry field that names the publish: ``<publisher nonce>:<sequence number>``.
+_TOKEN = "p"
+
+#: How far (ms) before the first attempt, on the server's clock, a retry looks for it: the
+#: client's elapsed time measures the rest, and this absorbs clock steps and rounding.
+_RETRY_MARGIN_MS = 5000
+
+#: A retried publish: ``KEYS[1]`` the stream; ``ARGV`` the token, the window (ms) in which an
+#: earlier attempt may have been applied, ``retain_count``, then the entry's fields. Atomic, and
+#: on one key, so it runs on Redis Cluster too. Only retries pay for the scan, which is bounded
+#: by the window and the retention.
+_IDEMPOTENT_XADD = """
+local key, token = KEYS[1], ARGV[1]
+local now = redis.call('TIME')
+local since = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[2])
+local start = string.format('%d-0', math.max(0, since))
+while true do
+  local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 256)
+  for _, entry in ipairs(batch) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'p' and fields[i + 1] == token then
+        return entry[1]
+      end
+    end
+  end
+  if #batch < 256 then
+    break
+  end
+  start = '(' .. batch[#batch][1]
+end
+return redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+"""
 
 
 class _Reader:
@@ -171,6 +211,9 @@ class RedisBackend(BroadcastBackend):
         self.backoff_max = backoff_max
         self.reader_linger = reader_linger
         self._given_client = client
+        #: Names this backend's publishes, with a sequence number: see `publish`.
+        self._nonce = secrets.token_hex(8)
+        self._sequence = itertools.count(1)
         self._max_connections = max_connections
         self._client: Any = None
         self._stack: AsyncExitStack | None = None
@@ -240,23 +283,37 @@ class RedisBackend(BroadcastBackend):
     async def publish(self, topic: str, event: SseEvent) -> str:
         client = self._require_client()
         key = self._key(topic)
-        fields = _encode_fields(event)
-        deadline = trio.current_time() + self.publish_timeout
+        # The entry names its publish (this backend's nonce, a sequence number), so that a
+        # retry can tell whether an attempt whose reply was lost was applied after all.
+        token = f"{self._nonce}:{next(self._sequence)}"
+        fields = {_TOKEN: token, **_encode_fields(event)}
+        started = trio.current_time()
+        deadline = started + self.publish_timeout
         backoff = self.backoff_initial
+        retry = False
         while True:
             try:
                 with trio.fail_after(self.command_timeout):
-                    entry_id = _text(
-                        await client.xadd(
+                    if not retry:
+                        reply = await client.xadd(
                             key,
                             fields,
                             trim_strategy=PureToken.MAXLEN,
                             threshold=self.retain_count,
                             trim_operator=PureToken.APPROXIMATELY,
                         )
-                    )
+                    else:
+                        # Redis may have applied an earlier attempt: add the entry only if
+                        # no entry of the last moments carries the token, else answer its id.
+                        window = int((trio.current_time() - started) * 1000) + _RETRY_MARGIN_MS
+                        args = [token, str(window), str(self.retain_count)]
+                        for name, value in fields.items():
+                            args += [name, value]
+                        reply = await client.eval(_IDEMPOTENT_XADD, keys=[key], args=args)
+                entry_id = _text(reply)
                 break
             except _UNAVAILABLE as exc:
+                retry = True
                 if trio.current_time() + backoff > deadline:
                     raise BroadcastUnavailable(
                         f"could not publish to topic {topic!r}: Redis at {self.url} did not "
