@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import AsyncExitStack
 
 import coredis
@@ -276,3 +277,38 @@ async def test_a_retried_publish_whose_first_xadd_was_applied_is_delivered_once(
     assert [e.id for e in events] == ids[1:3]
     assert [entry.identifier for entry in stored] == ids
     assert [e.data for e in replayed] == ["second", "third", "last"]
+
+
+async def test_failing_age_trims_warn_once_per_spell(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=redis_backend.logger.name)
+    proxy = TcpProxy(redis_server.port)
+
+    def trim_logs() -> list[tuple[str, str]]:
+        return [
+            (r.levelname, r.getMessage())
+            for r in caplog.records
+            if r.name == redis_backend.logger.name and "age trim" in r.getMessage()
+        ]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        async with Broadcast(backend(proxy.url)) as hub:
+            # Age trims are paced per topic: one publish to a new topic is one trim.
+            await hub.publish("t0", "trimmed")
+            assert trim_logs() == []
+            proxy.lose_reply(b"XTRIM", times=3)
+            for n in range(1, 4):
+                await hub.publish(f"t{n}", "published, not trimmed")
+            assert proxy.lost == {b"XTRIM": 3}
+            spell = trim_logs()
+            assert [level for level, _ in spell] == ["WARNING", "DEBUG", "DEBUG"]
+            assert "'t1'" in spell[0][1]
+            assert "retain_seconds" in spell[0][1]
+            await hub.publish("t4", "trimmed again")
+            assert [level for level, _ in trim_logs()[3:]] == ["INFO"]
+            proxy.lose_reply(b"XTRIM")
+            await hub.publish("t5", "a new spell")
+            assert [level for level, _ in trim_logs()[4:]] == ["WARNING"]
+        nursery.cancel_scope.cancel()

@@ -223,6 +223,8 @@ class RedisBackend(BroadcastBackend):
         self._readers: dict[str, _Reader] = {}
         self._last_trim: dict[str, float] = {}
         self._last_prune = 0.0
+        #: True from a failed age trim to the next one that succeeds: one warning per spell.
+        self._trims_failing = False
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, key_prefix={self.key_prefix!r})"
@@ -345,9 +347,26 @@ class RedisBackend(BroadcastBackend):
                 await self._require_client().xtrim(
                     key, PureToken.MINID, min_id, trim_operator=PureToken.APPROXIMATELY
                 )
-        except _UNAVAILABLE as exc:
-            # The event is published; the next publish trims instead.
-            logger.debug("age trim of %r failed: %r", topic, exc)
+        except _READER_RETRIES as exc:
+            # The event is published all the same (so this never raises); a later publish
+            # trims instead. Once per spell of failures a warning: entries outlive
+            # retain_seconds meanwhile.
+            if self._trims_failing:
+                logger.debug("age trim of %r failed again: %r", topic, exc)
+            else:
+                self._trims_failing = True
+                logger.warning(
+                    "age trim of broadcast topic %r failed (%r): entries older than "
+                    "retain_seconds=%s stay in Redis until a trim succeeds (further failures "
+                    "are logged at DEBUG until then)",
+                    topic,
+                    exc,
+                    self.retain_seconds,
+                )
+        else:
+            if self._trims_failing:
+                self._trims_failing = False
+                logger.info("age trims of broadcast topics succeed again (topic %r)", topic)
 
     # -- live delivery ------------------------------------------------------------------------
 
