@@ -7,6 +7,8 @@ who writes a page, is:
 * Every ```` ```python ```` block of a page runs, in order, in **one namespace per page**, as if
   the page were one module named ``docs_example``. A later block may use what an earlier one
   defined, and nothing leaks from one page to another.
+* The page's blocks, as that one module, pass ``mypy --strict``, since users copy them
+  into type-checked code (``tests/docs/test_docs_typecheck.py``).
 * ``__name__`` is ``"docs_example"``, so ``if __name__ == "__main__":`` blocks are skipped:
   that is how a page shows ``trio.run(serve, app)`` without serving forever.
 * A page that needs a live server starts one itself, in a block that calls
