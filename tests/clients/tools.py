@@ -5,25 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 from tests.helpers import accept_lifespan
+from trio_dwex.asgi.types import ASGIApp, Message, Receive, Scope, Send
 
 # The guide's intervals are tests' business: short by default (tests that measure liveness
 # set `guide.TICK` themselves). Set before the first import of examples.guide anywhere.
 os.environ.setdefault("GUIDE_TICK", "0.01")
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INSTALL_HINT = "run .ci/install-system-packages (as root; CI does) to install it"
 
@@ -52,7 +45,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def static_page(html: str) -> ASGI:
+def static_page(html: str) -> ASGIApp:
     """A raw ASGI app answering every GET with ``html``: the page of a browser test."""
     body = html.encode()
 
@@ -89,7 +82,7 @@ class Recorded:
 class Recorder:
     """ASGI middleware that writes down every HTTP request before the app handles it."""
 
-    app: ASGI
+    app: ASGIApp
     requests: list[Recorded] = field(default_factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -105,7 +98,7 @@ class Recorder:
         await self.app(scope, receive, send)
 
 
-def strip_response_header(app: ASGI, name: bytes, *, prefix: str) -> ASGI:
+def strip_response_header(app: ASGIApp, name: bytes, *, prefix: str) -> ASGIApp:
     """Serve ``app`` also under ``prefix``, where responses lose the header ``name``.
 
     The control of the proxy tests: the same stream, byte for byte, minus one header.
