@@ -14,6 +14,7 @@ def test_public_names_are_pinned() -> None:
             "NO_DATA",
             "RESET_EVENT",
             "BadRequestException",
+            "ASGIApp",
             "Body",
             "Broadcast",
             "BroadcastBackend",

@@ -9,6 +9,7 @@ from .asgi.app import DwexApp, create_app
 from .asgi.request import Request
 from .asgi.responses import EventSourceResponse, JSONResponse, Response
 from .asgi.settings import CorsSettings, Settings
+from .asgi.types import ASGIApp
 from .errors import (
     BadRequestException,
     ConfigurationError,
@@ -72,6 +73,7 @@ from .wire.sse import NO_DATA, SseEvent, json_serializer, to_event
 __all__ = [
     "NO_DATA",
     "RESET_EVENT",
+    "ASGIApp",
     "BadRequestException",
     "Body",
     "Broadcast",
