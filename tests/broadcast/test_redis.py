@@ -85,14 +85,36 @@ async def test_live_subscribers_survive_a_restart_without_persistence(
                 async with Broadcast(backend(redis_server, publish_timeout=0.3)) as other:
                     await other.publish("t", "lost")
             redis_server.start()
-            await hub.publish("t", "after")
-            (event,) = await take(subscription, 1, seconds=10)
-            assert event.data == "after"
+            after = await hub.publish("t", "after")
+            # The reader cannot know what Redis lost: it says so before reading on.
+            reset, event = await take(subscription, 2, seconds=10)
+            assert (reset.event, json.loads(reset.data)["reason"]) == (RESET_EVENT, "unknown")
+            assert (event.id, event.data) == (after, "after")
         # Redis lost the stream: an id from before is unknown, and said so.
         async with hub.subscribe("t", last_event_id=old) as subscription:
             (reset,) = await take(subscription, 1)
     assert reset.event == RESET_EVENT
     assert json.loads(reset.data)["reason"] == "unknown"
+
+
+@pytest.mark.parametrize("read_before", [0, 2])
+async def test_a_reader_that_started_on_an_empty_topic_is_told_of_a_restart_without_persistence(
+    redis_server: RedisServer, read_before: int
+) -> None:
+    # The topic has no stream when its reader starts; after the restart, more events are
+    # added to the new stream than the reader had read, so counting entries cannot tell.
+    async with Broadcast(backend(redis_server)) as hub, hub.subscribe("t") as subscription:
+        before = [await hub.publish("t", f"before{n}") for n in range(read_before)]
+        if before:
+            assert [e.id for e in await take(subscription, len(before))] == before
+        redis_server.kill()
+        redis_server.start()
+        after = [await hub.publish("t", f"after{n}") for n in range(5)]
+        reset, *events = await take(subscription, 6, seconds=10)
+    assert reset.event == RESET_EVENT
+    assert json.loads(reset.data)["reason"] == "unknown"
+    assert json.loads(reset.data)["lastEventId"] == (before[-1] if before else reset.id)
+    assert [e.id for e in events] == after
 
 
 async def test_subscribing_while_redis_is_down_fails_within_the_timeout(

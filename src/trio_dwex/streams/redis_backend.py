@@ -25,7 +25,13 @@ Theory of operation. A topic is the stream ``<key_prefix><topic>``.
   last id that are gone unread, or a stream with fewer entries ever added than it read (made
   anew), make it deliver one ``reset`` event (reason ``too_old`` or ``unknown``, its id the
   last id read) to the local subscribers before what follows. This assumes every process
-  trims with the same ``retain_count`` and nobody deletes entries (``XDEL``).
+  trims with the same ``retain_count`` and nobody deletes entries (``XDEL``). Counting cannot
+  tell a stream made anew that had more entries added than the reader read, so the reader
+  also checks the stream's *incarnation*, a consumer group named
+  ``trio-dwex:incarnation:<random>`` that lives and dies with the stream: it makes it when it
+  starts (with the stream, empty, for a topic with no event yet) and checks it after every
+  failed command; gone or different, it tells a reset (reason ``unknown``) and reads the new
+  stream from its start.
 * **retried publishes**: `publish` retries within ``publish_timeout`` then raises
   `BroadcastUnavailable`. An attempt whose reply was lost may have been applied, so every
   entry carries a token (a random nonce per backend, a sequence number per publish), and a
@@ -45,7 +51,8 @@ Theory of operation. A topic is the stream ``<key_prefix><topic>``.
 "No retained event lost" across a Redis restart holds for what Redis itself kept: run Redis
 with ``appendonly yes`` (and ``appendfsync always`` to survive a crash of the Redis host, not
 only a restart). Without persistence a restart empties the topics: live subscribers still get
-every event the readers had read, and a client that reconnects with an older id gets a reset.
+every event the readers had read, then a reset, and a client that reconnects with an older id
+gets a reset.
 """
 
 from __future__ import annotations
@@ -96,6 +103,30 @@ _READER_RETRIES: tuple[type[BaseException], ...] = (*_UNAVAILABLE, coredis.excep
 
 #: Seconds between two age trims (``XTRIM MINID``) of one topic by one process.
 _AGE_TRIM_EVERY = 1.0
+
+#: Names the consumer group that marks a stream's incarnation: this prefix and a random part.
+#: No one reads through it; it lives and dies with the stream (and its persistence), so a
+#: stream that Redis made anew after losing its data has none, or another.
+_INCARNATION_GROUP = "trio-dwex:incarnation:"
+
+#: The stream's incarnation (``KEYS[1]``): the name of its incarnation group, made (with the
+#: stream, if there is none yet) from ``ARGV[1]`` and ``ARGV[2]`` if it has none. Atomic, so
+#: every process agrees on it; one key, so it runs on Redis Cluster too.
+_ENSURE_INCARNATION = """
+local key, prefix = KEYS[1], ARGV[1]
+if redis.call('EXISTS', key) == 1 then
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    for i = 1, #group, 2 do
+      if group[i] == 'name' and string.sub(group[i + 1], 1, #prefix) == prefix then
+        return group[i + 1]
+      end
+    end
+  end
+end
+local name = prefix .. ARGV[2]
+redis.call('XGROUP', 'CREATE', key, name, '$', 'MKSTREAM')
+return name
+"""
 
 #: The entry field that names the publish: ``<publisher nonce>:<sequence number>``.
 _TOKEN = "p"
@@ -433,7 +464,15 @@ class RedisBackend(BroadcastBackend):
         # after its last id that are no longer there were trimmed unread (a gap), and fewer
         # entries ever added than it has read means the stream was made anew (Redis lost
         # its data). Either way its local subscribers get a reset event, not a silent gap.
+        #
+        # Counting cannot tell a stream made anew that had more entries added than the reader
+        # read (a reader that started on an empty topic has read none), so the reader also
+        # checks the stream's incarnation (see `_incarnation`) when it starts and after every
+        # failed command: if it changed, Redis lost the stream, and the subscribers get a
+        # reset (reason ``unknown``) before the new stream's entries, read from its start.
         check_gap = False
+        check_incarnation = False
+        incarnation = ""
         full_batch = min(self.read_count, self.retain_count)
         offset = 0
         while True:
@@ -444,11 +483,27 @@ class RedisBackend(BroadcastBackend):
                     # Start after the stream's last id as it is now, before any local
                     # subscriber reads its replay: the replay covers up to there.
                     with trio.fail_after(self.command_timeout):
+                        incarnation = await self._incarnation(client, key)
+                    with trio.fail_after(self.command_timeout):
                         info = await self._stream_info(client, key)
                     latest = info.get("last-generated-id") if info is not None else None
                     offset = _int(info.get("entries-added")) if info is not None else 0
                     reader.last_id = _text(latest or "0-0")
                     reader.ready.set()
+                elif check_incarnation:
+                    with trio.fail_after(self.command_timeout):
+                        now = await self._incarnation(client, key)
+                    if now != incarnation:
+                        with trio.fail_after(self.command_timeout):
+                            info = await self._stream_info(client, key)
+                        self._tell_reset(topic, reader.last_id, ResetReason.UNKNOWN)
+                        incarnation = now
+                        # Read the new stream from its start; count what it trimmed already.
+                        reader.last_id = "0-0"
+                        offset = 0
+                        if info is not None:
+                            offset = _int(info.get("entries-added")) - _int(info.get("length"))
+                    check_incarnation = False
                 with trio.fail_after(self.block_seconds + self.command_timeout):
                     result = await client.xread(
                         {key: reader.last_id},
@@ -472,6 +527,7 @@ class RedisBackend(BroadcastBackend):
                     )
                     healthy = False
                 check_gap = True
+                check_incarnation = True
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
                 continue
@@ -551,6 +607,8 @@ class RedisBackend(BroadcastBackend):
         if info is None:
             return Replay([], ResetReason.UNKNOWN, "")
         latest = _text(info.get("last-generated-id") or "")
+        if latest == "0-0":
+            latest = ""  # an empty stream (its reader made it): no event yet
         latest_key = parse_stream_id(latest)
         if wanted is None or (latest_key is not None and wanted > latest_key):
             return Replay([], ResetReason.UNKNOWN, latest)
@@ -572,6 +630,18 @@ class RedisBackend(BroadcastBackend):
             if event is not None:
                 events.append(event)
         return Replay(events, None, latest)
+
+    async def _incarnation(self, client: Any, key: str) -> str:
+        """The stream's incarnation, made (with the stream if need be) if it has none.
+
+        A consumer group named `_INCARNATION_GROUP` and a random part marks it: it is kept,
+        persisted and replicated with the stream, and lost with it. Making it creates the
+        stream (empty) for a topic that has subscribers but no event yet.
+        """
+        reply = await client.eval(
+            _ENSURE_INCARNATION, keys=[key], args=[_INCARNATION_GROUP, secrets.token_hex(8)]
+        )
+        return _text(reply)
 
     async def _stream_info(self, client: Any, key: str) -> Mapping[str, Any] | None:
         try:
