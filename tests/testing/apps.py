@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
 from tests.helpers import accept_lifespan
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from trio_dwex.asgi.types import Receive, Scope, Send
 
 SSE_HEADERS = ((b"content-type", b"text/event-stream; charset=utf-8"),)
 
