@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
+
 import httpx
+import pytest
 import trio
 
 from tests.helpers import accept_lifespan, open_stream, read_all_events
 from trio_dwex.asgi.responses import EventSourceResponse
+from trio_dwex.asgi.types import ASGIApp, Receive, Scope, Send
 from trio_dwex.errors import NotFoundException
 from trio_dwex.streams.stream import SseStream
 from trio_dwex.testing.server import serve_app
@@ -15,12 +20,12 @@ from trio_dwex.wire.sse import SseEvent
 
 
 async def test_headers_and_exact_framing_of_an_all_fields_event() -> None:
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await accept_lifespan(receive, send)
             return
 
-        async def source():  # type: ignore[no-untyped-def]
+        async def source() -> AsyncIterator[SseEvent]:
             yield SseEvent(data={"a": 1}, event="update", id="7", retry=3000, comment="hi")
 
         await EventSourceResponse(source())(scope, receive, send)
@@ -35,10 +40,13 @@ async def test_headers_and_exact_framing_of_an_all_fields_event() -> None:
     assert response.content == b': hi\nevent: update\nid: 7\nretry: 3000\ndata: {"a":1}\n\n'
 
 
-def sse_app(make_source, **options):  # type: ignore[no-untyped-def]
+SourceFactory = Callable[[Scope], SseStream | AsyncIterable[object]]
+
+
+def sse_app(make_source: SourceFactory, **options: Any) -> ASGIApp:
     """A raw ASGI app: every request streams make_source(scope)."""
 
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await accept_lifespan(receive, send)
             return
@@ -50,7 +58,7 @@ def sse_app(make_source, **options):  # type: ignore[no-untyped-def]
 async def test_first_event_arrives_before_the_stream_ends() -> None:
     release = trio.Event()
 
-    async def source(scope):  # type: ignore[no-untyped-def]
+    async def source(scope: Scope) -> AsyncIterator[dict[str, int]]:
         yield {"n": 1}
         await release.wait()
         yield {"n": 2}
@@ -75,7 +83,7 @@ async def test_disconnect_runs_finally_cancels_tasks_and_runs_on_close_within_a_
         if len(observed) == 3:
             all_done.set()
 
-    async def generator(scope):  # type: ignore[no-untyped-def]
+    async def generator(scope: Scope) -> AsyncIterator[dict[str, bool]]:
         try:
             yield {"hello": True}
             opened.set()
@@ -89,7 +97,7 @@ async def test_disconnect_runs_finally_cancels_tasks_and_runs_on_close_within_a_
         finally:
             note("task cancelled")
 
-    def imperative(scope):  # type: ignore[no-untyped-def]
+    def imperative(scope: Scope) -> SseStream:
         stream = SseStream()
         stream.send_nowait({"hello": True})
         stream.start_soon(ticker)
@@ -97,6 +105,7 @@ async def test_disconnect_runs_finally_cancels_tasks_and_runs_on_close_within_a_
         opened.set()
         return stream
 
+    make_source: SourceFactory
     for make_source in (generator, imperative):
         observed.clear()
         opened = trio.Event()
@@ -118,7 +127,7 @@ async def test_disconnect_runs_finally_cancels_tasks_and_runs_on_close_within_a_
 
 
 async def test_keepalive_comments_on_an_idle_stream() -> None:
-    async def source(scope):  # type: ignore[no-untyped-def]
+    async def source(scope: Scope) -> AsyncIterator[dict[str, int]]:
         yield {"n": 1}
         await trio.sleep_forever()
 
@@ -132,11 +141,11 @@ async def test_keepalive_comments_on_an_idle_stream() -> None:
 
 
 async def test_an_error_before_the_first_event_is_a_real_http_error() -> None:
-    async def not_found(scope):  # type: ignore[no-untyped-def]
+    async def not_found(scope: Scope) -> AsyncIterator[object]:
         raise NotFoundException("no such feed")
         yield  # pragma: no cover
 
-    async def broken(scope):  # type: ignore[no-untyped-def]
+    async def broken(scope: Scope) -> AsyncIterator[object]:
         raise RuntimeError("database is down: password=hunter2")
         yield  # pragma: no cover
 
@@ -153,7 +162,7 @@ async def test_an_error_before_the_first_event_is_a_real_http_error() -> None:
 
 
 async def test_a_slow_first_event_still_gets_headers_promptly() -> None:
-    async def slow(scope):  # type: ignore[no-untyped-def]
+    async def slow(scope: Scope) -> AsyncIterator[dict[str, bool]]:
         await trio.sleep(30)
         yield {"late": True}
 
@@ -166,7 +175,7 @@ async def test_a_slow_first_event_still_gets_headers_promptly() -> None:
 
 
 async def test_two_hundred_concurrent_streams_each_receive_every_event() -> None:
-    async def source(scope):  # type: ignore[no-untyped-def]
+    async def source(scope: Scope) -> AsyncIterator[SseEvent]:
         for n in range(20):
             yield SseEvent(data={"n": n}, id=str(n))
             await trio.sleep(0.01)
@@ -188,8 +197,10 @@ async def test_two_hundred_concurrent_streams_each_receive_every_event() -> None
     assert all(numbers == list(range(20)) for numbers in results)
 
 
-async def test_an_error_in_one_stream_leaves_the_others_untouched(caplog) -> None:  # type: ignore[no-untyped-def]
-    async def source(scope):  # type: ignore[no-untyped-def]
+async def test_an_error_in_one_stream_leaves_the_others_untouched(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def source(scope: Scope) -> AsyncIterator[dict[str, int]]:
         for n in range(5):
             yield {"n": n}
             await trio.sleep(0.02)
@@ -217,10 +228,12 @@ async def test_an_error_in_one_stream_leaves_the_others_untouched(caplog) -> Non
     )
 
 
-async def test_a_yield_in_finally_after_the_client_left_neither_crashes_nor_logs(caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_a_yield_in_finally_after_the_client_left_neither_crashes_nor_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     cleaned = trio.Event()
 
-    async def source(scope):  # type: ignore[no-untyped-def]
+    async def source(scope: Scope) -> AsyncIterator[dict[str, str]]:
         try:
             yield {"status": "started"}
             await trio.sleep_forever()
@@ -256,7 +269,7 @@ async def _raw_exchange(url: str, request: bytes) -> tuple[list[bytes], bytes]:
 
 
 async def test_http_1_0_gets_every_event_and_no_keep_alive_header() -> None:
-    async def source(scope):  # type: ignore[no-untyped-def]
+    async def source(scope: Scope) -> AsyncIterator[SseEvent]:
         for n in range(3):
             yield SseEvent(data={"n": n}, event="tick", id=str(n))
             await trio.sleep(0.01)
