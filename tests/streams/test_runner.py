@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 import trio
 import trio.lowlevel
@@ -38,7 +40,7 @@ class MemorySink:
     async def wait_disconnect(self) -> None:
         await self.gone.wait()
 
-    def events(self) -> list[dict[str, object]]:
+    def events(self) -> list[object]:
         return [event.json() for event in SseDecoder().feed(b"".join(self.writes))]
 
 
@@ -68,7 +70,7 @@ async def test_coalescing_is_bounded_by_max_batch_bytes() -> None:
 async def test_a_lone_event_is_written_at_once_without_waiting_for_a_batch() -> None:
     release = trio.Event()
 
-    async def source():  # type: ignore[no-untyped-def]
+    async def source() -> AsyncIterator[dict[str, int]]:
         yield {"n": 1}
         await release.wait()
         yield {"n": 2}
@@ -237,7 +239,7 @@ async def test_disconnect_ends_everything_once_in_order() -> None:
 
 
 async def test_an_error_before_the_first_event_propagates_unwrapped() -> None:
-    async def source():  # type: ignore[no-untyped-def]
+    async def source() -> AsyncIterator[object]:
         raise NotFoundException("nope")
         yield  # pragma: no cover
 
@@ -247,15 +249,17 @@ async def test_an_error_before_the_first_event_propagates_unwrapped() -> None:
     assert not sink.started
 
 
-async def test_an_error_after_the_first_event_is_logged_and_ends_the_stream(caplog) -> None:  # type: ignore[no-untyped-def]
-    async def source():  # type: ignore[no-untyped-def]
+async def test_an_error_after_the_first_event_is_logged_and_ends_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def source() -> AsyncIterator[int]:
         yield 1
         raise RuntimeError("mid-stream failure")
 
     sink = MemorySink()
     settings = StreamSettings(first_event_wait=0.01)
 
-    async def slow_source():  # type: ignore[no-untyped-def]
+    async def slow_source() -> AsyncIterator[int]:
         yield 1
         await trio.sleep(0.05)
         raise RuntimeError("mid-stream failure")
@@ -296,7 +300,7 @@ async def test_tracker_counts_and_closes_all_at_shutdown() -> None:
 async def test_generator_finally_may_await_when_shielded() -> None:
     cleaned: list[str] = []
 
-    async def source():  # type: ignore[no-untyped-def]
+    async def source() -> AsyncIterator[int]:
         try:
             yield 1
             await trio.sleep_forever()
@@ -327,7 +331,7 @@ async def test_map_events_over_a_generator_that_yields_in_finally_closes_cleanly
 
     cleaned: list[str] = []
 
-    async def source():  # type: ignore[no-untyped-def]
+    async def source() -> AsyncIterator[int | str]:
         try:
             yield 1
             await trio.sleep_forever()
@@ -346,7 +350,7 @@ async def test_map_events_over_a_generator_that_yields_in_finally_closes_cleanly
 async def test_a_generator_that_never_awaits_is_closed_when_its_client_leaves() -> None:
     closed: list[str] = []
 
-    async def source():  # type: ignore[no-untyped-def]
+    async def source() -> AsyncIterator[int]:
         try:
             n = 0
             while True:  # yields with no await in between: nothing to be cancelled at
