@@ -7,7 +7,7 @@ its ``on_close`` exactly once, whatever ended it (a FIN, an RST, shutdown).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -68,7 +68,8 @@ class SlowRefusingGuard:
 
     async def can_activate(self, context: ExecutionContext) -> bool:
         await trio.sleep(GUARD_DELAY)
-        return context.request.headers.get("x-allow") == "yes"
+        headers: Mapping[str, str] = context.request.headers  # request: Any
+        return headers.get("x-allow") == "yes"
 
 
 @dataclass

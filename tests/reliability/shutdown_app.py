@@ -13,10 +13,9 @@ import atexit
 import dataclasses
 import json
 import os
-from typing import Any
 
 from tests.reliability.apps import Counters, make_app
-from trio_dwex import Controller, Get
+from trio_dwex import Controller, Get, StreamStats
 from trio_dwex.serving import dropped_writes
 
 counters = Counters()
@@ -25,7 +24,7 @@ counters = Counters()
 @Controller("stats")
 class StatsController:
     @Get()
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StreamStats:
         return app.stats()
 
 

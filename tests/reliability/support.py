@@ -170,7 +170,9 @@ def rss_kib() -> int:
 def task_count() -> int:
     """Every Trio task alive in this run: the root task's children, recursively."""
     count = 0
-    pending = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None, "task_count() runs inside trio.run"
+    pending = [root]
     while pending:
         task = pending.pop()
         count += 1

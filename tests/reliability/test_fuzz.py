@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 from urllib.parse import unquote
 
 import trio
@@ -24,6 +23,7 @@ from hypothesis import strategies as st
 
 from tests.reliability.apps import Counters, make_app
 from trio_dwex import HttpException, MethodNotAllowedException, NotFoundException
+from trio_dwex.asgi.types import Message, Scope
 from trio_dwex.framework.signature import _convert_text
 
 settings.register_profile(
@@ -80,17 +80,17 @@ def test_the_router_finds_a_route_or_answers_404_or_405(method: str, path: str) 
     assert all(isinstance(value, str) and value for value in params.values())
 
 
-async def call(scope: dict[str, Any], body: bytes) -> list[dict[str, Any]]:
+async def call(scope: Scope, body: bytes) -> list[Message]:
     """Run one request through the app; the client leaves as soon as its body is read."""
-    sent: list[dict[str, Any]] = []
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[Message] = []
+    messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         if messages:
             return messages.pop()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     with trio.fail_after(5):
