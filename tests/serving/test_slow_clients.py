@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import socket
+from collections.abc import AsyncIterator
 from functools import partial
 
 import httpx
@@ -12,6 +13,7 @@ import trio
 
 from tests.helpers import accept_lifespan, open_stream, read_all_events
 from trio_dwex import CloseReason, EventSourceResponse, SseEvent, SseStream, StreamSettings
+from trio_dwex.asgi.types import Receive, Scope, Send
 from trio_dwex.serving import serve
 from trio_dwex.serving.serve import make_config
 from trio_dwex.streams.runner import StreamTracker
@@ -45,7 +47,7 @@ async def stall(staller_buffer_size: int) -> tuple[list[str], StreamTracker, int
     tracker = StreamTracker()
     settings = StreamSettings(send_timeout=1.0, buffer_size=64)
 
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await accept_lifespan(receive, send)
             return
@@ -128,12 +130,12 @@ async def test_a_stalled_client_is_dropped_and_the_others_get_every_event() -> N
 async def test_both_send_lock_modes_deliver_every_event_to_every_client(
     fast_send_lock: bool,
 ) -> None:
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await accept_lifespan(receive, send)
             return
 
-        async def numbers():  # type: ignore[no-untyped-def]
+        async def numbers() -> AsyncIterator[SseEvent]:
             for n in range(300):
                 yield SseEvent(data=str(n), id=str(n))
                 await trio.lowlevel.checkpoint()
