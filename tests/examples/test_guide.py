@@ -70,7 +70,7 @@ async def test_resumable_resumes_after_last_event_id(base_url: str) -> None:
 async def test_resumable_rejects_a_malformed_last_event_id(client: httpx.AsyncClient) -> None:
     # "\u0663" is an Arabic-Indic digit three: a digit to str.isdigit, not an id of ours.
     for bad in ("abc", "-3", "1e9", "4x", "\u0663"):
-        headers = {"Last-Event-ID": bad.encode()}
+        headers = {b"Last-Event-ID": bad.encode()}
         response = await client.get("/events/resumable", headers=headers)
         assert response.status_code == 400, bad
         assert "last-event-id" in response.json()["message"]
