@@ -5,6 +5,8 @@ implementation (``wire`` → ``streams`` → ``framework`` → ``asgi`` → ``se
 and their contents may change between releases.
 """
 
+from typing import TYPE_CHECKING
+
 from .asgi.app import DwexApp, create_app
 from .asgi.request import Request
 from .asgi.responses import EventSourceResponse, JSONResponse, Response
@@ -69,6 +71,9 @@ from .streams.runner import (
 from .streams.stream import OverflowPolicy, SseStream
 from .wire.decoder import Comment, MessageEvent, SseDecoder
 from .wire.sse import NO_DATA, SseEvent, json_serializer, to_event
+
+if TYPE_CHECKING:  # what `__getattr__` below returns, for type checkers: the class, not object
+    from .streams.redis_backend import RedisBackend
 
 __all__ = [
     "NO_DATA",
