@@ -13,7 +13,7 @@ either one ASGI ``send`` per event or one per ``batch`` events.
 """
 
 # No `from __future__ import annotations`: the handlers' Annotated hints name local imports.
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -57,6 +57,7 @@ def make_raw_app(batch: int, flavor: str = "trio") -> Any:
 
     ``flavor`` is the event loop whose ``sleep`` separates sparse events.
     """
+    checkpoint: Callable[[float], Awaitable[None]]
     if flavor == "trio":
         import trio
 
@@ -162,7 +163,8 @@ def make_dwex_app(serializer: str = "json") -> Any:
     class BenchModule: ...
 
     if serializer == "orjson":
-        import orjson
+        # The bench extra; the typecheck session installs only the test one, hence the ignore.
+        import orjson  # type: ignore[import-not-found, unused-ignore]
 
         settings = Settings(serializer=orjson.dumps)
     else:
@@ -176,10 +178,11 @@ def make_dwex_app(serializer: str = "json") -> Any:
 def make_sse_starlette_app() -> Any:
     import asyncio
 
-    from sse_starlette.sse import EventSourceResponse, ServerSentEvent
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.routing import Route
+    # The bench extra; the typecheck session installs only the test one, hence the ignores.
+    from sse_starlette import EventSourceResponse, ServerSentEvent  # type: ignore[import-not-found, unused-ignore]
+    from starlette.applications import Starlette  # type: ignore[import-not-found, unused-ignore]
+    from starlette.requests import Request  # type: ignore[import-not-found, unused-ignore]
+    from starlette.routing import Route  # type: ignore[import-not-found, unused-ignore]
 
     async def events(n: int, sparse: bool) -> AsyncIterator[ServerSentEvent]:
         for i in range(n):
