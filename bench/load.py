@@ -19,7 +19,7 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from trio_dwex.wire.decoder import SseDecoder
@@ -236,7 +236,7 @@ def _drive(conns: Iterable[Conn], *, until_first_event: bool, deadline: float) -
             if timeout <= 0:
                 raise TimeoutError(f"{pending} streams still running at the scenario's deadline")
             for key, _ in selector.select(timeout):
-                conn: Conn = key.data
+                conn = key.data  # the Conn registered with this socket
                 fd = key.fd
                 if fd not in connected:
                     connected.add(fd)
@@ -252,7 +252,7 @@ def _drive(conns: Iterable[Conn], *, until_first_event: bool, deadline: float) -
     return conns
 
 
-def _check(conns: list[Conn]) -> None:
+def _check(conns: Sequence[Conn]) -> None:
     broken = [conn.error for conn in conns if conn.error]
     if broken:
         raise BrokenServer(f"{len(broken)} of {len(conns)} streams broken; first: {broken[0]}")
