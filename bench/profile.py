@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import load
@@ -35,7 +36,7 @@ def _tool(name: str) -> str:
     return shutil.which(name) or str(Path(sys.executable).with_name(name))
 
 
-def strace_counts(pid: int, run: callable) -> dict[str, int]:  # type: ignore[valid-type]
+def strace_counts(pid: int, run: Callable[[], None]) -> dict[str, int]:
     out = Path(tempfile.mkdtemp()) / "strace.txt"
     tracer = subprocess.Popen(
         ["strace", "-c", "-f", "-p", str(pid), "-o", str(out)],
@@ -57,7 +58,9 @@ def strace_counts(pid: int, run: callable) -> dict[str, int]:  # type: ignore[va
     return counts
 
 
-def py_spy_profile(pid: int, run: callable, seconds: float, top: int) -> list[tuple[float, str]]:  # type: ignore[valid-type]
+def py_spy_profile(
+    pid: int, run: Callable[[], None], seconds: float, top: int
+) -> list[tuple[float, str]]:
     out = Path(tempfile.mkdtemp()) / "profile.txt"
     spy = subprocess.Popen(
         [
