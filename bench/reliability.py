@@ -126,11 +126,13 @@ async def storm(
     The warm-up is a fifth of the storm: the heap's high-water mark of the first thousands of
     cycles is not a leak (a second storm after it grows RSS by well under 1 MiB).
     """
-    storm_kw = {"concurrency": concurrency, "marker": b"\r\n\r\n"}
+    marker = b"\r\n\r\n"
     async with running_server(app, keep_alive_timeout=STORM_KEEP_ALIVE) as port:
         with trio.fail_after(600):
             warm_up = max(concurrency, cycles // 5)
-            await disconnect_storm(port, paths, cycles=warm_up, **storm_kw)
+            await disconnect_storm(
+                port, paths, cycles=warm_up, concurrency=concurrency, marker=marker
+            )
         await _settle(app, None)
         await trio.sleep(STORM_KEEP_ALIVE + 0.5)
         gc.collect()
@@ -138,7 +140,9 @@ async def storm(
         opened = app.streams.opened
         started = time.perf_counter()
         with trio.fail_after(1200):
-            done = await disconnect_storm(port, paths, cycles=cycles, **storm_kw)
+            done = await disconnect_storm(
+                port, paths, cycles=cycles, concurrency=concurrency, marker=marker
+            )
         elapsed = time.perf_counter() - started
         await _settle(app, tasks)
         await trio.sleep(STORM_KEEP_ALIVE + 0.5)
