@@ -50,7 +50,7 @@ class TcpProxy:
         error for a command that was applied."""
         self._lose[command.upper()] = times
 
-    def _marks_doom(self, data: bytes) -> bool:
+    def _marks_doom(self, data: bytes | bytearray) -> bool:
         upper = data.upper()
         for command, left in self._lose.items():
             # A command is a RESP array whose first bulk string is its name.
