@@ -40,9 +40,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the library and the examples users copy from."""
+    """mypy --strict on the library, the examples users copy from, the tests and the benchmark."""
     session.install("mypy>=1.10", "-e", ".[test]")
-    session.run("mypy", "--strict", "src", "examples")
+    session.run("mypy", "--strict", "src", "examples", "tests", "bench")
 
 
 @nox.session
