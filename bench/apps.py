@@ -164,7 +164,7 @@ def make_dwex_app(serializer: str = "json") -> Any:
 
     if serializer == "orjson":
         # The bench extra; the typecheck session installs only the test one, hence the ignore.
-        import orjson  # type: ignore[import-not-found, unused-ignore]
+        import orjson
 
         settings = Settings(serializer=orjson.dumps)
     else:
@@ -179,10 +179,10 @@ def make_sse_starlette_app() -> Any:
     import asyncio
 
     # The bench extra; the typecheck session installs only the test one, hence the ignores.
-    from sse_starlette import EventSourceResponse, ServerSentEvent  # type: ignore[import-not-found, unused-ignore]
-    from starlette.applications import Starlette  # type: ignore[import-not-found, unused-ignore]
-    from starlette.requests import Request  # type: ignore[import-not-found, unused-ignore]
-    from starlette.routing import Route  # type: ignore[import-not-found, unused-ignore]
+    from sse_starlette import EventSourceResponse, ServerSentEvent
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.routing import Route
 
     async def events(n: int, sparse: bool) -> AsyncIterator[ServerSentEvent]:
         for i in range(n):

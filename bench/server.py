@@ -123,7 +123,7 @@ def run_hypercorn_asyncio(app: Any) -> None:
 
 def run_uvicorn(app: Any) -> None:
     # The bench extra; the typecheck session installs only the test one, hence the ignore.
-    import uvicorn  # type: ignore[import-not-found, unused-ignore]
+    import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
