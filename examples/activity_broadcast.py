@@ -27,8 +27,6 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-import trio
-
 from trio_dwex import (
     Body,
     Controller,
@@ -119,9 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9929)
     args = parser.parse_args(argv)
-    from trio_dwex.serving import serve
+    from trio_dwex import run
 
-    trio.run(lambda: serve(make_app(args.broadcast), host=args.host, port=args.port))
+    run(make_app(args.broadcast), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
