@@ -10,7 +10,10 @@ This splits off our part. Each line is process CPU time divided by events, media
   to the sink's ``write`` (construction included), through the pump or ``SseStream.send``,
   the bounded buffer, and the writer's coalescing, into a sink that only counts bytes;
 * ``... awaiting between events``: the same with a checkpoint after each event, so nothing is
-  coalesced and every event pays a write, the timers and the task switches (the sparse case).
+  coalesced and every event pays a write, the timers and the task switches (the sparse case);
+* ``a whole SSE request``: the benchmark app (`bench.apps.make_dwex_app`) called as ASGI for
+  ``/gen?n=1`` — routing, parameters, the per-stream nursery, one event, the end — per
+  request rather than per event.
 
 Diagnostics only; not part of CI.
 """
@@ -28,7 +31,7 @@ import trio.lowlevel
 from trio_dwex import SseEvent, SseStream
 from trio_dwex.streams.runner import run_stream
 
-from .apps import PAYLOAD
+from .apps import PAYLOAD, make_dwex_app
 
 
 class CountingSink:
@@ -87,6 +90,51 @@ def stream_from_sse_stream(n: int, sparse: bool) -> None:
     trio.run(main)
 
 
+def sse_requests(n: int) -> None:
+    app = make_dwex_app()
+
+    async def one() -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/gen",
+            "raw_path": b"/gen",
+            "query_string": b"n=1",
+            "root_path": "",
+            "headers": [(b"host", b"bench")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+        }
+        done = trio.Event()
+
+        async def receive() -> dict[str, object]:
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                done.set()
+
+        await app(scope, receive, send)
+
+    async def main() -> None:
+        to_app, app_receive = trio.open_memory_channel[dict[str, object]](1)
+        app_send, from_app = trio.open_memory_channel[dict[str, object]](1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app, {"type": "lifespan"}, app_receive.receive, app_send.send)
+            await to_app.send({"type": "lifespan.startup"})
+            await from_app.receive()
+            for _ in range(n):
+                await one()
+            await to_app.send({"type": "lifespan.shutdown"})
+            await from_app.receive()
+
+    trio.run(main)
+
+
 def cpu_us_per_event(run: Callable[[int], None], n: int, reps: int) -> float:
     samples = []
     for _ in range(reps):
@@ -118,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             n // 5,
         ),
     ]
+    lines.append(("a whole SSE request (per request, not per event)", sse_requests, n // 50))
     print(f"CPU-µs per event, in process, no sockets; median of {reps}\n")
     print("| what | CPU-µs per event |")
     print("|---|---:|")
