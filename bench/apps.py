@@ -163,7 +163,6 @@ def make_dwex_app(serializer: str = "json") -> Any:
     class BenchModule: ...
 
     if serializer == "orjson":
-        # The bench extra; the typecheck session installs only the test one, hence the ignore.
         import orjson
 
         settings = Settings(serializer=orjson.dumps)
@@ -178,7 +177,6 @@ def make_dwex_app(serializer: str = "json") -> Any:
 def make_sse_starlette_app() -> Any:
     import asyncio
 
-    # The bench extra; the typecheck session installs only the test one, hence the ignores.
     from sse_starlette import EventSourceResponse, ServerSentEvent
     from starlette.applications import Starlette
     from starlette.requests import Request

@@ -93,6 +93,12 @@ def run_trio(app: Any, server: str) -> None:
     serve = hypercorn_serve
     if server == "dwex":
         serve = dwex_serve() or hypercorn_serve
+        # As `trio-dwex run` and `trio_dwex.run` do: they own the process, so they tune the
+        # garbage collector for many open streams (trio_dwex.tune_gc). The other rows keep
+        # Python's defaults, as their own commands (hypercorn, uvicorn) do.
+        from trio_dwex import tune_gc
+
+        tune_gc()
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -122,7 +128,6 @@ def run_hypercorn_asyncio(app: Any) -> None:
 
 
 def run_uvicorn(app: Any) -> None:
-    # The bench extra; the typecheck session installs only the test one, hence the ignore.
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -79,6 +79,7 @@ def test_public_names_are_pinned() -> None:
             "run",
             "serve",
             "to_event",
+            "tune_gc",
         ]
     )
     # RedisBackend is imported lazily (it needs the optional coredis): not checked here.

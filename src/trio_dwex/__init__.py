@@ -51,7 +51,7 @@ from .framework import (
     UseInterceptors,
     map_events,
 )
-from .serving.serve import run, serve
+from .serving.serve import run, serve, tune_gc
 from .streams.broadcast import (
     RESET_EVENT,
     Broadcast,
@@ -144,6 +144,7 @@ __all__ = [
     "run",
     "serve",
     "to_event",
+    "tune_gc",
 ]
 
 

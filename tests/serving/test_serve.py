@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ import trio
 from tests.helpers import accept_lifespan, open_stream, read_all_events
 from trio_dwex import CloseReason, EventSourceResponse, SseStream
 from trio_dwex.asgi.app import DwexApp
-from trio_dwex.serving import serve
+from trio_dwex.serving import DEFAULT_GC_THRESHOLD, serve, tune_gc
 from trio_dwex.serving.serve import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,6 +181,8 @@ def _wait_for_workers(port: int, count: int) -> None:
         assert time.monotonic() < deadline, f"only workers {pids} answered within 20 s"
         response = httpx.get(f"http://127.0.0.1:{port}/pid", headers={"connection": "close"})
         pids.add(response.json()["pid"])
+        # Each worker owns its process, so the command tuned its collector (serve.tune_gc).
+        assert response.json()["gc"] == list(DEFAULT_GC_THRESHOLD), response.json()
         time.sleep(0.02)
 
 
@@ -270,8 +273,9 @@ def test_run_serves_from_synchronous_code_until_a_signal() -> None:
     script = (
         "import trio_dwex\n"
         "from examples.guide import app\n"
+        "import gc\n"
         f"trio_dwex.run(app, port={port})\n"
-        "print('run returned', flush=True)\n"
+        "print('run returned', gc.get_threshold(), flush=True)\n"
     )
     with running([sys.executable, "-c", script], port) as process:
         assert _countdown(f"http://127.0.0.1:{port}") == list(range(10, 0, -1))
@@ -279,8 +283,24 @@ def test_run_serves_from_synchronous_code_until_a_signal() -> None:
         process.wait(timeout=10)
         output = process.stdout.read().decode() if process.stdout else ""
     assert process.returncode == 0, output
-    assert "run returned" in output, output  # it returned after a clean shutdown
+    # It returned after a clean shutdown, having tuned the collector for a serving process.
+    assert f"run returned {DEFAULT_GC_THRESHOLD}" in output, output
     assert "Traceback" not in output, output
+
+
+def test_tune_gc_sets_thresholds_and_refuses_bad_ones() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc((5000, 20, 30))
+        assert gc.get_threshold() == (5000, 20, 30)
+        tune_gc(None)  # leaves the interpreter's setting alone
+        assert gc.get_threshold() == (5000, 20, 30)
+        for bad in [(1, 2), (-1, 10, 10), (1.5, 10, 10), [700, 10, 10], "700"]:
+            with pytest.raises(ValueError, match="gc_threshold must be a tuple of three"):
+                tune_gc(bad)  # type: ignore[arg-type]
+        assert gc.get_threshold() == (5000, 20, 30)
+    finally:
+        gc.set_threshold(*before)
 
 
 async def test_run_inside_trio_is_a_clear_error() -> None:

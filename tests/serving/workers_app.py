@@ -1,12 +1,14 @@
 """An app for ``trio-dwex run --workers N`` tests: it tells which worker process answered.
 
-``GET /pid/stream`` streams a ``hello`` event with the worker's pid, then waits; when the
-stream ends, its generator's ``finally`` prints ``cleanup <pid>`` (to the inherited stdout,
-whatever the log level), so a test can count the cleanups that ran.
+``GET /pid`` answers the worker's pid and its garbage collector's thresholds (the command
+tunes them). ``GET /pid/stream`` streams a ``hello`` event with the worker's pid, then waits;
+when the stream ends, its generator's ``finally`` prints ``cleanup <pid>`` (to the inherited
+stdout, whatever the log level), so a test can count the cleanups that ran.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 
@@ -18,8 +20,8 @@ from trio_dwex import Controller, Get, Module, Sse, SseEvent, create_app
 @Controller("pid")
 class PidController:
     @Get()
-    def pid(self) -> dict[str, int]:
-        return {"pid": os.getpid()}
+    def pid(self) -> dict[str, object]:
+        return {"pid": os.getpid(), "gc": list(gc.get_threshold())}
 
     @Sse("stream")
     async def stream(self) -> AsyncIterator[SseEvent]:

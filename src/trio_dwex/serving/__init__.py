@@ -2,6 +2,14 @@
 the ``trio-dwex`` command."""
 
 from ._hypercorn import DroppedWrites, dropped_writes
-from .serve import DEFAULT_PORT, run, serve
+from .serve import DEFAULT_GC_THRESHOLD, DEFAULT_PORT, run, serve, tune_gc
 
-__all__ = ["DEFAULT_PORT", "DroppedWrites", "dropped_writes", "run", "serve"]
+__all__ = [
+    "DEFAULT_GC_THRESHOLD",
+    "DEFAULT_PORT",
+    "DroppedWrites",
+    "dropped_writes",
+    "run",
+    "serve",
+    "tune_gc",
+]

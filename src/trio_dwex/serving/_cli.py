@@ -24,6 +24,7 @@ from .serve import (
     _wait_for_signal,
     make_config,
     serve,
+    tune_gc,
 )
 
 __all__ = ["load_app", "main"]
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         "certfile": options.certfile,
         "keyfile": options.keyfile,
     }
+    tune_gc()
     if options.workers == 1:
         app = load_app(options.app)
         trio.run(partial(serve, app, config=make_config(**settings)))
@@ -148,6 +150,7 @@ def _worker(
     (the worker is re-parented), so a worker never outlives its supervisor.
     """
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    tune_gc()
     supervisor = os.getppid()
     app = load_app(target)
 
