@@ -29,7 +29,9 @@ class PidController:
             yield SseEvent(data={"pid": os.getpid()}, event="hello")
             await trio.sleep_forever()
         finally:
-            print(f"cleanup {os.getpid()}", flush=True)
+            # One write(2) of less than PIPE_BUF bytes: the workers share the pipe, and a
+            # print() may be two writes (text, then newline) that interleave with the other's.
+            os.write(1, f"cleanup {os.getpid()}\n".encode())
 
 
 @Module(controllers=[PidController])
