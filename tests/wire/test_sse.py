@@ -111,11 +111,15 @@ def test_data_is_serialized_at_construction() -> None:
 
 def test_event_is_immutable_and_replace_revalidates() -> None:
     event = SseEvent(data="x", id="1")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         event.id = "2"  # type: ignore[misc]
-    assert dataclasses.replace(event, id="2").encode() == b"id: 2\ndata: x\n\n"
+    assert event.replace(id="2").encode() == b"id: 2\ndata: x\n\n"
+    assert event.replace(id="2") == SseEvent(data="x", id="2")
+    assert event.id == "1"
     with pytest.raises(ValueError, match="id"):
-        dataclasses.replace(event, id="a\nb")
+        event.replace(id="a\nb")
+    with pytest.raises(TypeError, match="unknown field"):
+        event.replace(ids="2")
 
 
 def test_equality_and_repr() -> None:

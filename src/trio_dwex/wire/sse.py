@@ -21,7 +21,6 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 __all__ = [
@@ -122,7 +121,6 @@ def _lines(text: str) -> list[str]:
     return _LINE_END.split(text)
 
 
-@dataclass(frozen=True, slots=True)
 class SseEvent:
     """One server-sent event: an immutable value, validated and encoded at construction.
 
@@ -131,24 +129,35 @@ class SseEvent:
     :func:`current_serializer` *now*, so mutating a dict after building the event does not
     change what is sent. ``id=""`` is legitimate: it resets the client's last event id.
 
+    Events compare equal when their five fields do; :meth:`replace` makes a changed copy.
+
     Raises ``ValueError`` naming the field when a value would break the framing (CR or LF in
     ``event`` or ``id``, NUL in ``id``), when ``retry`` is not a non-negative ``int``, when
     ``data`` cannot be serialized, or when the event would be empty.
     """
 
-    data: Any = NO_DATA
-    event: str | None = None
-    id: str | None = None
-    retry: int | None = None
-    comment: str | None = None
-    _data_text: str | None = field(init=False, repr=False, compare=False)
-    _encoded: bytes = field(init=False, repr=False, compare=False)
+    # A plain class with read-only properties rather than a frozen dataclass: every event of
+    # every stream is built here, and a frozen dataclass sets each field through
+    # ``object.__setattr__``, which made construction cost twice as much (docs/performance.md).
+    __slots__ = ("_comment", "_data", "_data_text", "_encoded", "_event", "_id", "_retry")
+    __match_args__ = ("data", "event", "id", "retry", "comment")
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        data: Any = NO_DATA,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> None:
+        self._data = data
+        self._event = event
+        self._id = id
+        self._retry = retry
+        self._comment = comment
         # This runs once per event, so it is the hot path of every stream: each check is
         # skipped for a field that is None, and the common single-line field costs one
         # ``in`` test per forbidden character rather than a function call.
-        event, id, retry, comment = self.event, self.id, self.retry, self.comment
         if event is not None and (type(event) is not str or "\n" in event or "\r" in event):
             _check_line_field("event", event)
         if id is not None and (type(id) is not str or "\n" in id or "\r" in id or "\0" in id):
@@ -160,16 +169,62 @@ class SseEvent:
                 f"SseEvent comment must be a str, got {type(comment).__name__!r}; "
                 "pass str(value) to send it as a comment"
             )
-        data = self.data
         data_text = data if type(data) is str else _serialize(data)
-        if data_text is None and event is None and id is None and retry is None and comment is None:
+        self._data_text = data_text
+        if (
+            data_text is not None
+            and event is None
+            and retry is None
+            and comment is None
+            and "\n" not in data_text
+            and "\r" not in data_text
+        ):
+            # The common event, a line of data and maybe an id, without the general builder.
+            text = f"data: {data_text}\n\n" if id is None else f"id: {id}\ndata: {data_text}\n\n"
+        elif (
+            data_text is None and event is None and id is None and retry is None and comment is None
+        ):
             raise ValueError(
-                "SseEvent is an empty event: give it at least one of data, comment, id, "
-                "event or retry (comment='' makes a bare keep-alive)"
+                "SseEvent is an empty event: give it at least one of data, comment, "
+                "id, event or retry (comment='' makes a bare keep-alive)"
             )
-        _set = object.__setattr__  # the dataclass is frozen; derived fields are set once, here
-        _set(self, "_data_text", data_text)
-        _set(self, "_encoded", self._build(data_text))
+        else:
+            text = self._text(data_text)
+        try:
+            self._encoded = text.encode()
+        except UnicodeEncodeError as exc:
+            # A lone surrogate cannot go on the wire; find which field brought it.
+            fields = {"comment": comment, "event": event, "id": id}
+            name = next((k for k, v in fields.items() if _unencodable(v)), "data")
+            raise ValueError(
+                f"SseEvent {name} contains text that is not valid Unicode "
+                f"(a lone surrogate?) and cannot be encoded as UTF-8: {exc}"
+            ) from exc
+
+    @property
+    def data(self) -> Any:
+        """The data as given: a ``str``, :data:`NO_DATA`, or a value for the serializer."""
+        return self._data
+
+    @property
+    def event(self) -> str | None:
+        """The event type (``event:`` line); ``None`` means the client's ``message``."""
+        return self._event
+
+    @property
+    def id(self) -> str | None:
+        """The event id (``id:`` line) that the client sends back as ``Last-Event-ID``."""
+        return self._id
+
+    @property
+    def retry(self) -> int | None:
+        """Milliseconds the client should wait before reconnecting (``retry:`` line)."""
+        return self._retry
+
+    @property
+    def comment(self) -> str | None:
+        """A comment (``:`` lines), ignored by clients; ``""`` makes a bare keep-alive."""
+        return self._comment
 
     @property
     def data_text(self) -> str | None:
@@ -184,32 +239,66 @@ class SseEvent:
         """
         return self._encoded
 
-    def _build(self, data_text: str | None) -> bytes:
+    def replace(self, **changes: Any) -> SseEvent:
+        """A new event with some fields changed, validated (and serialized) again.
+
+        ``event.replace(id="7")`` keeps the data, type, retry and comment of ``event``.
+        """
+        unknown = changes.keys() - _FIELDS
+        if unknown:
+            raise TypeError(
+                f"SseEvent.replace() got unknown field(s) {sorted(unknown)}; "
+                f"the fields are {sorted(_FIELDS)}"
+            )
+        return SseEvent(**{**self._fields(), **changes})
+
+    # copy.replace() (Python 3.13+) calls this.
+    __replace__ = replace
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "data": self._data,
+            "event": self._event,
+            "id": self._id,
+            "retry": self._retry,
+            "comment": self._comment,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not SseEvent:
+            return NotImplemented
+        return (
+            self._data == other._data
+            and self._event == other._event
+            and self._id == other._id
+            and self._retry == other._retry
+            and self._comment == other._comment
+        )
+
+    def __hash__(self) -> int:
+        # Like a frozen dataclass: hashable when the data is (a dict is not).
+        return hash((self._data, self._event, self._id, self._retry, self._comment))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self._fields().items())
+        return f"SseEvent({fields})"
+
+    def _text(self, data_text: str | None) -> str:
         text = ""
-        if self.comment is not None:
-            text = "".join(f": {line}\n" for line in _lines(self.comment))
-        if self.event is not None:
-            text += f"event: {self.event}\n"
-        if self.id is not None:
-            text += f"id: {self.id}\n"
-        if self.retry is not None:
-            text += f"retry: {self.retry}\n"
+        if self._comment is not None:
+            text = "".join(f": {line}\n" for line in _lines(self._comment))
+        if self._event is not None:
+            text += f"event: {self._event}\n"
+        if self._id is not None:
+            text += f"id: {self._id}\n"
+        if self._retry is not None:
+            text += f"retry: {self._retry}\n"
         if data_text is not None:
             if "\n" in data_text or "\r" in data_text:
                 text += "".join(f"data: {line}\n" for line in _lines(data_text))
             else:
                 text += f"data: {data_text}\n"
-        text += "\n"
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            # A lone surrogate cannot go on the wire; find which field brought it.
-            fields = {"comment": self.comment, "event": self.event, "id": self.id}
-            name = next((k for k, v in fields.items() if _unencodable(v)), "data")
-            raise ValueError(
-                f"SseEvent {name} contains text that is not valid Unicode "
-                f"(a lone surrogate?) and cannot be encoded as UTF-8: {exc}"
-            ) from exc
+        return text + "\n"
 
 
 def _unencodable(value: str | None) -> bool:
