@@ -60,8 +60,9 @@ class Report:
 
 
 def cache_dir(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if config.cache is not None:
-        return config.cache.mkdir("mypy-docs")
+    cache = getattr(config, "cache", None)  # absent under ``-p no:cacheprovider``
+    if cache is not None:
+        return cache.mkdir("mypy-docs")
     return tmp_path_factory.mktemp("mypy-cache")
 
 

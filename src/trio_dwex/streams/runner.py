@@ -154,15 +154,20 @@ class EventSink(Protocol):
 class _StreamState:
     """The first reason given wins: later ones are consequences of it."""
 
-    __slots__ = ("reason", "scope")
+    __slots__ = ("reason", "scope", "streams")
 
-    def __init__(self, scope: trio.CancelScope) -> None:
+    def __init__(self, scope: trio.CancelScope, streams: tuple[SseStream, ...]) -> None:
         self.scope = scope
         self.reason: CloseReason | None = None
+        self.streams = streams
 
     def end(self, reason: CloseReason) -> None:
         if self.reason is None:
             self.reason = reason
+        # Marked on the streams so that their producers can stop without a checkpoint per
+        # event (``CancelScope.cancel_called`` reads the clock each time it is asked).
+        for stream in self.streams:
+            stream._ending = True
         self.scope.cancel()
 
 
@@ -273,7 +278,7 @@ async def run_stream(
             await sink.write(data)
         return not timer.cancelled_caught
 
-    state = _StreamState(trio.CancelScope())
+    state = _StreamState(trio.CancelScope(), (stream,) if owner is stream else (stream, owner))
     failure: BaseException | None = None
     if tracker is not None:
         tracker.opened += 1
@@ -411,18 +416,18 @@ async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
             except StopAsyncIteration:
                 finished = True
                 break
-            try:
-                # A cancel point, not a schedule point: a source that is ahead of the socket
-                # fills the buffer, and the writer then sends everything queued in one go.
-                await trio.lowlevel.checkpoint_if_cancelled()
-            except trio.Cancelled:
+            if stream._ending:
                 # The stream was cancelled while the generator ran, and it yielded anyway:
                 # typically from a ``finally`` that Cancelled is passing through. Resume it
                 # once so that it can finish that cleanup instead of being cut short at the
                 # yield; if it yields again, it is a loop that never awaits: close it.
+                # (A flag rather than ``checkpoint_if_cancelled()``, which costs as much as
+                # queueing the event; a cancellation from further out, or the lifetime
+                # deadline, reaches us at the next real checkpoint, at the latest when the
+                # buffer is full.)
                 finished = True
                 await _resume_once_then_close(iterator)
-                raise
+                await trio.lowlevel.checkpoint()  # raises the Cancelled
             event = item if type(item) is SseEvent else to_event(item)
             if not stream._offer(event):
                 await stream.send(event)  # the buffer is full: wait for room

@@ -82,6 +82,8 @@ class SseStream:
         self._callbacks: list[CloseCallback] = []
         self._pending: list[tuple[Callable[..., Awaitable[object]], tuple[Any, ...]]] = []
         self._nursery: trio.Nursery | None = None
+        # Set by the runner the moment the stream starts to end, before its scope is cancelled.
+        self._ending = False
 
     # -- producing ----------------------------------------------------------------------------
 
@@ -89,6 +91,13 @@ class SseStream:
         """Queue an event, waiting while the buffer is full.
 
         ``event`` is an `SseEvent`, a mapping of its fields, or plain data (see `to_event`).
+
+        A cancel point for the stream's own end: once the stream is ending (client gone,
+        shutdown, lifetime), ``send`` raises ``Cancelled`` in the stream's tasks. It does not
+        pass through the scheduler when there is room, so a producer that is ahead of the
+        client fills the buffer and the runner writes everything queued in one go; other
+        cancellations reach the caller at its next checkpoint, at the latest when the buffer
+        is full and ``send`` waits.
 
         Raises:
             StreamClosed: the stream is closed (client gone, or `close` was called).
@@ -98,9 +107,12 @@ class SseStream:
             await trio.lowlevel.checkpoint()
             raise StreamClosed(_CLOSED)
         if self._offer(message):
-            # A cancel point but not a schedule point: a producer that is ahead of the socket
-            # fills the buffer, and the runner then writes everything queued in one go.
-            await trio.lowlevel.checkpoint_if_cancelled()
+            # A flag costs nothing per event, where a checkpoint costs as much as queueing the
+            # event; before the stream runs, an ordinary cancel point.
+            if self._ending:
+                await trio.lowlevel.checkpoint()
+            elif self._nursery is None:
+                await trio.lowlevel.checkpoint_if_cancelled()
             return
         try:
             await self._sender.send(message)
