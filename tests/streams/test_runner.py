@@ -365,3 +365,44 @@ async def test_a_generator_that_never_awaits_is_closed_when_its_client_leaves() 
         await sink.wrote.wait()
         sink.gone.set()
     assert closed == ["finally"]
+
+
+async def test_a_generator_that_yields_in_finally_after_a_disconnect_finishes_its_cleanup() -> None:
+    cleaned: list[str] = []
+
+    async def source() -> AsyncIterator[str]:
+        try:
+            yield "hello"
+            await trio.sleep_forever()
+        finally:
+            yield "goodbye"  # Cancelled is passing through; the event is for nobody
+            cleaned.append("done")
+
+    sink = MemorySink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, source(), sink)
+        await sink.wrote.wait()
+        sink.gone.set()
+    assert cleaned == ["done"]
+    assert b"".join(sink.writes) == b"data: hello\n\n"
+
+
+async def test_send_with_room_in_the_buffer_is_cancelled_once_the_stream_ends() -> None:
+    """``send`` skips the scheduler when there is room, but not the stream's own end."""
+    stream = SseStream(buffer_size=100)
+    tracker = StreamTracker()
+    outcome: list[str] = []
+
+    async def produce() -> None:
+        await stream.send("first")
+        tracker.close_all()  # the stream starts to end while this task runs, no checkpoint
+        try:
+            await stream.send("after the end")
+        except trio.Cancelled:
+            outcome.append("cancelled")
+            raise
+        outcome.append("returned")
+
+    stream.start_soon(produce)
+    assert await run_stream(stream, MemorySink(), tracker=tracker) is CloseReason.SHUTDOWN
+    assert outcome == ["cancelled"]
