@@ -52,6 +52,9 @@ class CountingSink:
     async def wait_disconnect(self) -> None:
         await trio.sleep_forever()
 
+    def notify_disconnect(self, callback: object) -> bool:
+        return False
+
 
 def build_events(n: int) -> None:
     for i in range(n):

@@ -236,6 +236,9 @@ class StallingSink:
     async def wait_disconnect(self) -> None:
         await self.gone.wait()
 
+    def notify_disconnect(self, callback: object) -> bool:
+        return False  # the runner then waits in wait_disconnect, in a task
+
 
 async def test_hub_stream_replays_then_streams_and_unsubscribes_on_disconnect(
     make_backend: BackendFactory,

@@ -40,6 +40,9 @@ class MemorySink:
     async def wait_disconnect(self) -> None:
         await self.gone.wait()
 
+    def notify_disconnect(self, callback: object) -> bool:
+        return False  # the runner then waits in wait_disconnect, in a task
+
     def events(self) -> list[object]:
         return [event.json() for event in SseDecoder().feed(b"".join(self.writes))]
 

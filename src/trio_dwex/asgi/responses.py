@@ -12,16 +12,16 @@ They work without the rest of trio-dwex, in any ASGI app served by a Trio server
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from ..errors import HttpException
 from ..streams.runner import CloseReason, StreamSettings, StreamTracker, run_stream
 from ..streams.stream import OverflowPolicy, SseStream
 from ..wire.headers import encode_headers
 from ..wire.sse import Serializer, current_serializer, use_serializer
-from .types import Receive, Scope, Send
+from .types import DISCONNECT_EXTENSION, DisconnectNotice, Receive, Scope, Send
 
 __all__ = [
     "EventSourceResponse",
@@ -216,6 +216,13 @@ class _ASGISink:
 
     async def write(self, data: bytes) -> None:
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    def notify_disconnect(self, callback: Callable[[], object]) -> bool:
+        notice = (self._scope.get("extensions") or {}).get(DISCONNECT_EXTENSION)
+        if notice is None:
+            return False
+        cast(DisconnectNotice, notice).hand_over(callback)
+        return True
 
     async def wait_disconnect(self) -> None:
         while True:

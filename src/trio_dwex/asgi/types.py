@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
-__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send"]
+__all__ = [
+    "DISCONNECT_EXTENSION",
+    "ASGIApp",
+    "DisconnectNotice",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+]
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+DISCONNECT_EXTENSION = "trio_dwex.disconnect"
+"""The key, in ``scope["extensions"]``, of a server's `DisconnectNotice` for the request.
+
+trio-dwex's own server (``trio_dwex.serve``) offers it; with any other server the key is
+absent and a stream waits in ``receive()`` for ``http.disconnect``, as ASGI intends."""
+
+
+class DisconnectNotice(Protocol):
+    """How a server tells a streaming response that its client left, without a waiting task.
+
+    A stream that only waits for ``http.disconnect`` would otherwise keep a task parked in
+    ``receive()`` for its whole life: about 2 KiB per open stream, for one message.
+    """
+
+    def hand_over(self, callback: Callable[[], object], /) -> None:
+        """Stop delivering this request's messages; call ``callback()`` when the client leaves.
+
+        After this the app never calls ``receive()`` for the request: the server drops any
+        further request messages, and calls ``callback`` once, synchronously, the moment it
+        knows the client is gone (at once if it already knows).
+        """

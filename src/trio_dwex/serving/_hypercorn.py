@@ -85,13 +85,22 @@ from typing import Any, Literal
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.udp_server import UDPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
-from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+from hypercorn.utils import (
+    ShutdownError,
+    parse_socket_addr,
+    raise_shutdown,
+    repr_socket_addr,
+    wrap_app,
+)
+
+from ._notice import NoticeTaskGroup
 
 __all__ = [
     "EOF_DRAIN_GRACE",
@@ -224,17 +233,67 @@ class _DwexTCPServer(TCPServer):
         self._write_timeout = write_timeout
         self._fast_send_lock = fast_send_lock
 
+    async def run(self) -> None:
+        """Upstream's ``TCPServer.run`` (0.18), line for line, with our task group.
+
+        `NoticeTaskGroup` gives each request the `DisconnectNotice` that lets a stream hear of
+        its client's departure without a task parked in ``receive()``.
+        """
+        try:
+            try:
+                with trio.fail_after(self.config.ssl_handshake_timeout):
+                    await self.stream.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError):
+                return  # Handshake failed
+            alpn_protocol = self.stream.selected_alpn_protocol()
+            sock = self.stream.transport_stream.socket
+            ssl = True
+        except AttributeError:  # Not SSL
+            alpn_protocol = "http/1.1"
+            sock = self.stream.socket  # a SocketStream then, despite the annotation
+            ssl = False
+
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+
+            async with NoticeTaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = ProtocolWrapper(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState(self.state),
+                    ssl,
+                    client,
+                    server,
+                    self.protocol_send,
+                    alpn_protocol,
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            await self._close()
+
     async def _read_data(self) -> None:
         read_ahead = _ReadAhead(READ_AHEAD_LIMIT)
         feeder_done = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._feed_protocol, read_ahead, feeder_done)
-            read_ahead.finish(await self._read_until_end(read_ahead))
-            with trio.move_on_after(EOF_DRAIN_GRACE):
-                await feeder_done.wait()
-            # The client has left; bytes the protocol could not take by now are for a
-            # response that nobody will read, so the feeder may stop wherever it waits.
-            nursery.cancel_scope.cancel()
+        # The feeder runs in the connection's task group rather than in a nursery of its own
+        # (a nursery costs an idle stream about 1 KiB); its scope lets us stop it.
+        feeder_scope = trio.CancelScope()
+        self._task_group.spawn(self._feed_protocol, read_ahead, feeder_done, feeder_scope)
+        read_ahead.finish(await self._read_until_end(read_ahead))
+        with trio.move_on_after(EOF_DRAIN_GRACE):
+            await feeder_done.wait()
+        # The client has left; bytes the protocol could not take by now are for a response
+        # that nobody will read, so the feeder may stop wherever it waits. It must be done
+        # before the protocol hears Closed(), as when it ran in a nursery of its own.
+        feeder_scope.cancel()
+        await feeder_done.wait()
         await self.protocol.handle(Closed())
 
     async def _read_until_end(self, read_ahead: _ReadAhead) -> _ReadEnd:
@@ -251,13 +310,18 @@ class _DwexTCPServer(TCPServer):
                 return "eof"
             read_ahead.put(data)
 
-    async def _feed_protocol(self, read_ahead: _ReadAhead, done: trio.Event) -> None:
-        while (data := await read_ahead.take()) is not None:
-            await self.protocol.handle(RawData(data))
-        if read_ahead.end == "eof":
-            # Upstream hands the empty read to the protocol, which lets h11 see the EOF.
-            await self.protocol.handle(RawData(b""))
-        done.set()
+    async def _feed_protocol(
+        self, read_ahead: _ReadAhead, done: trio.Event, scope: trio.CancelScope
+    ) -> None:
+        try:
+            with scope:
+                while (data := await read_ahead.take()) is not None:
+                    await self.protocol.handle(RawData(data))
+                if read_ahead.end == "eof":
+                    # Upstream hands the empty read to the protocol, which lets h11 see the EOF.
+                    await self.protocol.handle(RawData(b""))
+        finally:
+            done.set()
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):

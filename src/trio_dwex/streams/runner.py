@@ -10,7 +10,9 @@ Theory of operation. Each stream gets one nursery. In it run:
   already queued into one write (fewer syscalls when the source is ahead of the socket, and no
   timer, so a lone event goes out at once), sends a keep-alive comment after ``keepalive`` idle
   seconds, and gives up on a client that accepts nothing for ``send_timeout`` seconds;
-* the **disconnect watch**, which cancels the nursery the moment the client leaves;
+* the **disconnect watch**, which cancels the nursery the moment the client leaves (no task
+  when the sink can call back instead: trio-dwex's own server tells an ASGI response so,
+  which saves each idle stream a parked task);
 * the **pump**, for an async-iterable source, which moves items into a bounded `SseStream`
   (so a generator never yields across our cancel scopes, and back-pressure reaches it);
 * every task the handler started with `SseStream.start_soon`.
@@ -29,8 +31,9 @@ import inspect
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypedDict
 
 import trio
@@ -149,6 +152,13 @@ class EventSink(Protocol):
 
     async def wait_disconnect(self) -> None:
         """Return when the client has gone."""
+
+    def notify_disconnect(self, callback: Callable[[], object]) -> bool:
+        """Arrange for ``callback()`` when the client leaves, if the sink can without a task.
+
+        ``True``: it will (and `wait_disconnect` is not called); ``False``: it cannot, and the
+        runner waits in `wait_disconnect` in a task of the stream instead.
+        """
 
 
 class _StreamState:
@@ -294,7 +304,8 @@ async def run_stream(
                         stream._attach(nursery)
                     if not isinstance(source, SseStream):
                         nursery.start_soon(_pump, source, stream)
-                    nursery.start_soon(_watch_disconnect, sink, state)
+                    if not sink.notify_disconnect(partial(state.end, CloseReason.CLIENT_GONE)):
+                        nursery.start_soon(_watch_disconnect, sink, state)
                     reason = await _write_events(stream, sink, write, settings)
                     state.end(natural_end if reason is None else reason)
             except* StreamClosed as group:
@@ -408,6 +419,7 @@ async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
     """Move a source's items into the stream's buffer; always finish the source explicitly."""
     iterator = aiter(source)
     next_item = iterator.__anext__
+    offer = stream._sender.send_nowait
     finished = False
     try:
         while True:
@@ -429,7 +441,9 @@ async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
                 await _resume_once_then_close(iterator)
                 await trio.lowlevel.checkpoint()  # raises the Cancelled
             event = item if type(item) is SseEvent else to_event(item)
-            if not stream._offer(event):
+            try:
+                offer(event)  # the stream is ours: nobody else closes it while we run
+            except trio.WouldBlock:
                 await stream.send(event)  # the buffer is full: wait for room
     finally:
         if not finished:
