@@ -60,7 +60,7 @@ class Report:
 
 
 def cache_dir(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = getattr(config, "cache", None)  # absent under ``-p no:cacheprovider``
+    cache: pytest.Cache | None = getattr(config, "cache", None)  # absent: -p no:cacheprovider
     if cache is not None:
         return cache.mkdir("mypy-docs")
     return tmp_path_factory.mktemp("mypy-cache")
