@@ -267,17 +267,11 @@ class SseEvent:
     def __eq__(self, other: object) -> bool:
         if type(other) is not SseEvent:
             return NotImplemented
-        return (
-            self._data == other._data
-            and self._event == other._event
-            and self._id == other._id
-            and self._retry == other._retry
-            and self._comment == other._comment
-        )
+        return self._fields() == other._fields()
 
     def __hash__(self) -> int:
         # Like a frozen dataclass: hashable when the data is (a dict is not).
-        return hash((self._data, self._event, self._id, self._retry, self._comment))
+        return hash(tuple(self._fields().values()))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={value!r}" for name, value in self._fields().items())
