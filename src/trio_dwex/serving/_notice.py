@@ -24,17 +24,20 @@ __all__ = ["NoticeTaskGroup", "RequestNotice"]
 class RequestNotice:
     """One HTTP request's `DisconnectNotice`."""
 
-    __slots__ = ("_callback", "gone", "handed_over")
+    __slots__ = ("_callback", "gone")
 
     def __init__(self) -> None:
         self._callback: Callable[[], object] | None = None
         self.gone = False
-        self.handed_over = False
+
+    @property
+    def handed_over(self) -> bool:
+        """Whether the app handed ``receive()`` over: it reads no more messages."""
+        return self._callback is not None
 
     def hand_over(self, callback: Callable[[], object], /) -> None:
-        if self.handed_over:
+        if self._callback is not None:
             raise RuntimeError("a request's receive() can be handed over only once")
-        self.handed_over = True
         self._callback = callback
         if self.gone:
             callback()
