@@ -6,6 +6,8 @@ in this process (so that they can walk Trio's task tree) and drive it over real 
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
@@ -22,6 +24,7 @@ from trio_dwex.testing.server import server_config
 STREAMS = 3
 WATCH_TASK = "trio_dwex.streams.runner._watch_disconnect"
 PUMP_TASK = "trio_dwex.streams.runner._pump"
+FEEDER_TASK = "trio_dwex.serving._hypercorn._DwexTCPServer._feed_protocol"
 NOTICE_WITHIN = 2.0
 """Seconds within which a departed client's stream must have run its cleanup."""
 
@@ -78,6 +81,7 @@ async def test_an_idle_stream_on_our_server_has_no_task_waiting_for_its_client()
         names = list(task_names())
         assert names.count(PUMP_TASK) == STREAMS  # the walk sees the streams' tasks...
         assert WATCH_TASK not in names  # ...and none of them waits in receive()
+        assert FEEDER_TASK not in names  # nor does any connection park a read-ahead feeder
         for index, stream in enumerate(held):
             # Both ways of leaving: a reset, and a polite close.
             stream.vanish() if index % 2 else stream.close()
@@ -133,3 +137,26 @@ async def test_a_stream_that_never_reads_its_request_body_ends_when_the_client_l
             assert sent > 20 * len(chunk), "the server stopped taking the body early"
         await wait_for(cleaned, 1)
     assert cleaned == ["idle"]
+
+
+async def test_a_feeder_runs_only_while_bytes_wait_for_the_protocol() -> None:
+    """Bytes pipelined behind a stream wait in a feeder (h11 is paused) until the client leaves."""
+    cleaned: list[str] = []
+    async with serve_app(make_app(cleaned)) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        get = f"GET /idle HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        with trio.socket.socket() as sock, trio.fail_after(NOTICE_WITHIN):
+            await sock.connect((host, int(port)))
+            await sock.send(get)
+            received = b""
+            while b"data: hello" not in received:
+                received += await sock.recv(4096)
+            assert FEEDER_TASK not in task_names()
+            await sock.send(get)  # pipelined: h11 holds it until the stream ends
+            while FEEDER_TASK not in task_names():  # noqa: ASYNC110  # a task tree, no event
+                await trio.sleep(0.01)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await wait_for(cleaned, 1)
+        with trio.fail_after(NOTICE_WITHIN):
+            while FEEDER_TASK in task_names():  # noqa: ASYNC110
+                await trio.sleep(0.01)

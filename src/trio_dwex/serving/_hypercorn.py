@@ -34,15 +34,16 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` is
 ``TCPServer`` subclass that
 
 * keeps reading while the protocol is busy: ``_read_data`` becomes a reader task that moves
-  socket bytes into a read-ahead buffer bounded by :data:`READ_AHEAD_LIMIT`, and a feeder task
-  that hands them to the protocol in order. The reader therefore sees EOF/RST even while h11 is
-  paused. At that point the feeder gets :data:`EOF_DRAIN_GRACE` seconds to deliver the bytes
-  that came before the EOF (so a request sent together with a FIN is still handled exactly as
-  upstream handles it); a feeder still busy after that is waiting on a response to a client
-  that has left, so it is cancelled and the protocol is told ``Closed()`` (the app sees
-  ``http.disconnect``). A client that pipelines more than ``READ_AHEAD_LIMIT`` bytes gets
-  upstream's back-pressure: we stop reading, and its disconnect is then only noticed by a
-  failing write (SSE keep-alives make that bounded).
+  socket bytes into a read-ahead buffer bounded by :data:`READ_AHEAD_LIMIT`, and a feeder task,
+  started only while there are bytes to hand over, that hands them to the protocol in order.
+  The reader therefore sees EOF/RST even while h11 is paused. At that point the feeder gets
+  :data:`EOF_DRAIN_GRACE` seconds to deliver the bytes that came before the EOF (so a request
+  sent together with a FIN is still handled exactly as upstream handles it); a feeder still
+  busy after that is waiting on a response to a client that has left, so it is cancelled and
+  the protocol is told ``Closed()`` (the app sees ``http.disconnect``). A client that
+  pipelines more than ``READ_AHEAD_LIMIT`` bytes gets upstream's back-pressure: we stop
+  reading, and its disconnect is then only noticed by a failing write (SSE keep-alives make
+  that bounded).
 * bounds every shielded write: the data goes out in chunks of at most :data:`WRITE_CHUNK`
   bytes, each inside ``trio.CancelScope(shield=True, deadline=now + write_timeout)``. A chunk
   that the client does not accept within ``write_timeout`` seconds aborts the connection (RST,
@@ -171,43 +172,39 @@ dropped_writes = DroppedWrites()
 class _ReadAhead:
     """Bytes read from the socket and not yet taken by the protocol, and how reading ended.
 
-    One reader task puts, one feeder task takes. The reader asks :meth:`room` how much it may
+    The reader task puts, a feeder task takes. The reader asks :meth:`room` how much it may
     read, which waits while the buffer is full: that is where back-pressure on the client
     comes from, and why the buffer never holds more than ``limit`` bytes.
     """
+
+    __slots__ = ("_data", "_limit", "_room", "end")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._data = bytearray()
         self.end: _ReadEnd | None = None
-        self._changed = trio.Event()
+        # Made only while the reader waits for room: most connections never fill the buffer.
+        self._room: trio.Event | None = None
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+    def __bool__(self) -> bool:
+        return bool(self._data)
 
     async def room(self) -> int:
         while len(self._data) >= self._limit:
-            await self._changed.wait()
+            self._room = trio.Event()
+            await self._room.wait()
         return self._limit - len(self._data)
 
     def put(self, data: bytes | bytearray) -> None:
         self._data += data
-        self._notify()
 
-    def finish(self, end: _ReadEnd) -> None:
-        self.end = end
-        self._notify()
-
-    async def take(self) -> bytes | None:
-        """All buffered bytes, waiting for some; ``None`` once reading ended and all are taken."""
-        while not self._data and self.end is None:
-            await self._changed.wait()
-        if not self._data:
-            return None
+    def take(self) -> bytes:
+        """All buffered bytes (``b""`` if none), which makes room for the reader."""
         data = bytes(self._data)
         self._data.clear()
-        self._notify()
+        if self._room is not None:
+            self._room.set()
+            self._room = None
         return data
 
 
@@ -232,6 +229,10 @@ class _DwexTCPServer(TCPServer):
         super().__init__(app, config, context, state, stream)
         self._write_timeout = write_timeout
         self._fast_send_lock = fast_send_lock
+        # The running feeder's scope (see `_start_feeder`), and the event the reader waits on
+        # for it to finish once the client has left.
+        self._feeder: trio.CancelScope | None = None
+        self._feeder_done: trio.Event | None = None
 
     async def run(self) -> None:
         """Upstream's ``TCPServer.run`` (0.18), line for line, with our task group.
@@ -281,19 +282,18 @@ class _DwexTCPServer(TCPServer):
 
     async def _read_data(self) -> None:
         read_ahead = _ReadAhead(READ_AHEAD_LIMIT)
-        feeder_done = trio.Event()
-        # The feeder runs in the connection's task group rather than in a nursery of its own
-        # (a nursery costs an idle stream about 1 KiB); its scope lets us stop it.
-        feeder_scope = trio.CancelScope()
-        self._task_group.spawn(self._feed_protocol, read_ahead, feeder_done, feeder_scope)
-        read_ahead.finish(await self._read_until_end(read_ahead))
-        with trio.move_on_after(EOF_DRAIN_GRACE):
-            await feeder_done.wait()
-        # The client has left; bytes the protocol could not take by now are for a response
-        # that nobody will read, so the feeder may stop wherever it waits. It must be done
-        # before the protocol hears Closed(), as when it ran in a nursery of its own.
-        feeder_scope.cancel()
-        await feeder_done.wait()
+        read_ahead.end = await self._read_until_end(read_ahead)
+        if self._feeder is None and (read_ahead or read_ahead.end == "eof"):
+            self._start_feeder(read_ahead)  # the rest of the bytes, and the EOF for h11
+        if (feeder := self._feeder) is not None:
+            done = self._feeder_done = trio.Event()
+            with trio.move_on_after(EOF_DRAIN_GRACE):
+                await done.wait()
+            # The client has left; bytes the protocol could not take by now are for a
+            # response that nobody will read, so the feeder may stop wherever it waits. It
+            # must be done before the protocol hears Closed().
+            feeder.cancel()
+            await done.wait()
         await self.protocol.handle(Closed())
 
     async def _read_until_end(self, read_ahead: _ReadAhead) -> _ReadEnd:
@@ -309,19 +309,34 @@ class _DwexTCPServer(TCPServer):
             if not data:
                 return "eof"
             read_ahead.put(data)
+            if self._feeder is None:
+                self._start_feeder(read_ahead)
 
-    async def _feed_protocol(
-        self, read_ahead: _ReadAhead, done: trio.Event, scope: trio.CancelScope
-    ) -> None:
+    def _start_feeder(self, read_ahead: _ReadAhead) -> None:
+        # A feeder runs only while there are bytes to hand over, so an idle connection (an SSE
+        # stream between events) parks no task for it, and it runs in the connection's task
+        # group rather than a nursery of its own: each would cost an idle stream ~1-2 KiB.
+        self._feeder = trio.CancelScope()
+        self._task_group.spawn(self._feed_protocol, read_ahead, self._feeder)
+
+    async def _feed_protocol(self, read_ahead: _ReadAhead, scope: trio.CancelScope) -> None:
+        """Hand the buffered bytes to the protocol, in order, until none are left; then end.
+
+        Only one feeder runs at a time (the reader starts one only when none is running), and
+        it checks for more bytes and ends without a checkpoint in between, so no bytes are
+        left behind without a feeder to take them.
+        """
         try:
             with scope:
-                while (data := await read_ahead.take()) is not None:
+                while data := read_ahead.take():
                     await self.protocol.handle(RawData(data))
                 if read_ahead.end == "eof":
                     # Upstream hands the empty read to the protocol, which lets h11 see the EOF.
                     await self.protocol.handle(RawData(b""))
         finally:
-            done.set()
+            self._feeder = None
+            if self._feeder_done is not None:
+                self._feeder_done.set()
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
