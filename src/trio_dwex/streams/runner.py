@@ -167,6 +167,8 @@ class _StreamState:
     __slots__ = ("reason", "scope", "streams")
 
     def __init__(self, scope: trio.CancelScope, streams: tuple[SseStream, ...]) -> None:
+        # The stream's nursery's own scope: a scope of our own around it would cost every
+        # stream another CancelStatus (about 0.7 KiB with its sets) for nothing.
         self.scope = scope
         self.reason: CloseReason | None = None
         self.streams = streams
@@ -288,35 +290,38 @@ async def run_stream(
             await sink.write(data)
         return not timer.cancelled_caught
 
-    state = _StreamState(trio.CancelScope(), (stream,) if owner is stream else (stream, owner))
+    streams = (stream,) if owner is stream else (stream, owner)
+    state: _StreamState | None = None
     failure: BaseException | None = None
-    if tracker is not None:
-        tracker.opened += 1
-        tracker._open.add(state)
     try:
-        with state.scope:
-            if settings.max_lifetime is not None:
-                state.scope.deadline = trio.current_time() + settings.max_lifetime
-            try:
-                async with trio.open_nursery() as nursery:
-                    owner._attach(nursery)
-                    if owner is not stream:
-                        stream._attach(nursery)
-                    if not isinstance(source, SseStream):
-                        nursery.start_soon(_pump, source, stream)
-                    if not sink.notify_disconnect(partial(state.end, CloseReason.CLIENT_GONE)):
-                        nursery.start_soon(_watch_disconnect, sink, state)
-                    reason = await _write_events(stream, sink, write, settings)
-                    state.end(natural_end if reason is None else reason)
-            except* StreamClosed as group:
-                # A task sent on the stream while it was ending; the stream is over anyway.
-                logger.debug("a stream task stopped on a closed stream", exc_info=group)
-            except* Exception as group:
+        try:
+            async with trio.open_nursery() as nursery:
+                state = _StreamState(nursery.cancel_scope, streams)
+                if tracker is not None:
+                    tracker.opened += 1
+                    tracker._open.add(state)
+                if settings.max_lifetime is not None:
+                    state.scope.deadline = trio.current_time() + settings.max_lifetime
+                owner._attach(nursery)
+                if owner is not stream:
+                    stream._attach(nursery)
+                if not isinstance(source, SseStream):
+                    nursery.start_soon(_pump, source, stream)
+                if not sink.notify_disconnect(partial(state.end, CloseReason.CLIENT_GONE)):
+                    nursery.start_soon(_watch_disconnect, sink, state)
+                reason = await _write_events(stream, sink, write, settings)
+                state.end(natural_end if reason is None else reason)
+        except* StreamClosed as group:
+            # A task sent on the stream while it was ending; the stream is over anyway.
+            logger.debug("a stream task stopped on a closed stream", exc_info=group)
+        except* Exception as group:
+            if state is not None:  # None: opening the nursery failed
                 state.end(CloseReason.ERROR)
-                if started:
-                    logger.error("an SSE stream failed and was closed", exc_info=group)
-                else:
-                    failure = group
+            if started:
+                logger.error("an SSE stream failed and was closed", exc_info=group)
+            else:
+                failure = group
+        assert state is not None  # made first thing in the nursery, which cannot fail
         if failure is not None:
             raise _single(failure)
         if state.reason is None:
@@ -330,7 +335,7 @@ async def run_stream(
             await write(b"")
         return state.reason
     finally:
-        if tracker is not None:
+        if tracker is not None and state is not None:
             tracker._open.discard(state)
             tracker.closed[state.reason or CloseReason.ERROR] += 1
         if owner is not stream:
