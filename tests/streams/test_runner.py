@@ -409,3 +409,86 @@ async def test_send_with_room_in_the_buffer_is_cancelled_once_the_stream_ends() 
     stream.start_soon(produce)
     assert await run_stream(stream, MemorySink(), tracker=tracker) is CloseReason.SHUTDOWN
     assert outcome == ["cancelled"]
+
+
+async def test_events_queued_before_and_while_the_stream_runs_arrive_in_order() -> None:
+    """Before it runs a stream buffers events; while it runs, their bytes: both are written."""
+    stream = SseStream()
+    stream.send_nowait({"n": 0})
+    stream.send_nowait(SseEvent(data="1", id="1"))
+    sink = MemorySink()
+
+    async def produce() -> None:
+        await stream.send({"n": 2})
+        assert stream.send_nowait(SseEvent(data="3", event="tick"))
+        await sink.wrote.wait()  # the writer took what was queued; queue more
+        await stream.send_comment("four")
+        await stream.send_data(5)
+        stream.close()
+
+    stream.start_soon(produce)
+    assert await run_stream(stream, sink) is CloseReason.CLOSED
+    body = b"".join(sink.writes)
+    assert body == b"".join(
+        event.encode()
+        for event in [
+            SseEvent(data={"n": 0}),
+            SseEvent(data="1", id="1"),
+            SseEvent(data={"n": 2}),
+            SseEvent(data="3", event="tick"),
+            SseEvent(comment="four"),
+            SseEvent(data=5),
+        ]
+    )
+    assert len(sink.writes) >= 2  # the writer ran between the two batches
+
+
+class GateSink(MemorySink):
+    """A sink whose writes wait until ``gate`` is set: a client that is slow for a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+
+    async def write(self, data: bytes) -> None:
+        await self.gate.wait()
+        await super().write(data)
+
+
+@pytest.mark.parametrize(
+    ("policy", "delivered"),
+    [(OverflowPolicy.DROP_OLDEST, [-1, 3, 4]), (OverflowPolicy.DROP_NEWEST, [-1, 0, 1])],
+)
+async def test_overflow_policies_apply_to_a_running_stream(
+    policy: OverflowPolicy, delivered: list[int]
+) -> None:
+    stream = SseStream(buffer_size=2, overflow=policy)
+    sink = GateSink()
+
+    async def produce() -> None:
+        await stream.send(-1)
+        await trio.sleep(0.01)  # the writer took it and waits at the gate
+        for n in range(5):
+            stream.send_nowait(n)  # two fit in the buffer; the policy decides which
+        sink.gate.set()
+        stream.close()
+
+    stream.start_soon(produce)
+    assert await run_stream(stream, sink) is CloseReason.CLOSED
+    assert sink.events() == delivered
+
+
+async def test_a_stream_being_sent_cannot_be_iterated_as_well() -> None:
+    stream = SseStream()
+    iterated: list[str] = []
+
+    async def iterate() -> None:
+        try:
+            aiter(stream)
+        except RuntimeError as exc:
+            iterated.append(str(exc))
+        stream.close()
+
+    stream.start_soon(iterate)
+    await run_stream(stream, MemorySink())
+    assert iterated == ["this SseStream is being sent to a client; it cannot be iterated as well"]

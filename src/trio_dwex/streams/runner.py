@@ -267,6 +267,9 @@ async def run_stream(
         stream = SseStream(buffer_size=settings.buffer_size, overflow=settings.overflow)
         natural_end = CloseReason.COMPLETED
     owner = owner or stream
+    # From now on the buffer holds the events' bytes (see SseStream._wire); events queued
+    # before the stream ran are still events, and the writer takes both.
+    stream._wire = True
     started = False
 
     async def write(data: bytes) -> bool:
@@ -357,7 +360,8 @@ async def _write_events(
     first = b""
     with trio.move_on_after(settings.first_event_wait):
         try:
-            first = _coalesce((await receiver.receive()).encode(), receiver, limit)
+            item = await receiver.receive()
+            first = _coalesce(item if isinstance(item, bytes) else item.encode(), receiver, limit)
         except trio.EndOfChannel:
             return None
     if not await write(first):
@@ -374,12 +378,13 @@ async def _write_events(
             while True:
                 timer.deadline = trio.current_time() + idle
                 try:
-                    event = await receiver.receive()
+                    item = await receiver.receive()
                 except trio.EndOfChannel:
                     return None
                 writing = True
                 timer.deadline = trio.current_time() + send_timeout
-                await sink.write(_coalesce(event.encode(), receiver, limit))
+                data = item if isinstance(item, bytes) else item.encode()
+                await sink.write(_coalesce(data, receiver, limit))
                 writing = False
         if writing or not await write(KEEPALIVE_COMMENT):
             logger.info(
@@ -393,16 +398,18 @@ class _Write(Protocol):
     async def __call__(self, data: bytes, /) -> bool: ...
 
 
-def _coalesce(first: bytes, receiver: trio.MemoryReceiveChannel[SseEvent], limit: int) -> bytes:
+def _coalesce(
+    first: bytes, receiver: trio.MemoryReceiveChannel[SseEvent | bytes], limit: int
+) -> bytes:
     """``first`` plus every event already queued, up to ``limit`` bytes: one write, not many."""
     parts = [first]
     size = len(first)
     while size < limit:
         try:
-            event = receiver.receive_nowait()
+            item = receiver.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             break
-        data = event.encode()
+        data = item if isinstance(item, bytes) else item.encode()
         parts.append(data)
         size += len(data)
     return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -447,7 +454,7 @@ async def _pump(source: AsyncIterable[object], stream: SseStream) -> None:
                 await trio.lowlevel.checkpoint()  # raises the Cancelled
             event = item if type(item) is SseEvent else to_event(item)
             try:
-                offer(event)  # the stream is ours: nobody else closes it while we run
+                offer(event.encode())  # the stream is ours: nobody else closes it while we run
             except trio.WouldBlock:
                 await stream.send(event)  # the buffer is full: wait for room
     finally:
