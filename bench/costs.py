@@ -9,11 +9,16 @@ This splits off our part. Each line is process CPU time divided by events, media
 * ``run_stream, generator source`` / ``SseStream source``: an event from the handler's hands
   to the sink's ``write`` (construction included), through the pump or ``SseStream.send``,
   the bounded buffer, and the writer's coalescing, into a sink that only counts bytes;
+* ``500 generator streams of 2,000 events at once``: the same, with 500 full buffers alive
+  at once (the benchmark's concurrent scenario without sockets; ``--events`` does not apply);
 * ``... awaiting between events``: the same with a checkpoint after each event, so nothing is
   coalesced and every event pays a write, the timers and the task switches (the sparse case);
 * ``a whole SSE request``: the benchmark app (`bench.apps.make_dwex_app`) called as ASGI for
   ``/gen?n=1`` — routing, parameters, the per-stream nursery, one event, the end — per
   request rather than per event.
+
+The collector runs with trio-dwex's thresholds (`trio_dwex.tune_gc`), as under ``trio-dwex
+run`` and in the benchmark's trio-dwex rows; ``--python-gc`` keeps Python's.
 
 Diagnostics only; not part of CI.
 """
@@ -28,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 import trio
 import trio.lowlevel
 
-from trio_dwex import SseEvent, SseStream
+from trio_dwex import SseEvent, SseStream, tune_gc
 from trio_dwex.streams.runner import run_stream
 
 from .apps import PAYLOAD, make_dwex_app
@@ -74,6 +79,21 @@ def stream_from_generator(n: int, sparse: bool) -> None:
                 await trio.lowlevel.checkpoint()
 
     trio.run(run_stream, events(), CountingSink())
+
+
+def many_streams_from_generators(n: int, streams: int) -> None:
+    """``streams`` generator streams at once, ``n`` events in all: many buffers alive at once."""
+
+    async def events(count: int) -> AsyncIterator[SseEvent]:
+        for i in range(count):
+            yield SseEvent(data=f"{PAYLOAD} {i}", id=str(i))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(run_stream, events(n // streams), CountingSink())
+
+    trio.run(main)
 
 
 def stream_from_sse_stream(n: int, sparse: bool) -> None:
@@ -151,13 +171,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per run")
     parser.add_argument("--reps", type=int, default=5, help="runs per line (median)")
+    parser.add_argument(
+        "--python-gc", action="store_true", help="keep Python's collector thresholds"
+    )
     args = parser.parse_args(argv)
+    if not args.python_gc:
+        tune_gc()
     n, reps = args.events, args.reps
     lines: list[tuple[str, Callable[[int], None], int]] = [
         ("SseEvent(data=str, id=str)", build_events, n),
         ("bytes by hand (the raw floor's per-event work)", build_bytes, n),
         ("run_stream, generator source", lambda k: stream_from_generator(k, False), n),
         ("run_stream, SseStream source", lambda k: stream_from_sse_stream(k, False), n),
+        (
+            "run_stream, 500 generator streams of 2,000 events at once",
+            lambda k: many_streams_from_generators(k, 500),
+            500 * 2_000,
+        ),
         (
             "run_stream, generator source, awaiting between events",
             lambda k: stream_from_generator(k, True),
