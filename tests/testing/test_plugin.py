@@ -109,7 +109,6 @@ def test_sse_server_serves_several_apps_until_the_test_ends(pytester: pytest.Pyt
     pytester.makepyfile(
         myapp=APP_MODULE,
         test_it="""
-import httpx
 import pytest
 import trio
 
@@ -135,9 +134,11 @@ async def test_servers(sse_server):
 
 
 async def test_they_stopped_after_the_test():
-    async with httpx.AsyncClient() as client:
-        with pytest.raises(httpx.ConnectError):
-            await client.get(OPEN[0])
+    # A bare connect: nothing listens there any more. (Through httpx this once failed with
+    # httpcore's ConnectError inside an exception group, which httpx did not map.)
+    host, port = OPEN[0].removeprefix("http://").rsplit(":", 1)
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream(host, int(port))
 """,
     )
     pytester.makeini("[pytest]\ntrio_mode = true\n")
