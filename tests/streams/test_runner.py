@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 import pytest
 import trio
@@ -45,6 +45,16 @@ class MemorySink:
 
     def events(self) -> list[object]:
         return [event.json() for event in SseDecoder().feed(b"".join(self.writes))]
+
+
+async def leave_after_the_first_write(
+    source: AsyncIterable[object], sink: MemorySink, settings: StreamSettings | None = None
+) -> None:
+    """Run ``source`` to ``sink`` until its first write, then have the client leave."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_stream, source, sink, settings or StreamSettings())
+        await sink.wrote.wait()
+        sink.gone.set()
 
 
 async def test_events_already_queued_leave_in_one_write() -> None:
@@ -313,10 +323,7 @@ async def test_generator_finally_may_await_when_shielded() -> None:
             cleaned.append("done")
 
     sink = MemorySink()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_stream, source(), sink)
-        await sink.wrote.wait()
-        sink.gone.set()
+    await leave_after_the_first_write(source(), sink)
     assert cleaned == ["done"]
 
 
@@ -342,11 +349,7 @@ async def test_map_events_over_a_generator_that_yields_in_finally_closes_cleanly
             yield "goodbye"
             cleaned.append("done")
 
-    sink = MemorySink()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_stream, map_events(source(), lambda n: n), sink)
-        await sink.wrote.wait()
-        sink.gone.set()
+    await leave_after_the_first_write(map_events(source(), lambda n: n), MemorySink())
     assert cleaned == ["done"]
 
 
@@ -362,11 +365,7 @@ async def test_a_generator_that_never_awaits_is_closed_when_its_client_leaves() 
         finally:
             closed.append("finally")
 
-    sink = MemorySink()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_stream, source(), sink, StreamSettings(buffer_size=4))
-        await sink.wrote.wait()
-        sink.gone.set()
+    await leave_after_the_first_write(source(), MemorySink(), StreamSettings(buffer_size=4))
     assert closed == ["finally"]
 
 
@@ -382,10 +381,7 @@ async def test_a_generator_that_yields_in_finally_after_a_disconnect_finishes_it
             cleaned.append("done")
 
     sink = MemorySink()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_stream, source(), sink)
-        await sink.wrote.wait()
-        sink.gone.set()
+    await leave_after_the_first_write(source(), sink)
     assert cleaned == ["done"]
     assert b"".join(sink.writes) == b"data: hello\n\n"
 
