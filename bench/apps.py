@@ -99,17 +99,8 @@ def make_raw_app(batch: int, flavor: str = "trio") -> Any:
 def make_dwex_app(serializer: str = "json") -> Any:
     import trio
 
-    from trio_dwex import (
-        Controller,
-        Module,
-        Query,
-        Settings,
-        Sse,
-        SseEvent,
-        SseStream,
-        create_app,
-        json_serializer,
-    )
+    from trio_dwex import Controller, Module, Query, Settings, Sse, SseEvent, SseStream, create_app
+    from trio_dwex.lowlevel import json_serializer
 
     @Controller("")
     class BenchController:
@@ -232,7 +223,6 @@ def make_fanout_app(backend_url: str) -> Any:
     import trio.lowlevel
 
     from trio_dwex import (
-        Broadcast,
         Controller,
         Get,
         Headers,
@@ -243,10 +233,11 @@ def make_fanout_app(backend_url: str) -> Any:
         SseStream,
         create_app,
     )
+    from trio_dwex.broadcast import Broadcast
 
     def make_hub() -> Broadcast:
         if backend_url.startswith("redis"):
-            from trio_dwex import RedisBackend
+            from trio_dwex.broadcast import RedisBackend
 
             backend = RedisBackend(backend_url, key_prefix=f"bench{os.getpid()}:")
             return Broadcast(backend, subscriber_buffer=FANOUT_BUFFER)

@@ -18,7 +18,7 @@ This splits off our part. Each line is process CPU time divided by events, media
   ``/gen?n=1`` — routing, parameters, the per-stream nursery, one event, the end — per
   request rather than per event.
 
-The collector runs with trio-dwex's thresholds (`trio_dwex.tune_gc`), as under ``trio-dwex
+The collector runs with trio-dwex's thresholds (`trio_dwex.lowlevel.tune_gc`), as under ``trio-dwex
 run`` and in the benchmark's trio-dwex rows; ``--python-gc`` keeps Python's.
 
 Diagnostics only; not part of CI.
@@ -34,8 +34,9 @@ from collections.abc import AsyncIterator, Callable
 import trio
 import trio.lowlevel
 
-from trio_dwex import SseEvent, SseStream, tune_gc
-from trio_dwex.streams.runner import run_stream
+from trio_dwex import SseEvent, SseStream
+from trio_dwex.lowlevel import tune_gc
+from trio_dwex.streams._runner import run_stream
 
 from .apps import PAYLOAD, make_dwex_app
 

@@ -2,7 +2,7 @@
 
 Every byte the server sends is parsed: the HTTP/1.1 status line and headers (200 and
 ``text/event-stream`` required), the chunked framing, then the events by
-`trio_dwex.wire.decoder.SseDecoder`. Each event's ``id`` must be the next integer, and a stream
+`trio_dwex.wire._decoder.SseDecoder`. Each event's ``id`` must be the next integer, and a stream
 counts only if it delivered exactly the events asked for and then ended its response properly.
 So a broken server (lost, duplicated or reordered events, bad framing, an early close) fails
 instead of scoring.
@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from trio_dwex.wire.decoder import SseDecoder
+from trio_dwex.wire._decoder import SseDecoder
 
 __all__ = ["BrokenServer", "Conn", "StreamResult", "first_event", "open_idle", "run_streams"]
 

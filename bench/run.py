@@ -18,8 +18,8 @@ numbers are noisy; CPU per event and the ratios of rows measured side by side ar
 targets are about. Full mode takes the median of three runs.
 
 After the table, the fan-out scenario of ``bench/fanout.py`` (one publisher, many subscribers of
-a `trio_dwex.Broadcast` topic, in memory and through a redis-server it starts) prints a second
-table; ``--fanout`` picks its backends, ``--fanout-only`` skips the main table.
+a `trio_dwex.broadcast.Broadcast` topic, in memory and through a redis-server it starts)
+prints a second table; ``--fanout`` picks its backends, ``--fanout-only`` skips the main table.
 """
 
 from __future__ import annotations

@@ -94,11 +94,11 @@ def run_trio(app: Any, server: str) -> None:
     if server == "dwex":
         serve = dwex_serve() or hypercorn_serve
         # As `trio-dwex run` and `trio_dwex.run` do: they own the process, so they tune the
-        # garbage collector for many open streams (trio_dwex.tune_gc). The other rows keep
+        # garbage collector for many open streams (trio_dwex.lowlevel.tune_gc). The other rows keep
         # Python's defaults, as their own commands (hypercorn, uvicorn) do; BENCH_PYTHON_GC=1
         # keeps them for ours too.
         if not os.environ.get("BENCH_PYTHON_GC"):
-            from trio_dwex import tune_gc
+            from trio_dwex.lowlevel import tune_gc
 
             tune_gc()
 

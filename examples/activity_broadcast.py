@@ -41,7 +41,7 @@ from trio_dwex import (
     SseStream,
     create_app,
 )
-from trio_dwex.streams.broadcast import Broadcast
+from trio_dwex.broadcast import Broadcast
 
 #: The topic every activity goes to.
 TOPIC = "activity"

@@ -456,7 +456,7 @@ def guide_module(broadcast: str | None = None) -> type:
     activity_providers: list[Any] = [ActivityService]
     if broadcast is not None:
         from examples import activity_broadcast
-        from trio_dwex.streams.broadcast import Broadcast
+        from trio_dwex.broadcast import Broadcast
 
         hub_url = broadcast
         activity = [activity_broadcast.ActivityController]

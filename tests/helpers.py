@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 import trio
 
-from trio_dwex.wire.decoder import MessageEvent, SseDecoder
+from trio_dwex.wire._decoder import MessageEvent, SseDecoder
 
 
 class LiveStream:

@@ -3,87 +3,147 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 import trio_dwex
+import trio_dwex.broadcast
+import trio_dwex.lowlevel
 import trio_dwex.serving
+import trio_dwex.testing
+
+ROOT = [
+    "NO_DATA",
+    "ASGIApp",
+    "BadRequestException",
+    "Body",
+    "CallNext",
+    "ConfigurationError",
+    "ConflictException",
+    "Controller",
+    "CorsSettings",
+    "Delete",
+    "DwexApp",
+    "DwexError",
+    "EventSourceResponse",
+    "ExecutionContext",
+    "ForbiddenException",
+    "Get",
+    "Headers",
+    "HttpException",
+    "Injectable",
+    "InternalServerErrorException",
+    "JSONResponse",
+    "MethodNotAllowedException",
+    "Module",
+    "NotFoundException",
+    "OverflowPolicy",
+    "Param",
+    "Patch",
+    "Post",
+    "Provider",
+    "ProviderNotFound",
+    "Put",
+    "Query",
+    "Req",
+    "Request",
+    "Response",
+    "ServiceUnavailableException",
+    "Settings",
+    "Sse",
+    "SseEvent",
+    "SseStream",
+    "StreamClosed",
+    "StreamSettings",
+    "TooManyRequestsException",
+    "UnauthorizedException",
+    "UnprocessableEntityException",
+    "UseGuards",
+    "UseInterceptors",
+    "create_app",
+    "map_events",
+    "run",
+    "serve",
+]
+BROADCAST = [
+    "RESET_EVENT",
+    "Broadcast",
+    "BroadcastBackend",
+    "BroadcastUnavailable",
+    "Deliver",
+    "EndTopic",
+    "MemoryBackend",
+    "RedisBackend",
+    "Replay",
+    "ResetReason",
+    "Subscription",
+]
+TESTING = [
+    "DEFAULT_RECONNECT_DELAY",
+    "STALL_RECEIVE_BUFFER",
+    "TEST_GRACEFUL_TIMEOUT",
+    "Comment",
+    "EventSource",
+    "EventSourceError",
+    "MessageEvent",
+    "RawStream",
+    "ServerFactory",
+    "SseDecoder",
+    "StopReason",
+    "open_raw_stream",
+    "open_stalled_stream",
+    "run_test_server",
+    "serve_app",
+    "server_config",
+]
+LOWLEVEL = [
+    "DEFAULT_GC_THRESHOLD",
+    "CloseReason",
+    "DroppedWrites",
+    "EventSink",
+    "StreamStats",
+    "StreamTracker",
+    "aclose_iterator",
+    "dropped_writes",
+    "json_serializer",
+    "run_stream",
+    "to_event",
+    "tune_gc",
+]
 
 
-def test_public_names_are_pinned() -> None:
-    assert sorted(trio_dwex.__all__) == sorted(
-        [
-            "NO_DATA",
-            "RESET_EVENT",
-            "BadRequestException",
-            "ASGIApp",
-            "Body",
-            "Broadcast",
-            "BroadcastBackend",
-            "BroadcastUnavailable",
-            "CallNext",
-            "CloseReason",
-            "Comment",
-            "ConfigurationError",
-            "ConflictException",
-            "Controller",
-            "CorsSettings",
-            "Delete",
-            "DwexApp",
-            "DwexError",
-            "EventSourceResponse",
-            "ExecutionContext",
-            "ForbiddenException",
-            "Get",
-            "Headers",
-            "HttpException",
-            "Injectable",
-            "InternalServerErrorException",
-            "JSONResponse",
-            "MemoryBackend",
-            "MessageEvent",
-            "MethodNotAllowedException",
-            "Module",
-            "NotFoundException",
-            "OverflowPolicy",
-            "Param",
-            "Patch",
-            "Post",
-            "Provider",
-            "ProviderNotFound",
-            "Put",
-            "Query",
-            "RedisBackend",
-            "Req",
-            "Request",
-            "ResetReason",
-            "Response",
-            "ServiceUnavailableException",
-            "Settings",
-            "Sse",
-            "SseDecoder",
-            "SseEvent",
-            "SseStream",
-            "StreamClosed",
-            "StreamSettings",
-            "StreamStats",
-            "StreamTracker",
-            "Subscription",
-            "TooManyRequestsException",
-            "UnauthorizedException",
-            "UnprocessableEntityException",
-            "UseGuards",
-            "UseInterceptors",
-            "aclose_iterator",
-            "create_app",
-            "json_serializer",
-            "map_events",
-            "run",
-            "serve",
-            "to_event",
-            "tune_gc",
-        ]
-    )
-    # RedisBackend is imported lazily (it needs the optional coredis): not checked here.
-    assert all(hasattr(trio_dwex, name) for name in trio_dwex.__all__ if name != "RedisBackend")
+@pytest.mark.parametrize(
+    ("namespace", "names"),
+    [
+        (trio_dwex, ROOT),
+        (trio_dwex.broadcast, BROADCAST),
+        (trio_dwex.testing, TESTING),
+        (trio_dwex.lowlevel, LOWLEVEL),
+    ],
+    ids=["root", "broadcast", "testing", "lowlevel"],
+)
+def test_each_public_namespace_is_pinned(namespace: ModuleType, names: list[str]) -> None:
+    assert sorted(namespace.__all__) == sorted(names)
+    assert all(hasattr(namespace, name) for name in names)
+
+
+def test_a_name_has_one_public_home() -> None:
+    homes = [ROOT, BROADCAST, TESTING, LOWLEVEL]
+    everything = [name for names in homes for name in names]
+    assert len(everything) == len(set(everything))
+
+
+def test_implementation_modules_are_private() -> None:
+    package = Path(trio_dwex.__file__).parent
+    public = {"__init__", "__main__", "lowlevel", "plugin"}
+    exposed = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.stem not in public and not path.stem.startswith("_")
+    ]
+    assert exposed == []
 
 
 def test_serve_is_async_and_run_is_its_synchronous_entry_point() -> None:

@@ -1,18 +1,18 @@
 """trio-dwex: a Trio-native, structured-concurrency web framework with first-class SSE.
 
-Everything a user needs is importable from here; the subpackages are the layers of the
-implementation (``wire`` → ``streams`` → ``framework`` → ``asgi`` → ``serving`` → ``testing``),
-and their contents may change between releases.
+This namespace holds what an app author writes: controllers and their decorators, parameter
+markers, guards and interceptors, `SseEvent` and `SseStream`, settings, responses, errors,
+`create_app`, `run` and `serve`. The rest lives in three more public namespaces:
+
+- ``trio_dwex.broadcast``: the pub/sub hub with replay (`Broadcast`, its backends);
+- ``trio_dwex.testing``: a real-server fixture, the `EventSource` client and its decoder;
+- ``trio_dwex.lowlevel``: the stream runner, tracker, stats and process tuning.
+
+The subpackages ``wire``, ``streams``, ``framework``, ``asgi`` and ``serving`` are the layers
+of the implementation (docs/architecture.md); their contents may change between releases.
 """
 
-from typing import TYPE_CHECKING
-
-from .asgi.app import DwexApp, create_app
-from .asgi.request import Request
-from .asgi.responses import EventSourceResponse, JSONResponse, Response
-from .asgi.settings import CorsSettings, Settings
-from .asgi.types import ASGIApp
-from .errors import (
+from ._errors import (
     BadRequestException,
     ConfigurationError,
     ConflictException,
@@ -29,6 +29,11 @@ from .errors import (
     UnauthorizedException,
     UnprocessableEntityException,
 )
+from .asgi._app import DwexApp, create_app
+from .asgi._request import Request
+from .asgi._responses import EventSourceResponse, JSONResponse, Response
+from .asgi._settings import CorsSettings, Settings
+from .asgi._types import ASGIApp
 from .framework import (
     Body,
     CallNext,
@@ -51,42 +56,17 @@ from .framework import (
     UseInterceptors,
     map_events,
 )
-from .serving.serve import run, serve, tune_gc
-from .streams.broadcast import (
-    RESET_EVENT,
-    Broadcast,
-    BroadcastBackend,
-    BroadcastUnavailable,
-    MemoryBackend,
-    ResetReason,
-    Subscription,
-)
-from .streams.runner import (
-    CloseReason,
-    StreamSettings,
-    StreamStats,
-    StreamTracker,
-    aclose_iterator,
-)
-from .streams.stream import OverflowPolicy, SseStream
-from .wire.decoder import Comment, MessageEvent, SseDecoder
-from .wire.sse import NO_DATA, SseEvent, json_serializer, to_event
-
-if TYPE_CHECKING:  # what `__getattr__` below returns, for type checkers: the class, not object
-    from .streams.redis_backend import RedisBackend
+from .serving import run, serve
+from .streams._runner import StreamSettings
+from .streams._stream import OverflowPolicy, SseStream
+from .wire._sse import NO_DATA, SseEvent
 
 __all__ = [
     "NO_DATA",
-    "RESET_EVENT",
     "ASGIApp",
     "BadRequestException",
     "Body",
-    "Broadcast",
-    "BroadcastBackend",
-    "BroadcastUnavailable",
     "CallNext",
-    "CloseReason",
-    "Comment",
     "ConfigurationError",
     "ConflictException",
     "Controller",
@@ -103,8 +83,6 @@ __all__ = [
     "Injectable",
     "InternalServerErrorException",
     "JSONResponse",
-    "MemoryBackend",
-    "MessageEvent",
     "MethodNotAllowedException",
     "Module",
     "NotFoundException",
@@ -116,43 +94,23 @@ __all__ = [
     "ProviderNotFound",
     "Put",
     "Query",
-    "RedisBackend",
     "Req",
     "Request",
-    "ResetReason",
     "Response",
     "ServiceUnavailableException",
     "Settings",
     "Sse",
-    "SseDecoder",
     "SseEvent",
     "SseStream",
     "StreamClosed",
     "StreamSettings",
-    "StreamStats",
-    "StreamTracker",
-    "Subscription",
     "TooManyRequestsException",
     "UnauthorizedException",
     "UnprocessableEntityException",
     "UseGuards",
     "UseInterceptors",
-    "aclose_iterator",
     "create_app",
-    "json_serializer",
     "map_events",
     "run",
     "serve",
-    "to_event",
-    "tune_gc",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # The Redis backend needs the optional `coredis` (pip install trio-dwex[redis]): import it
-    # only when asked for, so that `import trio_dwex` works without it.
-    if name == "RedisBackend":
-        from .streams.redis_backend import RedisBackend
-
-        return RedisBackend
-    raise AttributeError(f"module 'trio_dwex' has no attribute {name!r}")

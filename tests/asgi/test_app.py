@@ -40,7 +40,7 @@ from trio_dwex import (
     create_app,
     map_events,
 )
-from trio_dwex.testing.server import serve_app
+from trio_dwex.testing._server import serve_app
 
 
 class Color(enum.Enum):

@@ -10,13 +10,13 @@ import pytest
 import trio
 
 from tests.helpers import accept_lifespan, open_stream, read_all_events
-from trio_dwex.asgi.responses import EventSourceResponse
-from trio_dwex.asgi.types import ASGIApp, Receive, Scope, Send
-from trio_dwex.errors import NotFoundException
-from trio_dwex.streams.stream import SseStream
-from trio_dwex.testing.server import serve_app
-from trio_dwex.wire.decoder import SseDecoder
-from trio_dwex.wire.sse import SseEvent
+from trio_dwex._errors import NotFoundException
+from trio_dwex.asgi._responses import EventSourceResponse
+from trio_dwex.asgi._types import ASGIApp, Receive, Scope, Send
+from trio_dwex.streams._stream import SseStream
+from trio_dwex.testing._server import serve_app
+from trio_dwex.wire._decoder import SseDecoder
+from trio_dwex.wire._sse import SseEvent
 
 
 async def test_headers_and_exact_framing_of_an_all_fields_event() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from trio_dwex.streams.broadcast import BroadcastBackend, MemoryBackend
+from trio_dwex.broadcast import BroadcastBackend, MemoryBackend
 
 _prefixes = itertools.count()
 
@@ -146,7 +146,7 @@ def make_backend(backend_kind: str, request: pytest.FixtureRequest) -> BackendFa
     """Backends of the parametrized kind; Redis ones share one server and one key prefix."""
     if backend_kind == "memory":
         return lambda **kwargs: MemoryBackend(**kwargs)
-    from trio_dwex.streams.redis_backend import RedisBackend
+    from trio_dwex.broadcast import RedisBackend
 
     server: RedisServer = request.getfixturevalue("redis_server")
     prefix = f"test{next(_prefixes)}:"

@@ -13,8 +13,7 @@ from coredis.retry import NoRetryPolicy
 
 from tests.broadcast.conftest import RedisClusterNodes
 from tests.broadcast.test_hub import ordered, take
-from trio_dwex.streams.broadcast import Broadcast
-from trio_dwex.streams.redis_backend import RedisBackend
+from trio_dwex.broadcast import Broadcast, RedisBackend
 
 PREFIX = "cluster-test:"
 

@@ -9,7 +9,7 @@ import trio.lowlevel
 
 from tests.broadcast.conftest import BackendFactory
 from tests.helpers import wait_until
-from trio_dwex.streams.broadcast import Broadcast, Subscription
+from trio_dwex.broadcast import Broadcast, Subscription
 
 SUBSCRIBERS = 1000
 EVENTS = 300  # more than the subscriber buffer (256), so the stalled one must overflow

@@ -19,9 +19,9 @@ from examples.activity_broadcast import make_app
 from tests.broadcast.conftest import RedisServer
 from tests.broadcast.proxy import TcpProxy
 from tests.helpers import LiveStream, open_stream
-from trio_dwex.testing.client import EventSource
-from trio_dwex.testing.server import serve_app
-from trio_dwex.wire.decoder import MessageEvent
+from trio_dwex.testing._client import EventSource
+from trio_dwex.testing._server import serve_app
+from trio_dwex.wire._decoder import MessageEvent
 
 
 class Cluster:

@@ -9,17 +9,17 @@ import trio
 
 from tests.broadcast.conftest import BackendFactory
 from tests.helpers import wait_until
-from trio_dwex.streams.broadcast import (
+from trio_dwex.broadcast import (
     RESET_EVENT,
     Broadcast,
     MemoryBackend,
     Subscription,
-    parse_stream_id,
 )
-from trio_dwex.streams.runner import CloseReason, StreamSettings, run_stream
-from trio_dwex.streams.stream import OverflowPolicy
-from trio_dwex.wire.decoder import SseDecoder
-from trio_dwex.wire.sse import SseEvent
+from trio_dwex.broadcast._hub import parse_stream_id
+from trio_dwex.streams._runner import CloseReason, StreamSettings, run_stream
+from trio_dwex.streams._stream import OverflowPolicy
+from trio_dwex.wire._decoder import SseDecoder
+from trio_dwex.wire._sse import SseEvent
 
 
 async def take(subscription: Subscription, count: int, seconds: float = 5.0) -> list[SseEvent]:

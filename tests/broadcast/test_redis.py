@@ -14,9 +14,8 @@ from tests.broadcast.conftest import RedisServer
 from tests.broadcast.proxy import TcpProxy
 from tests.broadcast.test_hub import take
 from tests.helpers import wait_until
-from trio_dwex.streams import redis_backend
-from trio_dwex.streams.broadcast import RESET_EVENT, Broadcast, BroadcastUnavailable
-from trio_dwex.streams.redis_backend import RedisBackend
+from trio_dwex.broadcast import RESET_EVENT, Broadcast, BroadcastUnavailable, RedisBackend
+from trio_dwex.broadcast import _redis as redis_backend
 
 SETTINGS: dict[str, object] = {"backoff_max": 0.2, "block_seconds": 0.3, "reader_linger": 0.2}
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from tests.helpers import accept_lifespan
-from trio_dwex.asgi.types import ASGIApp, Message, Receive, Scope, Send
+from trio_dwex.asgi._types import ASGIApp, Message, Receive, Scope, Send
 
 # The guide's intervals are tests' business: short by default (tests that measure liveness
 # set `guide.TICK` themselves). Set before the first import of examples.guide anywhere.

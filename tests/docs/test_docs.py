@@ -22,7 +22,7 @@ who writes a page, is:
     ``tests/docs/test_live_blocks.py``, with real curl and Chromium (:mod:`tests.docs.runnable`
     selects them);
   - checked: an ``http`` block parses as an HTTP request or response head; a ``text`` block is
-    an SSE wire sample that :class:`~trio_dwex.wire.decoder.SseDecoder` decodes to at least one
+    an SSE wire sample that :class:`~trio_dwex.wire._decoder.SseDecoder` decodes to at least one
     event; ``json`` and ``toml`` blocks load;
   - not runnable: the fence says so after the language, with the reason, as in
     ```` ```sh no-run installs packages on the reader's machine ````. Renderers use only the
@@ -55,7 +55,7 @@ import h11
 import pytest
 
 from tests.docs.runnable import runner_of
-from trio_dwex.wire.decoder import SseDecoder
+from trio_dwex.wire._decoder import SseDecoder
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

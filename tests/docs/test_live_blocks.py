@@ -41,7 +41,7 @@ from tests.clients.test_chromium import CHROMIUM_FLAGS, PAGE_TIMEOUT_MS
 from tests.clients.tools import free_port, require_binary
 from tests.docs.runnable import Command, runs_in_chromium, runs_with_curl, shell_commands
 from tests.docs.test_docs import Block, pages, parse_blocks
-from trio_dwex.wire.decoder import MessageEvent, SseDecoder
+from trio_dwex.wire._decoder import MessageEvent, SseDecoder
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The guide's tick (seconds): the countdown's ten events take 0.1 s.

@@ -11,7 +11,7 @@ import pytest
 os.environ["GUIDE_TICK"] = "0.01"
 
 from examples import guide
-from trio_dwex.testing.server import serve_app
+from trio_dwex.testing._server import serve_app
 
 
 @pytest.fixture

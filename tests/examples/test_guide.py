@@ -9,7 +9,7 @@ import trio
 
 from examples import guide
 from tests.helpers import open_stream, read_all_events, wait_until
-from trio_dwex.testing.client import EventSource
+from trio_dwex.testing._client import EventSource
 
 
 async def test_updates_async_generator(client: httpx.AsyncClient) -> None:

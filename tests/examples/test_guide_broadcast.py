@@ -14,7 +14,7 @@ import trio
 from examples import guide
 from tests.broadcast.conftest import RedisServer
 from tests.helpers import open_stream
-from trio_dwex.testing.server import serve_app
+from trio_dwex.testing._server import serve_app
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import pytest
 
-from trio_dwex.errors import ConfigurationError
+from trio_dwex._errors import ConfigurationError
 from trio_dwex.framework import (
     UNSET,
     CallNext,
@@ -30,7 +30,7 @@ from trio_dwex.framework import (
     invoke_endpoint,
     solve_params,
 )
-from trio_dwex.framework.decorators import guards_of, route_specs
+from trio_dwex.framework._decorators import guards_of, route_specs
 
 from .fakes import MakeRequest
 
@@ -279,7 +279,7 @@ def test_the_guides_examples_compile() -> None:
 
         @Sse("time")
         def stream_time(self) -> Any:  # imperative: returns an SseStream
-            from trio_dwex.streams.stream import SseStream
+            from trio_dwex.streams._stream import SseStream
 
             return SseStream()
 

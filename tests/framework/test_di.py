@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from trio_dwex.errors import ConfigurationError, ProviderNotFound
+from trio_dwex._errors import ConfigurationError, ProviderNotFound
 from trio_dwex.framework import (
     Container,
     Controller,

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import pytest
 
-from trio_dwex.errors import BadRequestException, ConfigurationError
+from trio_dwex._errors import BadRequestException, ConfigurationError
 from trio_dwex.framework import (
     MAX_BODY_DEPTH,
     Body,
@@ -22,7 +22,7 @@ from trio_dwex.framework import (
     invoke_endpoint,
     solve_params,
 )
-from trio_dwex.framework.signature import analyse_handler
+from trio_dwex.framework._signature import analyse_handler
 
 from .fakes import FakeRequest, MakeRequest
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from trio_dwex.errors import ForbiddenException, UnauthorizedException
+from trio_dwex._errors import ForbiddenException, UnauthorizedException
 from trio_dwex.framework import (
     CallNext,
     CanActivate,

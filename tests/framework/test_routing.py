@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from trio_dwex.errors import ConfigurationError, MethodNotAllowedException, NotFoundException
+from trio_dwex._errors import ConfigurationError, MethodNotAllowedException, NotFoundException
 from trio_dwex.framework import Router
 
 

@@ -33,7 +33,7 @@ from trio_dwex import (
     UseGuards,
     create_app,
 )
-from trio_dwex.asgi.app import DwexApp
+from trio_dwex.asgi._app import DwexApp
 
 __all__ = ["Counters", "make_app"]
 

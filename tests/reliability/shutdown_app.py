@@ -15,7 +15,8 @@ import json
 import os
 
 from tests.reliability.apps import Counters, make_app
-from trio_dwex import Controller, Get, StreamStats
+from trio_dwex import Controller, Get
+from trio_dwex.lowlevel import StreamStats
 from trio_dwex.serving import dropped_writes
 
 counters = Counters()

@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from trio_dwex.serving import serve
-from trio_dwex.serving.serve import make_config
+from trio_dwex.serving._serve import make_config
 
 __all__ = [
     "ROOT",

@@ -20,8 +20,8 @@ from tests.reliability.support import (
     running_server,
     task_count,
 )
-from trio_dwex import CloseReason
-from trio_dwex.serving.serve import make_config
+from trio_dwex.lowlevel import CloseReason
+from trio_dwex.serving._serve import make_config
 
 CYCLES = 500
 CONCURRENCY = 100

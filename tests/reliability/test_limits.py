@@ -17,7 +17,7 @@ import trio
 from tests.helpers import open_stream
 from tests.reliability.apps import Counters, make_app
 from tests.reliability.support import Reply, exchange, get, post, running_server
-from trio_dwex import CloseReason
+from trio_dwex.lowlevel import CloseReason
 
 CLOSE = "Connection: close"
 

@@ -20,10 +20,11 @@ import pytest
 import trio
 
 from tests.helpers import accept_lifespan, open_stream, read_all_events
-from trio_dwex import CloseReason, EventSourceResponse, SseStream
-from trio_dwex.asgi.app import DwexApp
+from trio_dwex import EventSourceResponse, SseStream
+from trio_dwex.asgi._app import DwexApp
+from trio_dwex.lowlevel import CloseReason
 from trio_dwex.serving import DEFAULT_GC_THRESHOLD, serve, tune_gc
-from trio_dwex.serving.serve import make_config
+from trio_dwex.serving._serve import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,11 +9,11 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from trio_dwex.errors import NotFoundException, StreamClosed
-from trio_dwex.streams.runner import CloseReason, StreamSettings, StreamTracker, run_stream
-from trio_dwex.streams.stream import OverflowPolicy, SseStream
-from trio_dwex.wire.decoder import SseDecoder
-from trio_dwex.wire.sse import SseEvent
+from trio_dwex._errors import NotFoundException, StreamClosed
+from trio_dwex.streams._runner import CloseReason, StreamSettings, StreamTracker, run_stream
+from trio_dwex.streams._stream import OverflowPolicy, SseStream
+from trio_dwex.wire._decoder import SseDecoder
+from trio_dwex.wire._sse import SseEvent
 
 
 class MemorySink:

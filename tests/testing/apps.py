@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import trio
 
 from tests.helpers import accept_lifespan
-from trio_dwex.asgi.types import Receive, Scope, Send
+from trio_dwex.asgi._types import Receive, Scope, Send
 
 SSE_HEADERS = ((b"content-type", b"text/event-stream; charset=utf-8"),)
 

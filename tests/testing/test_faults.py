@@ -7,7 +7,7 @@ import trio
 
 from tests.testing.apps import Reply, ScriptedApp
 from tests.testing.dwex_apps import make_app
-from trio_dwex import CloseReason
+from trio_dwex.lowlevel import CloseReason
 from trio_dwex.testing import open_raw_stream, open_stalled_stream, serve_app
 
 DEADLINE = 10

@@ -15,7 +15,7 @@ in its lifespan task, and per request: ``plan.router.match`` → :func:`run_guar
 :func:`run_interceptors` around :func:`solve_params` + :func:`invoke_endpoint`.
 """
 
-from .decorators import (
+from ._decorators import (
     UNSET,
     Controller,
     Delete,
@@ -29,10 +29,10 @@ from .decorators import (
     UseGuards,
     UseInterceptors,
 )
-from .di import Container, Provider
-from .module import ApplicationPlan, Module, compile_application
-from .params import Body, Headers, Param, ParamMarker, Query, Req, RequestLike
-from .pipeline import (
+from ._di import Container, Provider
+from ._module import ApplicationPlan, Module, compile_application
+from ._params import Body, Headers, Param, ParamMarker, Query, Req, RequestLike
+from ._pipeline import (
     CallNext,
     CanActivate,
     ExecutionContext,
@@ -41,8 +41,8 @@ from .pipeline import (
     run_guards,
     run_interceptors,
 )
-from .routing import RoutePlan, Router
-from .signature import (
+from ._routing import RoutePlan, Router
+from ._signature import (
     MAX_BODY_DEPTH,
     CallPlan,
     CallStyle,

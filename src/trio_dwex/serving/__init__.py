@@ -2,7 +2,7 @@
 the ``trio-dwex`` command."""
 
 from ._hypercorn import DroppedWrites, dropped_writes
-from .serve import DEFAULT_GC_THRESHOLD, DEFAULT_PORT, run, serve, tune_gc
+from ._serve import DEFAULT_GC_THRESHOLD, DEFAULT_PORT, run, serve, tune_gc
 
 __all__ = [
     "DEFAULT_GC_THRESHOLD",

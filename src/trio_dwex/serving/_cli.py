@@ -17,7 +17,7 @@ import trio
 from hypercorn.config import Sockets
 
 from ._hypercorn import ASGIApp
-from .serve import (
+from ._serve import (
     DEFAULT_GRACEFUL_TIMEOUT,
     DEFAULT_HOST,
     DEFAULT_PORT,

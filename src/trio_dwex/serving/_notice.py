@@ -16,7 +16,7 @@ from hypercorn.config import Config
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
-from ..asgi.types import DISCONNECT_EXTENSION
+from ..asgi._types import DISCONNECT_EXTENSION
 
 __all__ = ["NoticeTaskGroup", "RequestNotice"]
 

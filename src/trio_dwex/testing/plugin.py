@@ -35,8 +35,8 @@ import httpx
 import pytest
 import trio
 
-from ..asgi.types import ASGIApp
-from .server import ServerFactory, run_test_server, server_config
+from ..asgi._types import ASGIApp
+from ._server import ServerFactory, run_test_server, server_config
 
 __all__ = ["ServerFactory", "app_url", "load_app", "sse_app", "sse_client", "sse_server"]
 

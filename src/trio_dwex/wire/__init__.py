@@ -5,9 +5,9 @@ Nothing here does I/O or imports trio: :class:`SseEvent` turns values into bytes
 :func:`compile_path` turns route templates into matchers. Upper layers build on these names.
 """
 
-from .decoder import Comment, MessageEvent, SseDecoder
-from .paths import PathTemplate, compile_path, join_paths
-from .sse import (
+from ._decoder import Comment, MessageEvent, SseDecoder
+from ._paths import PathTemplate, compile_path, join_paths
+from ._sse import (
     NO_DATA,
     Serializer,
     SseEvent,

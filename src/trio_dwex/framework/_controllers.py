@@ -1,9 +1,9 @@
-r"""One controller class compiled into its :class:`~trio_dwex.framework.routing.RoutePlan`\ s.
+r"""One controller class compiled into its :class:`~trio_dwex.framework._routing.RoutePlan`\ s.
 
 Reads the specs the decorators recorded on the class and its methods, checks them against
 each other (a ``Param`` the path does not capture, a guard without ``can_activate``...), and
 creates the controller and its guards and interceptors through the container. Every mistake
-is a :class:`~trio_dwex.errors.ConfigurationError` naming ``Controller.method``.
+is a :class:`~trio_dwex._errors.ConfigurationError` naming ``Controller.method``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import ConfigurationError
-from ..wire.paths import compile_path, join_paths
-from .decorators import RouteSpec, controller_spec, guards_of, interceptors_of, route_specs
-from .di import Container
-from .pipeline import CanActivate, Interceptor
-from .routing import RoutePlan
-from .signature import CallPlan, analyse_handler
+from .._errors import ConfigurationError
+from ..wire._paths import compile_path, join_paths
+from ._decorators import RouteSpec, controller_spec, guards_of, interceptors_of, route_specs
+from ._di import Container
+from ._pipeline import CanActivate, Interceptor
+from ._routing import RoutePlan
+from ._signature import CallPlan, analyse_handler
 
 __all__ = ["compile_controller"]
 

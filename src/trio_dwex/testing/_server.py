@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import trio
 from hypercorn.config import Config
 
-from ..asgi.types import ASGIApp
-from ..serving.serve import make_config, serve
+from ..asgi._types import ASGIApp
+from ..serving._serve import make_config, serve
 
 __all__ = [
     "TEST_GRACEFUL_TIMEOUT",

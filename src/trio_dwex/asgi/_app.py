@@ -15,19 +15,19 @@ from collections.abc import AsyncIterable
 from dataclasses import replace
 from typing import Any
 
-from ..errors import HttpException, ServiceUnavailableException
-from ..framework.module import ApplicationPlan, compile_application
-from ..framework.pipeline import ExecutionContext, run_guards, run_interceptors
-from ..framework.routing import RoutePlan
-from ..framework.signature import solve_params
-from ..streams.runner import StreamSettings, StreamStats, StreamTracker
-from ..streams.stream import SseStream
-from ..wire.sse import use_serializer
-from .cors import Cors, origin_of
-from .request import Request
-from .responses import EventSourceResponse, JSONResponse, Response, error_response
-from .settings import Settings
-from .types import Receive, Scope, Send
+from .._errors import HttpException, ServiceUnavailableException
+from ..framework._module import ApplicationPlan, compile_application
+from ..framework._pipeline import ExecutionContext, run_guards, run_interceptors
+from ..framework._routing import RoutePlan
+from ..framework._signature import solve_params
+from ..streams._runner import StreamSettings, StreamStats, StreamTracker
+from ..streams._stream import SseStream
+from ..wire._sse import use_serializer
+from ._cors import Cors, origin_of
+from ._request import Request
+from ._responses import EventSourceResponse, JSONResponse, Response, error_response
+from ._settings import Settings
+from ._types import Receive, Scope, Send
 
 __all__ = ["DwexApp", "create_app"]
 

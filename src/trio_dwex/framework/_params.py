@@ -9,7 +9,7 @@ A handler says where each argument comes from with an ``Annotated`` marker::
         last_id: Annotated[str | None, Headers("last-event-id")] = None,
     ) -> ...
 
-The markers are inert, frozen values: :mod:`trio_dwex.framework.signature` reads them once per
+The markers are inert, frozen values: :mod:`trio_dwex.framework._signature` reads them once per
 handler into a plan, and solves that plan once per request against any object that implements
 :class:`RequestLike`. Keeping the interface a :class:`~typing.Protocol` is what lets the
 framework layer stay free of ASGI: the ASGI layer's ``Request`` implements it, and tests use

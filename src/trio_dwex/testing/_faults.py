@@ -27,7 +27,7 @@ import h11
 import httpx
 import trio
 
-from ..wire.decoder import MessageEvent, SseDecoder
+from ..wire._decoder import MessageEvent, SseDecoder
 
 __all__ = ["STALL_RECEIVE_BUFFER", "RawStream", "open_raw_stream", "open_stalled_stream"]
 

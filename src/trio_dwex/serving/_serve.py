@@ -12,7 +12,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config, Sockets
 
-from ..asgi.app import DwexApp
+from ..asgi._app import DwexApp
 from ._hypercorn import ASGIApp, serve_hypercorn
 
 __all__ = [

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import unquote
 
-from ..errors import ConfigurationError, MethodNotAllowedException, NotFoundException
-from ..wire.paths import PathTemplate, compile_path
-from .decorators import RouteKind
-from .pipeline import CanActivate, Interceptor
-from .signature import CallPlan
+from .._errors import ConfigurationError, MethodNotAllowedException, NotFoundException
+from ..wire._paths import PathTemplate, compile_path
+from ._decorators import RouteKind
+from ._pipeline import CanActivate, Interceptor
+from ._signature import CallPlan
 
 __all__ = ["RouteLike", "RoutePlan", "Router"]
 
@@ -94,7 +94,7 @@ def _shape(template: PathTemplate) -> str:
 class Router(Generic[R]):
     """Maps ``(method, path)`` to a route and its path parameters.
 
-    Raises :class:`~trio_dwex.errors.ConfigurationError` when built with two routes of the
+    Raises :class:`~trio_dwex._errors.ConfigurationError` when built with two routes of the
     same method and the same template (parameter names aside), or with a template that does
     not compile.
     """

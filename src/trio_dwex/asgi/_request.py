@@ -7,8 +7,8 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..errors import BadRequestException, HttpException
-from .types import Receive, Scope
+from .._errors import BadRequestException, HttpException
+from ._types import Receive, Scope
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "Request"]
 

@@ -31,8 +31,8 @@ from typing import Self, cast
 import httpx
 import trio
 
-from ..errors import DwexError
-from ..wire.decoder import MessageEvent, SseDecoder
+from .._errors import DwexError
+from ..wire._decoder import MessageEvent, SseDecoder
 
 logger = logging.getLogger("trio_dwex.testing")
 

@@ -2,7 +2,7 @@
 
 The split follows FastAPI's ``get_dependant`` / ``solve_dependencies``: reading type hints and
 ``Annotated`` markers is slow and can fail, so it happens when the application is compiled,
-and every mistake there is a :class:`~trio_dwex.errors.ConfigurationError` naming
+and every mistake there is a :class:`~trio_dwex._errors.ConfigurationError` naming
 ``Controller.method`` and the parameter. What is left for each request is a loop over plain
 data: look the value up, convert it, or raise a 400 that names the parameter and its source.
 """
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from ..errors import BadRequestException, ConfigurationError
-from .convert import (
+from .._errors import BadRequestException, ConfigurationError
+from ._convert import (
     ConversionError,
     JsonConverter,
     TextConverter,
@@ -29,7 +29,7 @@ from .convert import (
     strip_optional,
     text_converter,
 )
-from .params import ParamMarker, ParamSource, RequestLike
+from ._params import ParamMarker, ParamSource, RequestLike
 
 __all__ = [
     "MAX_BODY_DEPTH",

@@ -16,12 +16,12 @@ from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, cast
 
-from ..errors import HttpException
-from ..streams.runner import CloseReason, StreamSettings, StreamTracker, run_stream
-from ..streams.stream import OverflowPolicy, SseStream
-from ..wire.headers import encode_headers
-from ..wire.sse import Serializer, current_serializer, use_serializer
-from .types import DISCONNECT_EXTENSION, DisconnectNotice, Receive, Scope, Send
+from .._errors import HttpException
+from ..streams._runner import CloseReason, StreamSettings, StreamTracker, run_stream
+from ..streams._stream import OverflowPolicy, SseStream
+from ..wire._headers import encode_headers
+from ..wire._sse import Serializer, current_serializer, use_serializer
+from ._types import DISCONNECT_EXTENSION, DisconnectNotice, Receive, Scope, Send
 
 __all__ = [
     "EventSourceResponse",

@@ -7,7 +7,7 @@ lists the other lazily, as a zero-argument callable: ``imports=[lambda: UsersMod
 
 :func:`compile_application` is the one place where the recorded specs are read and checked
 against each other, so every wiring mistake raises
-:class:`~trio_dwex.errors.ConfigurationError` there, before the server takes a request. Its
+:class:`~trio_dwex._errors.ConfigurationError` there, before the server takes a request. Its
 result is plain, immutable data, plus the container whose ``lifespan()`` the ASGI layer runs.
 """
 
@@ -19,10 +19,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from ..errors import ConfigurationError
-from .controllers import compile_controller
-from .di import Container
-from .routing import RoutePlan, Router
+from .._errors import ConfigurationError
+from ._controllers import compile_controller
+from ._di import Container
+from ._routing import RoutePlan, Router
 
 __all__ = [
     "ApplicationPlan",
@@ -67,7 +67,7 @@ def Module(
     """Declare a module: ``@Module(controllers=[...], providers=[...], imports=[...])``.
 
     Every provider of every module reachable through ``imports`` is visible app-wide (see
-    :mod:`trio_dwex.framework.di`). Pass the root module to ``create_app``.
+    :mod:`trio_dwex.framework._di`). Pass the root module to ``create_app``.
     """
     for field, value in (
         ("controllers", controllers),

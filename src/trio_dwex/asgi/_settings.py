@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..streams.runner import StreamSettings
-from ..wire.sse import Serializer, json_serializer
-from .request import DEFAULT_MAX_BODY_SIZE
+from ..streams._runner import StreamSettings
+from ..wire._sse import Serializer, json_serializer
+from ._request import DEFAULT_MAX_BODY_SIZE
 
 __all__ = ["CorsSettings", "Settings"]
 

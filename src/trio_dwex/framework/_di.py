@@ -28,9 +28,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
-from ..errors import ConfigurationError, ProviderNotFound
-from .convert import is_optional, strip_optional
-from .decorators import is_injectable
+from .._errors import ConfigurationError, ProviderNotFound
+from ._convert import is_optional, strip_optional
+from ._decorators import is_injectable
 
 __all__ = ["Container", "Provider"]
 

@@ -6,7 +6,7 @@ them. Where the events come from and how they are kept is the backend's business
 
 * `MemoryBackend` assigns the ids, keeps the retained events and hands each published event to
   the hub at once, in the publisher's task. One process only.
-* `RedisBackend` (``trio_dwex.streams.redis_backend``) appends to a Redis Stream per topic; one
+* `RedisBackend` (``trio_dwex.broadcast._redis``) appends to a Redis Stream per topic; one
   reader task per topic and process reads the stream and hands each entry to the hub, so every
   process sees every event of every other, with the stream entry id as the event id.
 
@@ -48,9 +48,9 @@ from typing import Final, Self
 
 import trio
 
-from ..errors import ServiceUnavailableException
-from ..wire.sse import NO_DATA, SseEvent, to_event
-from .stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
+from .._errors import ServiceUnavailableException
+from ..streams._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
+from ..wire._sse import NO_DATA, SseEvent, to_event
 
 __all__ = [
     "RESET_EVENT",
@@ -67,7 +67,7 @@ __all__ = [
     "reset_event",
 ]
 
-logger = logging.getLogger("trio_dwex.streams.broadcast")
+logger = logging.getLogger("trio_dwex.broadcast")
 
 #: The ``event:`` name of the event a subscriber gets instead of a replay it cannot have.
 #: Its ``id`` is the topic's latest id (``""`` for a topic with no event yet, which clears the
@@ -438,7 +438,7 @@ class Broadcast:
         if url in ("memory", "memory://"):
             backend: BroadcastBackend = MemoryBackend()
         elif url.startswith(("redis://", "rediss://", "unix://")):
-            from .redis_backend import RedisBackend  # optional dependency: coredis
+            from ._redis import RedisBackend  # optional dependency: coredis
 
             backend = RedisBackend(url)
         else:

@@ -15,8 +15,8 @@ from typing import Any, cast
 
 import trio
 
-from ..errors import StreamClosed
-from ..wire.sse import SseEvent, to_event
+from .._errors import StreamClosed
+from ..wire._sse import SseEvent, to_event
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "OverflowPolicy", "SseStream"]
 

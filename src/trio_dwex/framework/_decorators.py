@@ -5,7 +5,7 @@
 it unchanged. Nothing is registered anywhere at import time: :func:`compile_application`
 reads the specs once, from the root module down, and that is where a mistake in how the specs
 fit together (a missing ``@Controller``, a path parameter the handler cannot read...) raises a
-:class:`~trio_dwex.errors.ConfigurationError`. Mistakes visible from one decorator alone (a
+:class:`~trio_dwex._errors.ConfigurationError`. Mistakes visible from one decorator alone (a
 route decorator on a ``staticmethod``, a negative keep-alive) raise at once.
 
 Because each decorator only adds its own attribute, their order does not matter: the guide
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar
 
-from ..errors import ConfigurationError
-from ..streams.runner import StreamSettings
-from ..streams.stream import OverflowPolicy
-from ..wire.headers import encode_headers
+from .._errors import ConfigurationError
+from ..streams._runner import StreamSettings
+from ..streams._stream import OverflowPolicy
+from ..wire._headers import encode_headers
 
 __all__ = [
     "UNSET",

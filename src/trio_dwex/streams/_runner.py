@@ -38,9 +38,9 @@ from typing import Any, Protocol, TypedDict
 
 import trio
 
-from ..errors import StreamClosed
-from ..wire.sse import SseEvent, to_event
-from .stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
+from .._errors import StreamClosed
+from ..wire._sse import SseEvent, to_event
+from ._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
 
 __all__ = [
     "CloseReason",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .responses import JSONResponse, Response
-from .settings import CorsSettings
-from .types import Message, Scope, Send
+from ._responses import JSONResponse, Response
+from ._settings import CorsSettings
+from ._types import Message, Scope, Send
 
 __all__ = ["Cors"]
 

@@ -2,7 +2,7 @@
 
 **Guards** decide whether the handler runs at all. They run in order (controller-level first,
 then method-level; within one ``@UseGuards`` in the order written); the first that answers
-``False`` stops the request with a 403, and an :class:`~trio_dwex.errors.HttpException` a
+``False`` stops the request with a 403, and an :class:`~trio_dwex._errors.HttpException` a
 guard raises (a 401, say) is answered as is. A rejected SSE request therefore gets a JSON
 error and never opens a stream.
 
@@ -25,8 +25,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, 
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
-from ..errors import ForbiddenException
-from ..streams.runner import aclose_iterator
+from .._errors import ForbiddenException
+from ..streams._runner import aclose_iterator
 
 __all__ = [
     "CallNext",

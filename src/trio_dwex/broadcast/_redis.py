@@ -70,8 +70,8 @@ import trio
 from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
-from ..wire.sse import NO_DATA, SseEvent
-from .broadcast import (
+from ..wire._sse import NO_DATA, SseEvent
+from ._hub import (
     BroadcastBackend,
     BroadcastUnavailable,
     Deliver,
@@ -85,7 +85,7 @@ from .broadcast import (
 
 __all__ = ["RedisBackend"]
 
-logger = logging.getLogger("trio_dwex.streams.broadcast.redis")
+logger = logging.getLogger("trio_dwex.broadcast.redis")
 
 #: Errors after which a command is worth retrying: Redis is away, restarting, or loading.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (

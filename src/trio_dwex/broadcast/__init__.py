@@ -1,0 +1,52 @@
+"""``trio_dwex.broadcast``: one event to many streams, with ids, retention and replay.
+
+A `Broadcast` hub owns topics. Each published event gets an id; a subscriber that reconnects
+with ``Last-Event-ID`` is replayed what it missed, or told with a ``reset`` event that it
+cannot be. The hub keeps its state in a backend: `MemoryBackend` for one process,
+`RedisBackend` (Redis Streams, ``pip install trio-dwex[redis]``) across workers and hosts.
+
+This layer sits above ``trio_dwex.streams`` (a subscription feeds an `SseStream`) and below
+the framework. See ``docs/broadcast.md``.
+"""
+
+from typing import TYPE_CHECKING
+
+from ._hub import (
+    RESET_EVENT,
+    Broadcast,
+    BroadcastBackend,
+    BroadcastUnavailable,
+    Deliver,
+    EndTopic,
+    MemoryBackend,
+    Replay,
+    ResetReason,
+    Subscription,
+)
+
+if TYPE_CHECKING:  # what `__getattr__` below returns, for type checkers: the class, not object
+    from ._redis import RedisBackend
+
+__all__ = [
+    "RESET_EVENT",
+    "Broadcast",
+    "BroadcastBackend",
+    "BroadcastUnavailable",
+    "Deliver",
+    "EndTopic",
+    "MemoryBackend",
+    "RedisBackend",
+    "Replay",
+    "ResetReason",
+    "Subscription",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The Redis backend needs the optional `coredis` (pip install trio-dwex[redis]): import it
+    # only when asked for, so that `import trio_dwex.broadcast` works without it.
+    if name == "RedisBackend":
+        from ._redis import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module 'trio_dwex.broadcast' has no attribute {name!r}")

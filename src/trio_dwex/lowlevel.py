@@ -1,0 +1,33 @@
+"""``trio_dwex.lowlevel``: the machinery under the app, for operations, tools and tests.
+
+An app author rarely needs these. They are here for whoever runs a stream without the
+framework (`run_stream` and an `EventSink` of their own), counts streams (`StreamTracker`),
+writes an interceptor that wraps a stream's source (`aclose_iterator`, `to_event`), or tunes
+the server process (`tune_gc`, `dropped_writes`).
+"""
+
+from .serving import DEFAULT_GC_THRESHOLD, DroppedWrites, dropped_writes, tune_gc
+from .streams._runner import (
+    CloseReason,
+    EventSink,
+    StreamStats,
+    StreamTracker,
+    aclose_iterator,
+    run_stream,
+)
+from .wire._sse import json_serializer, to_event
+
+__all__ = [
+    "DEFAULT_GC_THRESHOLD",
+    "CloseReason",
+    "DroppedWrites",
+    "EventSink",
+    "StreamStats",
+    "StreamTracker",
+    "aclose_iterator",
+    "dropped_writes",
+    "json_serializer",
+    "run_stream",
+    "to_event",
+    "tune_gc",
+]
