@@ -80,7 +80,7 @@ def hypercorn_config() -> Any:
 def dwex_serve() -> Any:
     """trio-dwex's ``serve``: the public one once it exists, else the serving layer's core."""
     try:
-        from trio_dwex.serving._hypercorn import serve_hypercorn
+        from trio_dwex.serving._fixes import serve_hypercorn
     except ImportError:  # the serving layer is not there: plain Hypercorn is what we have
         return None
     return partial(serve_hypercorn, write_timeout=30.0)

@@ -27,7 +27,6 @@ from trio_dwex.framework import (
     UseGuards,
     UseInterceptors,
     compile_application,
-    invoke_endpoint,
     solve_params,
 )
 from trio_dwex.framework._decorators import guards_of, route_specs
@@ -205,7 +204,7 @@ async def test_end_to_end_match_solve_invoke(make_request: MakeRequest) -> None:
     route, params = plan.router.match("GET", "/jobs/progress/j7")
     assert route.name == "JobsController.track_progress"
     kwargs = await solve_params(route.call_plan, make_request(path=params))
-    stream = await invoke_endpoint(route.call_plan, route.endpoint, kwargs)
+    stream = route.endpoint(**kwargs)  # an async generator function: called, not awaited
     events = [event async for event in stream]
     assert events[0]["event"] == "start"
     assert events[-1] == {"data": {"jobId": "j7", "progress": 100}, "id": "j7-100"}

@@ -19,7 +19,6 @@ from trio_dwex.framework import (
     Query,
     Req,
     RequestLike,
-    invoke_endpoint,
     solve_params,
 )
 from trio_dwex.framework._signature import analyse_handler
@@ -407,21 +406,3 @@ def test_handler_kinds() -> None:
     with pytest.raises(ConfigurationError, match=r"use @Sse\(\.\.\.\) to stream"):
         plan_of(async_gen)
     assert plan_of(async_gen, sse=True).style == "async_gen"
-
-
-async def test_invoke_endpoint_styles() -> None:
-    class Ctl:
-        def plain(self, n: Annotated[int, Query()]) -> int:
-            return n + 1
-
-        async def coro(self, n: Annotated[int, Query()]) -> int:
-            return n + 2
-
-        async def gen(self, n: Annotated[int, Query()]) -> Any:
-            yield n
-
-    ctl = Ctl()
-    assert await invoke_endpoint(plan_of(Ctl.plain), ctl.plain, {"n": 1}) == 2
-    assert await invoke_endpoint(plan_of(Ctl.coro), ctl.coro, {"n": 1}) == 3
-    agen = await invoke_endpoint(plan_of(Ctl.gen, sse=True), ctl.gen, {"n": 5})
-    assert [item async for item in agen] == [5]

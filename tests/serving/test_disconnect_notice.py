@@ -24,7 +24,7 @@ from trio_dwex.testing._server import server_config
 STREAMS = 3
 WATCH_TASK = "trio_dwex.streams._runner._watch_disconnect"
 PUMP_TASK = "trio_dwex.streams._runner._pump"
-FEEDER_TASK = "trio_dwex.serving._hypercorn._DwexTCPServer._feed_protocol"
+FEEDER_TASK = "trio_dwex.serving._fixes._DwexTCPServer._feed_protocol"
 NOTICE_WITHIN = 2.0
 """Seconds within which a departed client's stream must have run its cleanup."""
 

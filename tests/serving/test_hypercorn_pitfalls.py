@@ -2,7 +2,7 @@
 
 Each scenario runs a tiny raw ASGI app on a real server bound to a free loopback port, and a
 raw trio socket (or a raw ``h2`` connection) as the client, so nothing between the client's
-bytes and Hypercorn hides the behaviour under test. ``src/trio_dwex/serving/_hypercorn.py``
+bytes and Hypercorn hides the behaviour under test. ``src/trio_dwex/serving/_fixes.py``
 explains the mechanisms; the canary tests at the end assert that plain upstream Hypercorn is
 still broken, so that we notice when we can drop our fix.
 """
@@ -27,7 +27,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as upstream_serve
 
-from trio_dwex.serving._hypercorn import serve_hypercorn
+from trio_dwex.serving._fixes import serve_hypercorn
 
 WRITE_TIMEOUT = 1.0
 """Our server's write timeout in these tests: short, to keep the suite fast."""
@@ -371,7 +371,7 @@ async def test_canary_upstream_still_misses_fin_after_pipelined_bytes() -> None:
     """Upstream Hypercorn still misses a FIN that follows pipelined bytes (issue 210).
 
     This test fails the day upstream fixes it; then revisit
-    ``trio_dwex/serving/_hypercorn.py`` and maybe drop the read-ahead fix.
+    ``trio_dwex/serving/_fixes.py`` and maybe drop the read-ahead fix.
     """
     app = StreamingApp()
     with trio.fail_after(TEST_DEADLINE):
@@ -388,7 +388,7 @@ async def test_canary_upstream_still_pins_a_stalled_writer() -> None:
 
     The app even wraps each send in its own timeout, which cannot cancel upstream's shielded
     ``send_all``. This test fails the day upstream bounds that write; then revisit
-    ``trio_dwex/serving/_hypercorn.py`` and maybe drop the write-timeout fix.
+    ``trio_dwex/serving/_fixes.py`` and maybe drop the write-timeout fix.
     """
     app = StreamingApp(send_timeout=WRITE_TIMEOUT)
     with trio.fail_after(TEST_DEADLINE):

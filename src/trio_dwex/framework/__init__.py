@@ -12,7 +12,7 @@
 
 The ASGI layer calls :func:`compile_application` once, runs ``plan.container.lifespan()``
 in its lifespan task, and per request: ``plan.router.match`` → :func:`run_guards` →
-:func:`run_interceptors` around :func:`solve_params` + :func:`invoke_endpoint`.
+:func:`run_interceptors` around :func:`solve_params` and the call of ``route.endpoint``.
 """
 
 from ._decorators import (
@@ -47,7 +47,6 @@ from ._signature import (
     CallPlan,
     CallStyle,
     ParamPlan,
-    invoke_endpoint,
     solve_params,
 )
 
@@ -86,7 +85,6 @@ __all__ = [
     "UseGuards",
     "UseInterceptors",
     "compile_application",
-    "invoke_endpoint",
     "map_events",
     "run_guards",
     "run_interceptors",

@@ -45,7 +45,7 @@ class RoutePlan:
     handler: Callable[..., Any]
     #: ``handler`` bound to ``controller``; call it with the solved keyword arguments.
     endpoint: Callable[..., Any]
-    #: How to build the keyword arguments; see ``solve_params`` and ``invoke_endpoint``.
+    #: How to build the keyword arguments; see ``solve_params``.
     call_plan: CallPlan
     #: Guard instances, controller-level first, then method-level.
     guards: tuple[CanActivate, ...]

@@ -37,7 +37,6 @@ __all__ = [
     "CallStyle",
     "ParamPlan",
     "analyse_handler",
-    "invoke_endpoint",
     "solve_params",
 ]
 
@@ -377,19 +376,3 @@ def _depth_exceeds(document: object, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
-
-
-async def invoke_endpoint(plan: CallPlan, endpoint: Any, kwargs: Mapping[str, Any]) -> Any:
-    """Call the bound ``endpoint`` with ``kwargs`` the way its :attr:`CallPlan.style` says.
-
-    A coroutine function is awaited. A sync function is called directly on the event loop (so
-    it must not block; move blocking work to ``trio.to_thread.run_sync`` in an async
-    handler), and an awaitable it returns is awaited. An async generator function is *called*,
-    not iterated: the result is the async generator, for the SSE runner to drive and close.
-    """
-    if plan.style == "async_gen":
-        return endpoint(**kwargs)
-    result = endpoint(**kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result

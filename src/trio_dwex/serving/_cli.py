@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import multiprocessing
 import os
@@ -16,7 +15,8 @@ from typing import Any
 import trio
 from hypercorn.config import Sockets
 
-from ._hypercorn import ASGIApp
+from ._fixes import ASGIApp
+from ._load import AppLoadError, load_app
 from ._serve import (
     DEFAULT_GRACEFUL_TIMEOUT,
     DEFAULT_HOST,
@@ -27,7 +27,7 @@ from ._serve import (
     tune_gc,
 )
 
-__all__ = ["load_app", "main"]
+__all__ = ["main"]
 
 #: Seconds between two checks, in a worker process, of the supervisor's stop event.
 WORKER_STOP_POLL = 0.1
@@ -36,24 +36,15 @@ WORKER_STOP_POLL = 0.1
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
-def load_app(target: str) -> ASGIApp:
-    """Import ``"package.module:attribute"`` and return the ASGI app it names."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise SystemExit(f"error: expected MODULE:APP, like examples.guide:app, got {target!r}")
+def _load_app(target: str) -> ASGIApp:
+    """The app ``target`` names (see `load_app`); a bad one ends the command with the reason."""
     # Like `python -m`, look in the current directory first, so `examples.guide` just works.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        raise SystemExit(f"error: cannot import {module_name!r}: {error}") from None
-    app = getattr(module, attribute, None)
-    if app is None:
-        raise SystemExit(f"error: module {module_name!r} has no attribute {attribute!r}")
-    if not callable(app):
-        raise SystemExit(f"error: {target} is a {type(app).__name__}, not an ASGI app")
-    return app  # type: ignore[no-any-return]
+        return load_app(target)
+    except AppLoadError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     tune_gc()
     if options.workers == 1:
-        app = load_app(options.app)
+        app = _load_app(options.app)
         trio.run(partial(serve, app, config=make_config(**settings)))
     else:
         _supervise(options.app, options.workers, settings, log_level)
@@ -104,7 +95,7 @@ def _supervise(target: str, workers: int, settings: dict[str, Any], log_level: s
     way every worker shuts down gracefully, closing its streams and running their cleanup, and
     the command exits 0.
     """
-    load_app(target)  # fail here, once, rather than in every worker
+    _load_app(target)  # fail here, once, rather than in every worker
     config = make_config(**settings)
     sockets = config.create_sockets()
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
@@ -152,7 +143,7 @@ def _worker(
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     tune_gc()
     supervisor = os.getppid()
-    app = load_app(target)
+    app = _load_app(target)
 
     async def supervisor_says_stop() -> None:
         while not stop.is_set() and os.getppid() == supervisor:  # noqa: ASYNC110 (a process Event has no async wait)

@@ -13,7 +13,7 @@ import trio
 from hypercorn.config import Config, Sockets
 
 from ..asgi._app import DwexApp
-from ._hypercorn import ASGIApp, serve_hypercorn
+from ._fixes import ASGIApp, serve_hypercorn
 
 __all__ = [
     "DEFAULT_GC_THRESHOLD",

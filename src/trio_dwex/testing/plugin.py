@@ -26,7 +26,6 @@ the ini file, or ``@pytest.mark.trio`` on each test.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -36,9 +35,10 @@ import pytest
 import trio
 
 from ..asgi._types import ASGIApp
+from ..serving._load import AppLoadError, load_app
 from ._server import ServerFactory, run_test_server, server_config
 
-__all__ = ["ServerFactory", "app_url", "load_app", "sse_app", "sse_client", "sse_server"]
+__all__ = ["ServerFactory", "app_url", "sse_app", "sse_client", "sse_server"]
 
 INI_OPTION = "trio_dwex_app"
 
@@ -49,22 +49,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help='the app the sse_app fixture serves, as "package.module:attribute"',
         default="",
     )
-
-
-def load_app(spec: str) -> ASGIApp:
-    """Import ``"package.module:attribute"`` (the attribute may be dotted) and return it."""
-    module_name, colon, attribute = spec.partition(":")
-    if not colon or not module_name or not attribute:
-        raise ValueError(f'{INI_OPTION} must look like "package.module:app", got {spec!r}')
-    target: Any = importlib.import_module(module_name)
-    for name in attribute.split("."):
-        try:
-            target = getattr(target, name)
-        except AttributeError:
-            raise ValueError(f"{INI_OPTION} = {spec!r}: {target!r} has no {name!r}") from None
-    if not callable(target):
-        raise ValueError(f"{INI_OPTION} = {spec!r} is not an ASGI app: {target!r}")
-    return target  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -78,7 +62,10 @@ def sse_app(request: pytest.FixtureRequest) -> ASGIApp:
             "fixture that returns it (in conftest.py)",
             pytrace=False,
         )
-    return load_app(spec)
+    try:
+        return load_app(spec)
+    except AppLoadError as error:
+        pytest.fail(f"{INI_OPTION}: {error}", pytrace=False)
 
 
 @pytest.fixture

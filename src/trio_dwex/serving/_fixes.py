@@ -1,4 +1,4 @@
-"""Hypercorn's Trio worker, with three connection-level leaks fixed for long-lived streams.
+"""Our fixes to Hypercorn's Trio worker: three connection-level leaks of long-lived streams.
 
 An SSE response is a request that never ends on its own, so the server must notice when the
 client goes away, and must never let one client pin a task forever. Hypercorn 0.18's Trio
@@ -29,9 +29,9 @@ sets ``closed`` before its ``app_put`` of ``http.disconnect`` raises ``Cancelled
 never told, and its later sends are silently dropped, forever.
 
 **What we change**, for our server only (nothing in hypercorn is patched, so other Hypercorn
-servers in the same process keep upstream behaviour): :func:`serve_hypercorn` is a copy of
-``hypercorn.trio.run.worker_serve`` that accepts connections with :class:`_DwexTCPServer`, a
-``TCPServer`` subclass that
+servers in the same process keep upstream behaviour): :func:`serve_hypercorn` runs
+``_upstream.worker_serve`` (upstream's, copied to take a server class) with
+:class:`_DwexTCPServer`, a subclass of upstream's ``TCPServer`` that
 
 * keeps reading while the protocol is busy: ``_read_data`` becomes a reader task that moves
   socket bytes into a read-ahead buffer bounded by :data:`READ_AHEAD_LIMIT`, and a feeder task,
@@ -55,6 +55,10 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` is
 * answers 431 to an HTTP/1 request head larger than ``h11_max_incomplete_size`` however it
   arrived (:class:`_HeadSizeLimit`): h11 enforces that limit only on a head still incomplete,
   so one that came in a single read of up to 64 KiB got through.
+* gives each HTTP request the `DisconnectNotice` of ``_notice.py``, through its task group
+  (``_upstream.TCPServer.run`` is upstream's, copied to take the task group's class), so a
+  stream hears of its client's departure without a task parked in ``receive()``.
+* takes a free send lock without a scheduler pass (``fast_send_lock``).
 * counts the writes that found the connection gone (:data:`dropped_writes`, and a debug log
   line each): upstream drops them silently, and "nothing is written to a closed socket at
   shutdown" is a promise a test must be able to check.
@@ -69,6 +73,9 @@ flow control but not a shielded HTTP/1.1 ``send_all``.
 ``tests/serving/test_hypercorn_pitfalls.py`` has canary tests that fail the day upstream fixes
 case 1 or 2; then revisit this module and maybe drop that part of the fix. (Case 3 is a race,
 so it has a regression test for our server but no canary.)
+
+Code copied from upstream lives in ``_upstream.py``, apart from these fixes, so that a diff
+against a new Hypercorn release reads cleanly; its docstring says how to move to one.
 """
 
 from __future__ import annotations
@@ -80,28 +87,18 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from random import randint
 from typing import Any, Literal
 
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.events import Closed, Event, RawData
-from hypercorn.protocol import ProtocolWrapper
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.statsd import StatsdLogger
-from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
-from hypercorn.trio.udp_server import UDPServer
+from hypercorn.trio.tcp_server import MAX_RECV
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
-from hypercorn.utils import (
-    ShutdownError,
-    parse_socket_addr,
-    raise_shutdown,
-    repr_socket_addr,
-    wrap_app,
-)
+from hypercorn.typing import AppWrapper, LifespanState
+from hypercorn.utils import wrap_app
 
 from ._notice import NoticeTaskGroup
+from ._upstream import TCPServer, worker_serve
 
 __all__ = [
     "EOF_DRAIN_GRACE",
@@ -215,6 +212,9 @@ class _DwexTCPServer(TCPServer):
     (TLS handshake, idle and read timeouts, protocol selection) is upstream's.
     """
 
+    #: Runs each request's app with a `DisconnectNotice` in its scope (see ``_notice.py``).
+    task_group_class = NoticeTaskGroup
+
     def __init__(
         self,
         app: AppWrapper,
@@ -233,52 +233,6 @@ class _DwexTCPServer(TCPServer):
         # for it to finish once the client has left.
         self._feeder: trio.CancelScope | None = None
         self._feeder_done: trio.Event | None = None
-
-    async def run(self) -> None:
-        """Upstream's ``TCPServer.run`` (0.18), line for line, with our task group.
-
-        `NoticeTaskGroup` gives each request the `DisconnectNotice` that lets a stream hear of
-        its client's departure without a task parked in ``receive()``.
-        """
-        try:
-            try:
-                with trio.fail_after(self.config.ssl_handshake_timeout):
-                    await self.stream.do_handshake()
-            except (trio.BrokenResourceError, trio.TooSlowError):
-                return  # Handshake failed
-            alpn_protocol = self.stream.selected_alpn_protocol()
-            sock = self.stream.transport_stream.socket
-            ssl = True
-        except AttributeError:  # Not SSL
-            alpn_protocol = "http/1.1"
-            sock = self.stream.socket  # a SocketStream then, despite the annotation
-            ssl = False
-
-        try:
-            client = parse_socket_addr(sock.family, sock.getpeername())
-            server = parse_socket_addr(sock.family, sock.getsockname())
-
-            async with NoticeTaskGroup() as task_group:
-                self._task_group = task_group
-                self.protocol = ProtocolWrapper(
-                    self.app,
-                    self.config,
-                    self.context,
-                    task_group,
-                    ConnectionState(self.state),
-                    ssl,
-                    client,
-                    server,
-                    self.protocol_send,
-                    alpn_protocol,
-                )
-                await self.protocol.initiate()
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
-                await self._read_data()
-        except OSError:
-            pass
-        finally:
-            await self._close()
 
     async def _read_data(self) -> None:
         read_ahead = _ReadAhead(READ_AHEAD_LIMIT)
@@ -482,7 +436,8 @@ async def serve_hypercorn(
 ) -> None:
     """Serve the ASGI ``app`` with Hypercorn's Trio worker and the fixes of this module.
 
-    This is ``hypercorn.trio.serve`` with ``TCPServer`` replaced by :class:`_DwexTCPServer`:
+    This is ``hypercorn.trio.serve`` with ``TCPServer`` replaced by :class:`_DwexTCPServer`
+    and the app wrapped in :class:`_HeadSizeLimit`:
     the same lifespan handling, binds (``config.bind``, ``insecure_bind``, ``quic_bind``),
     TLS and graceful shutdown (after ``shutdown_trigger`` returns, open connections get
     ``config.graceful_timeout`` seconds). Options about processes (``workers``, ``debug``,
@@ -502,119 +457,15 @@ async def serve_hypercorn(
     """
     if not write_timeout > 0:  # also rejects NaN
         raise ValueError(f"write_timeout must be a positive number of seconds, not {write_timeout}")
-    await _worker_serve(
+    await worker_serve(
         wrap_app(
             _HeadSizeLimit(app, config.h11_max_incomplete_size), config.wsgi_max_body_size, "asgi"
         ),
         config,
-        write_timeout=write_timeout,
-        fast_send_lock=fast_send_lock,
-        shutdown_trigger=shutdown_trigger,
         sockets=sockets,
+        shutdown_trigger=shutdown_trigger,
         task_status=task_status,
+        tcp_server=partial(
+            _DwexTCPServer, write_timeout=write_timeout, fast_send_lock=fast_send_lock
+        ),
     )
-
-
-async def _worker_serve(
-    app: AppWrapper,
-    config: Config,
-    *,
-    write_timeout: float,
-    fast_send_lock: bool,
-    shutdown_trigger: Callable[[], Awaitable[None]] | None,
-    sockets: Sockets | None,
-    task_status: trio.TaskStatus[list[str]],
-) -> None:
-    """``hypercorn.trio.run.worker_serve`` (0.18) with our ``TCPServer`` subclass.
-
-    Kept line for line with upstream, so that a diff against a new hypercorn release is easy
-    to read. The differences: our server class and its ``write_timeout``, and two lines that our
-    linters and ``mypy --strict`` require. Upstream offers no hook to choose the ``TCPServer``
-    class, and patching its module global would change every Hypercorn server in the process.
-    """
-    config.set_statsd_logger_class(StatsdLogger)
-
-    lifespan_state: LifespanState = {}
-    lifespan = Lifespan(app, config, lifespan_state)
-    max_requests = None
-    if config.max_requests is not None:
-        max_requests = config.max_requests + randint(0, config.max_requests_jitter)
-    context = WorkerContext(max_requests)
-
-    async with trio.open_nursery() as lifespan_nursery:
-        await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
-
-        async with trio.open_nursery() as server_nursery:
-            if sockets is None:
-                sockets = config.create_sockets()
-                for sock in sockets.secure_sockets:
-                    sock.listen(config.backlog)
-                for sock in sockets.insecure_sockets:
-                    sock.listen(config.backlog)
-
-            ssl_context = config.create_ssl_context()
-            listeners: list[trio.SSLListener[trio.SocketStream] | trio.SocketListener] = []
-            binds = []
-            for sock in sockets.secure_sockets:
-                listeners.append(
-                    trio.SSLListener(
-                        trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
-                        ssl_context,  # type: ignore[arg-type]  # set whenever TLS binds exist
-                        https_compatible=True,
-                    )
-                )
-                bind = repr_socket_addr(sock.family, sock.getsockname())
-                binds.append(f"https://{bind}")
-                await config.log.info(f"Running on https://{bind} (CTRL + C to quit)")
-
-            for sock in sockets.insecure_sockets:
-                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
-                bind = repr_socket_addr(sock.family, sock.getsockname())
-                binds.append(f"http://{bind}")
-                await config.log.info(f"Running on http://{bind} (CTRL + C to quit)")
-
-            for sock in sockets.quic_sockets:
-                await server_nursery.start(
-                    UDPServer(
-                        app, config, context, ConnectionState(lifespan_state.copy()), sock
-                    ).run
-                )
-                bind = repr_socket_addr(sock.family, sock.getsockname())
-                await config.log.info(f"Running on https://{bind} (QUIC) (CTRL + C to quit)")
-
-            task_status.started(binds)
-            try:
-                async with trio.open_nursery(strict_exception_groups=True) as nursery:
-                    if shutdown_trigger is not None:
-                        nursery.start_soon(raise_shutdown, shutdown_trigger)
-                    nursery.start_soon(raise_shutdown, context.terminate.wait)
-
-                    nursery.start_soon(
-                        partial(
-                            trio.serve_listeners,
-                            partial(
-                                _DwexTCPServer,
-                                app,
-                                config,
-                                context,
-                                ConnectionState(lifespan_state.copy()),
-                                write_timeout=write_timeout,
-                                fast_send_lock=fast_send_lock,
-                            ),
-                            listeners,
-                            handler_nursery=server_nursery,
-                        ),
-                    )
-
-                    await trio.sleep_forever()
-            except BaseExceptionGroup as error:
-                _, other_errors = error.split((ShutdownError, KeyboardInterrupt))
-                if other_errors is not None:
-                    raise other_errors from None
-            finally:
-                await context.terminated.set()
-                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-
-        await lifespan.wait_for_shutdown()
-        lifespan_nursery.cancel_scope.cancel()

@@ -1,0 +1,203 @@
+"""Copies of Hypercorn 0.18.0's Trio worker code, each given one hook for our own classes.
+
+**What is copied.** From ``hypercorn`` 0.18.0 (``pyproject.toml`` pins ``>=0.18,<0.19``):
+
+* `worker_serve` is ``hypercorn/trio/run.py::worker_serve``, plus a ``tcp_server`` parameter:
+  the per-connection server class to use, upstream's ``TCPServer`` by default.
+* `TCPServer.run` is ``hypercorn/trio/tcp_server.py::TCPServer.run``, which makes its
+  ``TaskGroup`` from the class attribute `TCPServer.task_group_class` instead of by name.
+
+**Why copies.** Upstream has no hook for either class, and assigning to ``hypercorn``'s
+module globals would change every Hypercorn server in the process, not only ours. So the two
+functions are copied and given those hooks, and nothing else: our own server and task group
+(``_fixes.py``, ``_notice.py``) plug into them. Nothing in this module is trio-dwex's design;
+a bug here is upstream's, or a bad copy.
+
+**How a line may differ from upstream.** Only with a ``# trio-dwex:`` comment saying why, or by
+a lint annotation (``# noqa: ...``, ``# type: ignore[...]``) that our ``ruff`` and
+``mypy --strict`` require. The imports differ too: absolute instead of relative, and sorted.
+``tests/serving/test_upstream_copy.py`` checks this against the installed Hypercorn.
+
+**Moving to a new Hypercorn release.** Install it, widen the pin in ``pyproject.toml``, and run
+that test::
+
+    pytest tests/serving/test_upstream_copy.py
+
+For each copied function that upstream changed, it fails and prints ``diff -u upstream ours``.
+Carry upstream's changes over here, keeping our hooks; then read ``_fixes.py`` against the new
+``hypercorn/trio/tcp_server.py``, whose ``TCPServer`` methods our subclass overrides or calls
+(``_read_data``, ``protocol_send``, ``_close``, ``send_lock``, ``_task_group``, ``idle_task``),
+and ``_notice.py`` against ``hypercorn/trio/task_group.py`` (``TaskGroup.spawn_app``). Last,
+run ``tests/serving/test_hypercorn_pitfalls.py``: its canaries say whether upstream still has
+the leaks that ``_fixes.py`` works around.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from random import randint
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer as UpstreamTCPServer
+from hypercorn.trio.udp_server import UDPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr
+
+__all__ = ["TCPServer", "TCPServerFactory", "worker_serve"]
+
+TCPServerFactory = Callable[
+    [AppWrapper, Config, WorkerContext, LifespanState, trio.SSLStream[trio.SocketStream]],
+    UpstreamTCPServer,
+]
+"""What `worker_serve` calls to serve one accepted connection: upstream's ``TCPServer`` or a
+subclass, maybe with keyword arguments bound by `functools.partial`."""
+
+
+async def worker_serve(
+    app: AppWrapper,
+    config: Config,
+    *,
+    sockets: Sockets | None = None,
+    shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    tcp_server: TCPServerFactory = UpstreamTCPServer,  # trio-dwex: the hook for our server
+) -> None:
+    config.set_statsd_logger_class(StatsdLogger)
+
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app, config, lifespan_state)
+    max_requests = None
+    if config.max_requests is not None:
+        max_requests = config.max_requests + randint(0, config.max_requests_jitter)
+    context = WorkerContext(max_requests)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+
+        async with trio.open_nursery() as server_nursery:
+            if sockets is None:
+                sockets = config.create_sockets()
+                for sock in sockets.secure_sockets:
+                    sock.listen(config.backlog)
+                for sock in sockets.insecure_sockets:
+                    sock.listen(config.backlog)
+
+            ssl_context = config.create_ssl_context()
+            listeners: list[trio.SSLListener[trio.SocketStream] | trio.SocketListener] = []
+            binds = []
+            for sock in sockets.secure_sockets:
+                listeners.append(
+                    trio.SSLListener(
+                        trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
+                        ssl_context,  # type: ignore[arg-type]
+                        https_compatible=True,
+                    )
+                )
+                bind = repr_socket_addr(sock.family, sock.getsockname())
+                binds.append(f"https://{bind}")
+                await config.log.info(f"Running on https://{bind} (CTRL + C to quit)")
+
+            for sock in sockets.insecure_sockets:
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                bind = repr_socket_addr(sock.family, sock.getsockname())
+                binds.append(f"http://{bind}")
+                await config.log.info(f"Running on http://{bind} (CTRL + C to quit)")
+
+            for sock in sockets.quic_sockets:
+                await server_nursery.start(
+                    UDPServer(
+                        app, config, context, ConnectionState(lifespan_state.copy()), sock
+                    ).run
+                )
+                bind = repr_socket_addr(sock.family, sock.getsockname())
+                await config.log.info(f"Running on https://{bind} (QUIC) (CTRL + C to quit)")
+
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                    if shutdown_trigger is not None:
+                        nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+
+                    nursery.start_soon(
+                        partial(
+                            trio.serve_listeners,
+                            partial(
+                                tcp_server,  # trio-dwex: was TCPServer
+                                app,
+                                config,
+                                context,
+                                ConnectionState(lifespan_state.copy()),
+                            ),
+                            listeners,
+                            handler_nursery=server_nursery,
+                        ),
+                    )
+
+                    await trio.sleep_forever()
+            except BaseExceptionGroup as error:
+                _, other_errors = error.split((ShutdownError, KeyboardInterrupt))
+                if other_errors is not None:
+                    raise other_errors  # noqa: B904
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+class TCPServer(UpstreamTCPServer):
+    """Upstream's per-connection server, with a class attribute choosing its task group."""
+
+    #: The class of the connection's task group, which runs the app for each request.
+    task_group_class: type[TaskGroup] = TaskGroup
+
+    async def run(self) -> None:
+        try:
+            try:
+                with trio.fail_after(self.config.ssl_handshake_timeout):
+                    await self.stream.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError):
+                return  # Handshake failed
+            alpn_protocol = self.stream.selected_alpn_protocol()
+            socket = self.stream.transport_stream.socket
+            ssl = True
+        except AttributeError:  # Not SSL
+            alpn_protocol = "http/1.1"
+            socket = self.stream.socket
+            ssl = False
+
+        try:
+            client = parse_socket_addr(socket.family, socket.getpeername())
+            server = parse_socket_addr(socket.family, socket.getsockname())
+
+            async with self.task_group_class() as task_group:  # trio-dwex: was TaskGroup()
+                self._task_group = task_group
+                self.protocol = ProtocolWrapper(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState(self.state),
+                    ssl,
+                    client,
+                    server,
+                    self.protocol_send,
+                    alpn_protocol,
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            await self._close()
