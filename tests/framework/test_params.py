@@ -21,7 +21,7 @@ from trio_dwex.framework import (
     RequestLike,
     solve_params,
 )
-from trio_dwex.framework._signature import analyse_handler
+from trio_dwex.framework._analysis import analyse_handler
 
 from .fakes import FakeRequest, MakeRequest
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tests.reliability.apps import Counters, make_app
 from trio_dwex import HttpException, MethodNotAllowedException, NotFoundException
 from trio_dwex.asgi._types import Message, Scope
-from trio_dwex.framework._signature import _convert_text
+from trio_dwex.framework._solving import _convert_text
 
 settings.register_profile(
     "reliability-fuzz",

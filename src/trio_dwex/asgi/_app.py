@@ -19,7 +19,7 @@ from .._errors import HttpException, ServiceUnavailableException
 from ..framework._module import ApplicationPlan, compile_application
 from ..framework._pipeline import ExecutionContext, run_guards, run_interceptors
 from ..framework._routing import RoutePlan
-from ..framework._signature import solve_params
+from ..framework._solving import solve_params
 from ..streams._runner import StreamSettings, StreamStats, StreamTracker
 from ..streams._stream import SseStream
 from ..wire._sse import use_serializer

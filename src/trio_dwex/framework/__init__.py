@@ -1,20 +1,27 @@
 """The framework layer: declarations, plans and the pipeline, with no ASGI and no sockets.
 
-- :mod:`.decorators` — ``@Controller``, ``@Get``... ``@Sse``, ``@UseGuards``,
+- :mod:`._decorators` — ``@Controller``, ``@Get``... ``@Sse``, ``@UseGuards``,
   ``@UseInterceptors``, ``@Injectable``: they record specs and never register anything.
-- :mod:`.params` — the ``Annotated`` markers and :class:`RequestLike`, the request interface.
-- :mod:`.signature` — a handler analysed once into a :class:`CallPlan`, solved per request.
-- :mod:`.di` — the flat, per-app :class:`Container` and :class:`Provider`.
-- :mod:`.pipeline` — :class:`ExecutionContext`, guards, interceptors, :func:`map_events`.
-- :mod:`.routing` — the pure :class:`Router`.
-- :mod:`.controllers` — one controller class compiled into its routes.
-- :mod:`.module` — ``@Module`` and :func:`compile_application`.
+- :mod:`._params` — the ``Annotated`` markers and :class:`RequestLike`, the request interface.
+- :mod:`._analysis` — at startup: a handler's signature analysed once into a :class:`CallPlan`
+  (plain data; every mistake a ``ConfigurationError``).
+- :mod:`._solving` — per request: :func:`solve_params` turns a plan into the handler's
+  keyword arguments (every bad value a 400 naming the parameter).
+- :mod:`._body` — per request: a JSON body parsed, depth-checked and converted.
+- :mod:`._convert` — the converters, built at startup from annotations, run per request.
+- :mod:`._di` — the flat, per-app :class:`Container` and :class:`Provider`.
+- :mod:`._pipeline` — :class:`ExecutionContext`, guards, interceptors, :func:`map_events`.
+- :mod:`._routing` — the pure :class:`Router`.
+- :mod:`._controllers` — one controller class compiled into its routes.
+- :mod:`._module` — ``@Module`` and :func:`compile_application`.
 
 The ASGI layer calls :func:`compile_application` once, runs ``plan.container.lifespan()``
 in its lifespan task, and per request: ``plan.router.match`` → :func:`run_guards` →
 :func:`run_interceptors` around :func:`solve_params` and the call of ``route.endpoint``.
 """
 
+from ._analysis import CallPlan, CallStyle, ParamPlan
+from ._body import MAX_BODY_DEPTH
 from ._decorators import (
     UNSET,
     Controller,
@@ -42,13 +49,7 @@ from ._pipeline import (
     run_interceptors,
 )
 from ._routing import RoutePlan, Router
-from ._signature import (
-    MAX_BODY_DEPTH,
-    CallPlan,
-    CallStyle,
-    ParamPlan,
-    solve_params,
-)
+from ._solving import solve_params
 
 __all__ = [
     "MAX_BODY_DEPTH",

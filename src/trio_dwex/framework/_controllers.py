@@ -15,11 +15,11 @@ from typing import Any
 
 from .._errors import ConfigurationError
 from ..wire._paths import compile_path, join_paths
+from ._analysis import CallPlan, analyse_handler
 from ._decorators import RouteSpec, controller_spec, guards_of, interceptors_of, route_specs
 from ._di import Container
 from ._pipeline import CanActivate, Interceptor
 from ._routing import RoutePlan
-from ._signature import CallPlan, analyse_handler
 
 __all__ = ["compile_controller"]
 

@@ -9,11 +9,11 @@ A handler says where each argument comes from with an ``Annotated`` marker::
         last_id: Annotated[str | None, Headers("last-event-id")] = None,
     ) -> ...
 
-The markers are inert, frozen values: :mod:`trio_dwex.framework._signature` reads them once per
-handler into a plan, and solves that plan once per request against any object that implements
-:class:`RequestLike`. Keeping the interface a :class:`~typing.Protocol` is what lets the
-framework layer stay free of ASGI: the ASGI layer's ``Request`` implements it, and tests use
-a plain fake.
+The markers are inert, frozen values: ``_analysis`` reads them once per handler into a plan
+when the app is built, and ``_solving`` solves that plan once per request against any object
+that implements :class:`RequestLike`. Keeping the interface a :class:`~typing.Protocol` is
+what lets the framework layer stay free of ASGI: the ASGI layer's ``Request`` implements it,
+and tests use a plain fake.
 """
 
 from __future__ import annotations

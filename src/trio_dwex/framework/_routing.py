@@ -20,9 +20,9 @@ from urllib.parse import unquote
 
 from .._errors import ConfigurationError, MethodNotAllowedException, NotFoundException
 from ..wire._paths import PathTemplate, compile_path
+from ._analysis import CallPlan
 from ._decorators import RouteKind
 from ._pipeline import CanActivate, Interceptor
-from ._signature import CallPlan
 
 __all__ = ["RouteLike", "RoutePlan", "Router"]
 

@@ -1,48 +1,40 @@
-"""A handler's signature, analysed once into a :class:`CallPlan`, solved once per request.
+"""A handler's signature, analysed once, when the app is built, into a :class:`CallPlan`.
 
 The split follows FastAPI's ``get_dependant`` / ``solve_dependencies``: reading type hints and
 ``Annotated`` markers is slow and can fail, so it happens when the application is compiled,
-and every mistake there is a :class:`~trio_dwex._errors.ConfigurationError` naming
-``Controller.method`` and the parameter. What is left for each request is a loop over plain
-data: look the value up, convert it, or raise a 400 that names the parameter and its source.
+and every mistake here is a :class:`~trio_dwex._errors.ConfigurationError` naming
+``Controller.method`` and the parameter. The plan is plain data; ``_solving`` turns it into a
+handler's arguments for each request.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import inspect
-import json
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from .._errors import BadRequestException, ConfigurationError
+from .._errors import ConfigurationError
 from ._convert import (
-    ConversionError,
     JsonConverter,
     TextConverter,
     UnsupportedType,
-    describe_json_error,
     is_optional,
     json_converter,
     strip_optional,
     text_converter,
 )
-from ._params import ParamMarker, ParamSource, RequestLike
+from ._params import ParamMarker, ParamSource
 
 __all__ = [
-    "MAX_BODY_DEPTH",
+    "NO_DEFAULT",
     "CallPlan",
     "CallStyle",
     "ParamPlan",
     "analyse_handler",
-    "solve_params",
 ]
-
-#: The deepest nesting of arrays and objects a JSON body may have. Deeper bodies are answered
-#: with a 400: real payloads are shallow, and a deep one is an attempt to exhaust the stack.
-MAX_BODY_DEPTH: Final = 64
 
 CallStyle = Literal["sync", "async", "async_gen"]
 """How a handler is called: a plain function, a coroutine function, an async generator function."""
@@ -259,120 +251,3 @@ def _plan_for(name: str, marker: ParamMarker, annotation: object, default: objec
             name, source, key, default, optional=optional, many=True, text=text_converter(item)
         )
     return ParamPlan(name, source, key, default, optional=optional, text=text_converter(inner))
-
-
-# -- per request -------------------------------------------------------------------------------
-
-
-async def solve_params(plan: CallPlan, request: RequestLike) -> dict[str, Any]:
-    """The keyword arguments to call the handler of ``plan`` with, for ``request``.
-
-    Values are converted to the annotated types. A missing value takes the parameter's default;
-    without one, ``T | None`` gets None, ``list[T]`` an empty list, and anything else is
-    required. A scalar query parameter given several times takes the last value.
-
-    Raises:
-        BadRequestException: a value that does not convert, a missing required value, or a
-            body that is not JSON (or is empty when required, or nested deeper than
-            :data:`MAX_BODY_DEPTH`); the message names the parameter and where it comes from,
-            e.g. ``query parameter 'count' must be an integer, got 'abc'``.
-    """
-    kwargs: dict[str, Any] = {}
-    query: dict[str, list[str]] | None = None
-    for param in plan.params:
-        source = param.source
-        if source == "request":
-            kwargs[param.name] = request
-            continue
-        if source == "body":
-            kwargs[param.name] = await _solve_body(param, request)
-            continue
-        if param.whole_mapping:
-            kwargs[param.name] = dict(request.headers)
-            continue
-        assert param.key is not None
-        values: list[str]
-        if source == "query":
-            if query is None:
-                query = {}
-                for key, value in request.query_params:
-                    query.setdefault(key, []).append(value)
-            values = query.get(param.key, [])
-        elif source == "path":
-            found = request.path_params.get(param.key)
-            values = [] if found is None else [found]
-        else:
-            found = request.headers.get(param.key)
-            values = [] if found is None else [found]
-        if param.many and values:
-            kwargs[param.name] = [_convert_text(param, value) for value in values]
-        elif values:
-            kwargs[param.name] = _convert_text(param, values[-1])
-        else:
-            kwargs[param.name] = _missing(param)
-    return kwargs
-
-
-def _convert_text(param: ParamPlan, value: str) -> Any:
-    assert param.text is not None
-    try:
-        return param.text(value)
-    except ConversionError as exc:
-        raise BadRequestException(f"{param.label} {exc.problem}") from None
-
-
-def _missing(param: ParamPlan) -> Any:
-    if param.default is not NO_DEFAULT:
-        return param.default
-    if param.optional:
-        return None
-    if param.many:
-        return []
-    if param.source == "body":
-        raise BadRequestException("request body is required; send a JSON document")
-    raise BadRequestException(f"{param.label} is required")
-
-
-async def _solve_body(param: ParamPlan, request: RequestLike) -> Any:
-    raw = await request.body()
-    if param.raw_body:
-        # An empty body is a valid raw body, unless the handler gave a default for that case.
-        if raw or (param.default is NO_DEFAULT and not param.optional):
-            return raw
-        return _missing(param)
-    if not raw.strip():
-        return _missing(param)
-    try:
-        document = json.loads(raw)
-    except RecursionError:
-        raise BadRequestException(
-            f"request body is nested too deeply (the limit is {MAX_BODY_DEPTH} levels)"
-        ) from None
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise BadRequestException(f"request body is not valid JSON: {exc}") from None
-    if _depth_exceeds(document, MAX_BODY_DEPTH):
-        raise BadRequestException(
-            f"request body is nested too deeply (the limit is {MAX_BODY_DEPTH} levels)"
-        )
-    assert param.json is not None
-    try:
-        return param.json(document, "")
-    except ConversionError as exc:
-        raise BadRequestException(describe_json_error(exc)) from None
-
-
-def _depth_exceeds(document: object, limit: int) -> bool:
-    # Iterative, so that checking depth cannot itself exhaust the stack.
-    stack: list[tuple[object, int]] = [(document, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children: collections.abc.Iterable[object] = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth + 1 > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False

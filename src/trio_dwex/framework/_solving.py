@@ -1,0 +1,100 @@
+"""A :class:`~._analysis.CallPlan` solved for one request: the handler's keyword arguments.
+
+All the thinking was done when the plan was built; what is left per request is a loop over
+plain data: look the value up, convert it, or raise a 400 that names the parameter and where
+it comes from. JSON bodies are decoded by ``_body``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._errors import BadRequestException
+from ._analysis import NO_DEFAULT, CallPlan, ParamPlan
+from ._body import decode_json_body
+from ._convert import ConversionError
+from ._params import RequestLike
+
+__all__ = ["solve_params"]
+
+
+async def solve_params(plan: CallPlan, request: RequestLike) -> dict[str, Any]:
+    """The keyword arguments to call the handler of ``plan`` with, for ``request``.
+
+    Values are converted to the annotated types. A missing value takes the parameter's default;
+    without one, ``T | None`` gets None, ``list[T]`` an empty list, and anything else is
+    required. A scalar query parameter given several times takes the last value.
+
+    Raises:
+        BadRequestException: a value that does not convert, a missing required value, or a
+            body that is not JSON (or is empty when required, or nested deeper than
+            :data:`~._body.MAX_BODY_DEPTH`); the message names the parameter and where it
+            comes from, e.g. ``query parameter 'count' must be an integer, got 'abc'``.
+    """
+    kwargs: dict[str, Any] = {}
+    query: dict[str, list[str]] | None = None
+    for param in plan.params:
+        source = param.source
+        if source == "request":
+            kwargs[param.name] = request
+            continue
+        if source == "body":
+            kwargs[param.name] = await _solve_body(param, request)
+            continue
+        if param.whole_mapping:
+            kwargs[param.name] = dict(request.headers)
+            continue
+        assert param.key is not None
+        values: list[str]
+        if source == "query":
+            if query is None:
+                query = {}
+                for key, value in request.query_params:
+                    query.setdefault(key, []).append(value)
+            values = query.get(param.key, [])
+        elif source == "path":
+            found = request.path_params.get(param.key)
+            values = [] if found is None else [found]
+        else:
+            found = request.headers.get(param.key)
+            values = [] if found is None else [found]
+        if param.many and values:
+            kwargs[param.name] = [_convert_text(param, value) for value in values]
+        elif values:
+            kwargs[param.name] = _convert_text(param, values[-1])
+        else:
+            kwargs[param.name] = _missing(param)
+    return kwargs
+
+
+def _convert_text(param: ParamPlan, value: str) -> Any:
+    assert param.text is not None
+    try:
+        return param.text(value)
+    except ConversionError as exc:
+        raise BadRequestException(f"{param.label} {exc.problem}") from None
+
+
+def _missing(param: ParamPlan) -> Any:
+    if param.default is not NO_DEFAULT:
+        return param.default
+    if param.optional:
+        return None
+    if param.many:
+        return []
+    if param.source == "body":
+        raise BadRequestException("request body is required; send a JSON document")
+    raise BadRequestException(f"{param.label} is required")
+
+
+async def _solve_body(param: ParamPlan, request: RequestLike) -> Any:
+    raw = await request.body()
+    if param.raw_body:
+        # An empty body is a valid raw body, unless the handler gave a default for that case.
+        if raw or (param.default is NO_DEFAULT and not param.optional):
+            return raw
+        return _missing(param)
+    if not raw.strip():
+        return _missing(param)
+    assert param.json is not None
+    return decode_json_body(raw, param.json)
