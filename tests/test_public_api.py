@@ -15,7 +15,7 @@ import trio_dwex.serving
 import trio_dwex.testing
 
 ROOT = [
-    "NO_DATA",
+    "UNSET",
     "ASGIApp",
     "BadRequestException",
     "Body",

@@ -2,7 +2,9 @@
 
 This namespace holds what an app author writes: controllers and their decorators, parameter
 markers, guards and interceptors, `SseEvent` and `SseStream`, settings, responses, errors,
-`create_app`, `run` and `serve`. The rest lives in three more public namespaces:
+`create_app`, `run` and `serve`, and `UNSET`, the value for "not given" where ``None`` means
+something (``SseEvent(data=UNSET)``, the default, sends no data line). The rest lives in three
+more public namespaces:
 
 - ``trio_dwex.broadcast``: the pub/sub hub with replay (`Broadcast`, its backends);
 - ``trio_dwex.testing``: a real-server fixture, the `EventSource` client and its decoder;
@@ -29,6 +31,7 @@ from ._errors import (
     UnauthorizedException,
     UnprocessableEntityException,
 )
+from ._unset import UNSET
 from .asgi._app import DwexApp, create_app
 from .asgi._request import Request
 from .asgi._responses import EventSourceResponse, JSONResponse, Response
@@ -59,10 +62,10 @@ from .framework import (
 from .serving import run, serve
 from .streams._runner import StreamSettings
 from .streams._stream import OverflowPolicy, SseStream
-from .wire._sse import NO_DATA, SseEvent
+from .wire._sse import SseEvent
 
 __all__ = [
-    "NO_DATA",
+    "UNSET",
     "ASGIApp",
     "BadRequestException",
     "Body",

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import pytest
 
+from trio_dwex import UNSET
 from trio_dwex._errors import ConfigurationError
 from trio_dwex.framework import (
-    UNSET,
     CallNext,
     Controller,
     Delete,

@@ -15,7 +15,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_dwex.wire import NO_DATA, Comment, MessageEvent, SseDecoder, SseEvent
+from trio_dwex import UNSET
+from trio_dwex.wire import Comment, MessageEvent, SseDecoder, SseEvent
 
 settings.register_profile(
     "wire",
@@ -45,12 +46,12 @@ json_values = st.recursive(
 
 @st.composite
 def sse_events(draw: st.DrawFn) -> SseEvent:
-    data = draw(st.one_of(st.just(NO_DATA), multiline_text, json_values))
+    data = draw(st.one_of(st.just(UNSET), multiline_text, json_values))
     event = draw(st.none() | one_line)
     id_ = draw(st.none() | one_line.filter(lambda s: "\0" not in s))
     retry = draw(st.none() | st.integers(min_value=0, max_value=2**40))
     comment = draw(st.none() | multiline_text)
-    if data is NO_DATA and all(field is None for field in (event, id_, retry, comment)):
+    if data is UNSET and all(field is None for field in (event, id_, retry, comment)):
         comment = ""  # the one combination SseEvent refuses: make it a keep-alive
     return SseEvent(data=data, event=event, id=id_, retry=retry, comment=comment)
 
@@ -68,7 +69,7 @@ def expected_messages(events: list[SseEvent]) -> list[MessageEvent]:
             last_id = event.id
         if event.retry is not None:
             retry = event.retry
-        if event.data is NO_DATA:
+        if event.data is UNSET:
             continue  # no data line: per WHATWG nothing is dispatched (id and retry still apply)
         assert event.data_text is not None
         out.append(
@@ -102,7 +103,7 @@ def test_one_event_roundtrips_byte_by_byte(event: SseEvent) -> None:
     blob = event.encode()
     decoder = SseDecoder()
     messages = [m for i in range(len(blob)) for m in decoder.feed(blob[i : i + 1])]
-    if event.data is NO_DATA:
+    if event.data is UNSET:
         assert messages == []  # an event with no data line is not dispatched, by the spec
     else:
         (message,) = messages

@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from trio_dwex import wire
+from trio_dwex import UNSET, wire
 from trio_dwex.wire import (
-    NO_DATA,
     SseEvent,
     current_serializer,
     json_serializer,
@@ -125,7 +124,7 @@ def test_event_is_immutable_and_replace_revalidates() -> None:
 def test_equality_and_repr() -> None:
     assert SseEvent(data={"a": 1}, id="1") == SseEvent(data={"a": 1}, id="1")
     assert repr(SseEvent(comment="c")) == (
-        "SseEvent(data=NO_DATA, event=None, id=None, retry=None, comment='c')"
+        "SseEvent(data=UNSET, event=None, id=None, retry=None, comment='c')"
     )
 
 
@@ -189,7 +188,7 @@ def test_empty_event_is_rejected() -> None:
     with pytest.raises(ValueError, match="empty event"):
         SseEvent()
     with pytest.raises(ValueError, match="empty event"):
-        SseEvent(data=NO_DATA)
+        SseEvent(data=UNSET)
 
 
 def test_unserializable_data_names_the_field_and_type() -> None:
@@ -326,7 +325,6 @@ def test_to_event_mapping_with_invalid_field_raises() -> None:
 def test_public_names_are_pinned() -> None:
     assert sorted(wire.__all__) == sorted(
         [
-            "NO_DATA",
             "Comment",
             "MessageEvent",
             "PathTemplate",
@@ -342,7 +340,7 @@ def test_public_names_are_pinned() -> None:
         ]
     )
     assert all(hasattr(wire, name) for name in wire.__all__)
-    assert repr(NO_DATA) == "NO_DATA"
+    assert repr(UNSET) == "UNSET"
 
 
 def test_the_default_serializer_encodes_what_orjson_encodes_natively() -> None:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from .._errors import HttpException
+from .._unset import UNSET, Unset
 from ..streams._runner import CloseReason, StreamSettings, StreamTracker, run_stream
 from ..streams._stream import OverflowPolicy, SseStream
 from ..wire._headers import encode_headers
@@ -111,8 +112,6 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 
-_UNSET: Any = object()
-
 
 class EventSourceResponse:
     """A ``text/event-stream`` response that runs its source in its own nursery.
@@ -138,13 +137,13 @@ class EventSourceResponse:
         self,
         source: SseStream | AsyncIterable[object],
         *,
-        keepalive: float | None = _UNSET,
-        send_timeout: float = _UNSET,
-        buffer_size: int = _UNSET,
-        overflow: OverflowPolicy = _UNSET,
-        first_event_wait: float = _UNSET,
-        max_lifetime: float | None = _UNSET,
-        close_timeout: float = _UNSET,
+        keepalive: float | Unset | None = UNSET,
+        send_timeout: float | Unset = UNSET,
+        buffer_size: int | Unset = UNSET,
+        overflow: OverflowPolicy | Unset = UNSET,
+        first_event_wait: float | Unset = UNSET,
+        max_lifetime: float | Unset | None = UNSET,
+        close_timeout: float | Unset = UNSET,
         headers: Mapping[str, str] | None = None,
         settings: StreamSettings | None = None,
         serializer: Serializer | None = None,
@@ -167,7 +166,7 @@ class EventSourceResponse:
                 "max_lifetime": max_lifetime,
                 "close_timeout": close_timeout,
             }.items()
-            if value is not _UNSET
+            if value is not UNSET
         }
         base = settings or StreamSettings()
         self.settings = replace(base, **overrides) if overrides else base

@@ -49,8 +49,9 @@ from typing import Final, Self
 import trio
 
 from .._errors import ServiceUnavailableException
+from .._unset import UNSET
 from ..streams._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
-from ..wire._sse import NO_DATA, SseEvent, to_event
+from ..wire._sse import SseEvent, to_event
 
 __all__ = [
     "RESET_EVENT",
@@ -133,7 +134,7 @@ def rebuild_event(event: SseEvent, event_id: str) -> SseEvent:
     """
     text = event.data_text
     return SseEvent(
-        data=NO_DATA if text is None else text,
+        data=UNSET if text is None else text,
         event=event.event,
         id=event_id,
         retry=event.retry,

@@ -70,7 +70,8 @@ import trio
 from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
-from ..wire._sse import NO_DATA, SseEvent
+from .._unset import UNSET
+from ..wire._sse import SseEvent
 from ._hub import (
     BroadcastBackend,
     BroadcastUnavailable,
@@ -720,7 +721,7 @@ def _decode(entry_id: str, fields: Mapping[Any, Any]) -> SseEvent | None:
     try:
         retry = values.get("r")
         return SseEvent(
-            data=values.get("d", NO_DATA),
+            data=values.get("d", UNSET),
             event=values.get("e"),
             id=entry_id,
             retry=None if retry is None else int(retry),

@@ -23,7 +23,6 @@ in its lifespan task, and per request: ``plan.router.match`` → :func:`run_guar
 from ._analysis import CallPlan, CallStyle, ParamPlan
 from ._body import MAX_BODY_DEPTH
 from ._decorators import (
-    UNSET,
     Controller,
     Delete,
     Get,
@@ -53,7 +52,6 @@ from ._solving import solve_params
 
 __all__ = [
     "MAX_BODY_DEPTH",
-    "UNSET",
     "ApplicationPlan",
     "Body",
     "CallNext",

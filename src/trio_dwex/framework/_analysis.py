@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from .._errors import ConfigurationError
+from .._unset import UNSET
 from ._convert import (
     JsonConverter,
     TextConverter,
@@ -29,7 +30,6 @@ from ._convert import (
 from ._params import ParamMarker, ParamSource
 
 __all__ = [
-    "NO_DEFAULT",
     "CallPlan",
     "CallStyle",
     "ParamPlan",
@@ -39,22 +39,6 @@ __all__ = [
 CallStyle = Literal["sync", "async", "async_gen"]
 """How a handler is called: a plain function, a coroutine function, an async generator function."""
 
-
-class _NoDefault:
-    """The type of :data:`NO_DEFAULT`: "the parameter has no default", distinct from None."""
-
-    _instance: _NoDefault | None = None
-
-    def __new__(cls) -> _NoDefault:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NO_DEFAULT"
-
-
-NO_DEFAULT: Final = _NoDefault()
 
 _SOURCE_WORDS: Final[Mapping[ParamSource, str]] = {
     "query": "query parameter",
@@ -76,7 +60,7 @@ class ParamPlan:
     #: The query key, path parameter name, or lower-case header name; None for body/request
     #: and for the whole-header mapping.
     key: str | None
-    #: The value when the request has none, or :data:`NO_DEFAULT`.
+    #: The value when the request has none, or `UNSET` if the parameter has no default.
     default: object
     #: ``T | None``: a missing value becomes None when there is no default.
     optional: bool = False
@@ -209,7 +193,7 @@ def _analyse_param(
             f"{where} has {len(markers)} parameter markers ({markers}); keep exactly one"
         )
     marker = markers[0]
-    default = NO_DEFAULT if parameter.default is inspect.Parameter.empty else parameter.default
+    default = UNSET if parameter.default is inspect.Parameter.empty else parameter.default
     try:
         return _plan_for(parameter.name, marker, annotation, default)
     except UnsupportedType as exc:

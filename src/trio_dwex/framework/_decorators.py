@@ -15,7 +15,6 @@ Several ``@UseGuards`` on one target are read top to bottom: the topmost guard r
 
 from __future__ import annotations
 
-import enum
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,12 +22,12 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar
 
 from .._errors import ConfigurationError
+from .._unset import UNSET, Unset
 from ..streams._runner import StreamSettings
 from ..streams._stream import OverflowPolicy
 from ..wire._headers import encode_headers
 
 __all__ = [
-    "UNSET",
     "Controller",
     "ControllerSpec",
     "Delete",
@@ -61,20 +60,6 @@ _ROUTES: Final = "__dwex_routes__"
 _GUARDS: Final = "__dwex_guards__"
 _INTERCEPTORS: Final = "__dwex_interceptors__"
 _INJECTABLE: Final = "__dwex_injectable__"
-
-
-class _Unset(enum.Enum):
-    """The type of :data:`UNSET`."""
-
-    UNSET = "UNSET"
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-#: "Not given" for ``@Sse`` options. ``None`` cannot play this part because ``keepalive=None``
-#: means "no keep-alive", which is different from "use the app's default".
-UNSET: Final = _Unset.UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,12 +212,12 @@ def Delete(path: str = "") -> Callable[[F], F]:
 def Sse(
     path: str = "",
     *,
-    keepalive: float | _Unset | None = UNSET,
-    send_timeout: float | _Unset = UNSET,
-    buffer_size: int | _Unset = UNSET,
-    overflow: OverflowPolicy | _Unset = UNSET,
-    max_lifetime: float | _Unset | None = UNSET,
-    headers: Mapping[str, str] | _Unset = UNSET,
+    keepalive: float | Unset | None = UNSET,
+    send_timeout: float | Unset = UNSET,
+    buffer_size: int | Unset = UNSET,
+    overflow: OverflowPolicy | Unset = UNSET,
+    max_lifetime: float | Unset | None = UNSET,
+    headers: Mapping[str, str] | Unset = UNSET,
 ) -> Callable[[F], F]:
     """Route ``GET <prefix>/<path>`` to the decorated method, answered with an event stream.
 

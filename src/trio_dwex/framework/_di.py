@@ -29,14 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 from .._errors import ConfigurationError, ProviderNotFound
+from .._unset import UNSET
 from ._convert import is_optional, strip_optional
 from ._decorators import is_injectable
 
 __all__ = ["Container", "Provider"]
 
 T = TypeVar("T")
-
-_NOT_GIVEN: Any = object()
 
 
 def _name(token: object) -> str:
@@ -69,9 +68,9 @@ class Provider(Generic[T]):
         self,
         token: type[T],
         *,
-        use_value: object = _NOT_GIVEN,
-        use_class: object = _NOT_GIVEN,
-        use_factory: object = _NOT_GIVEN,
+        use_value: object = UNSET,
+        use_class: object = UNSET,
+        use_factory: object = UNSET,
     ) -> None:
         given = {
             kind: target
@@ -80,7 +79,7 @@ class Provider(Generic[T]):
                 ("class", use_class),
                 ("factory", use_factory),
             )
-            if target is not _NOT_GIVEN
+            if target is not UNSET
         }
         if len(given) != 1:
             raise ConfigurationError(

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from .._errors import BadRequestException
-from ._analysis import NO_DEFAULT, CallPlan, ParamPlan
+from .._unset import UNSET
+from ._analysis import CallPlan, ParamPlan
 from ._body import decode_json_body
 from ._convert import ConversionError
 from ._params import RequestLike
@@ -76,7 +77,7 @@ def _convert_text(param: ParamPlan, value: str) -> Any:
 
 
 def _missing(param: ParamPlan) -> Any:
-    if param.default is not NO_DEFAULT:
+    if param.default is not UNSET:
         return param.default
     if param.optional:
         return None
@@ -91,7 +92,7 @@ async def _solve_body(param: ParamPlan, request: RequestLike) -> Any:
     raw = await request.body()
     if param.raw_body:
         # An empty body is a valid raw body, unless the handler gave a default for that case.
-        if raw or (param.default is NO_DEFAULT and not param.optional):
+        if raw or (param.default is UNSET and not param.optional):
             return raw
         return _missing(param)
     if not raw.strip():

@@ -8,7 +8,6 @@ Nothing here does I/O or imports trio: :class:`SseEvent` turns values into bytes
 from ._decoder import Comment, MessageEvent, SseDecoder
 from ._paths import PathTemplate, compile_path, join_paths
 from ._sse import (
-    NO_DATA,
     Serializer,
     SseEvent,
     current_serializer,
@@ -18,7 +17,6 @@ from ._sse import (
 )
 
 __all__ = [
-    "NO_DATA",
     "Comment",
     "MessageEvent",
     "PathTemplate",

@@ -23,8 +23,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
+from .._unset import UNSET
+
 __all__ = [
-    "NO_DATA",
     "Serializer",
     "SseEvent",
     "current_serializer",
@@ -102,21 +103,6 @@ class use_serializer:  # lower case: it reads as a function, ``with use_serializ
         _serializer.reset(self._token)
 
 
-class _NoData(enum.Enum):
-    NO_DATA = "NO_DATA"
-
-    def __repr__(self) -> str:
-        return "NO_DATA"
-
-
-NO_DATA: Final = _NoData.NO_DATA
-"""``data=NO_DATA`` means no ``data:`` line at all, unlike ``None`` which is sent as ``null``.
-
-An event without data is not dispatched by an EventSource, but its ``id`` and ``retry`` still
-take effect and a comment-only event keeps the connection alive.
-"""
-
-
 def _lines(text: str) -> list[str]:
     return _LINE_END.split(text)
 
@@ -125,7 +111,9 @@ class SseEvent:
     """One server-sent event: an immutable value, validated and encoded at construction.
 
     ``data`` that is a ``str`` is sent as is, one ``data:`` line per line (CR, LF or CRLF);
-    :data:`NO_DATA` sends no data line; anything else, ``None`` included, is serialized by
+    `UNSET` (the default) sends no data line: an EventSource does not dispatch such an event,
+    but its ``id`` and ``retry`` take effect, and a comment-only one keeps the connection
+    alive. Anything else, ``None`` included, is serialized by
     :func:`current_serializer` *now*, so mutating a dict after building the event does not
     change what is sent. ``id=""`` is legitimate: it resets the client's last event id.
 
@@ -144,7 +132,7 @@ class SseEvent:
 
     def __init__(
         self,
-        data: Any = NO_DATA,
+        data: Any = UNSET,
         event: str | None = None,
         id: str | None = None,
         retry: int | None = None,
@@ -203,7 +191,7 @@ class SseEvent:
 
     @property
     def data(self) -> Any:
-        """The data as given: a ``str``, :data:`NO_DATA`, or a value for the serializer."""
+        """The data as given: a ``str``, `UNSET`, or a value for the serializer."""
         return self._data
 
     @property
@@ -228,7 +216,7 @@ class SseEvent:
 
     @property
     def data_text(self) -> str | None:
-        """The data as it goes on the wire (serialized once), or ``None`` for :data:`NO_DATA`."""
+        """The data as it goes on the wire (serialized once), or ``None`` for `UNSET`."""
         return self._data_text
 
     def encode(self) -> bytes:
@@ -336,7 +324,7 @@ def _check_line_field(name: str, value: object) -> None:
 
 
 def _serialize(data: Any) -> str | None:
-    if data is NO_DATA:
+    if data is UNSET:
         return None
     if isinstance(data, str):
         return data
