@@ -15,7 +15,7 @@ from trio_dwex.broadcast import (
     MemoryBackend,
     Subscription,
 )
-from trio_dwex.broadcast._hub import parse_stream_id
+from trio_dwex.broadcast._backend import parse_stream_id
 from trio_dwex.streams._runner import CloseReason, StreamSettings, run_stream
 from trio_dwex.streams._stream import OverflowPolicy
 from trio_dwex.wire._decoder import SseDecoder

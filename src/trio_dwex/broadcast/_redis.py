@@ -60,8 +60,8 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import coredis
@@ -71,7 +71,7 @@ from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
 from ..wire._sse import NO_DATA, SseEvent
-from ._hub import (
+from ._backend import (
     BroadcastBackend,
     BroadcastUnavailable,
     Deliver,
@@ -247,7 +247,6 @@ class RedisBackend(BroadcastBackend):
         self._sequence = itertools.count(1)
         self._max_connections = max_connections
         self._client: Any = None
-        self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._deliver: Deliver | None = None
         self._end: EndTopic | None = None
@@ -262,7 +261,12 @@ class RedisBackend(BroadcastBackend):
 
     # -- lifetime -----------------------------------------------------------------------------
 
-    async def open(self, deliver: Deliver, end: EndTopic) -> None:
+    @asynccontextmanager
+    async def open(self, deliver: Deliver, end: EndTopic) -> AsyncIterator[None]:
+        if self._deliver is not None:
+            raise RuntimeError(
+                f"{self!r} is already open: a backend serves one Broadcast at a time"
+            )
         client = self._given_client
         if client is None:
             client = coredis.Redis.from_url(
@@ -273,35 +277,33 @@ class RedisBackend(BroadcastBackend):
                 max_connections=self._max_connections,
                 connect_timeout=self.command_timeout,
             )
-        stack = AsyncExitStack()
+        self._deliver, self._end = deliver, end
         try:
             # coredis's pool runs its connection tasks in a task group, and our readers run in
-            # a nursery: both are entered here and exited in close(), by the same task (the
-            # hub's owner), the nursery first since it was entered last.
-            await stack.enter_async_context(client)
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        self._client = client
-        self._deliver = deliver
-        self._end = end
+            # a nursery: both live in this block, in the task that owns the hub, and the
+            # nursery is exited first since it was entered last. No deadline of our own
+            # around the exit: a cancel scope opened here would enclose the exit of scopes
+            # opened before it. The readers are cancelled; coredis's pool cancels its own
+            # tasks on exit.
+            async with client, trio.open_nursery() as nursery:
+                self._client, self._nursery = client, nursery
+                try:
+                    yield
+                finally:
+                    # Forget the hub first: a reader that ends while it is cancelled
+                    # delivers nothing more and ends no topic.
+                    self._forget()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._forget()
 
-    async def close(self) -> None:
-        stack, self._stack = self._stack, None
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-        self._nursery = None
+    def _forget(self) -> None:
+        """Back to closed: no hub to deliver to, no client, no reader."""
         self._deliver = None
         self._end = None
-        self._readers.clear()
+        self._nursery = None
         self._client = None
-        if stack is not None:
-            # No deadline of our own around it: a cancel scope opened here would enclose the
-            # exit of scopes opened before it. The readers are cancelled; coredis's pool
-            # cancels its own tasks on exit.
-            await stack.aclose()
+        self._readers.clear()
 
     def _key(self, topic: str) -> str:
         return self.key_prefix + topic
