@@ -15,7 +15,7 @@ from trio_dwex.broadcast import (
     MemoryBackend,
     Subscription,
 )
-from trio_dwex.broadcast._hub import parse_stream_id
+from trio_dwex.broadcast._backend import parse_stream_id
 from trio_dwex.streams._runner import CloseReason, StreamSettings, run_stream
 from trio_dwex.streams._stream import OverflowPolicy
 from trio_dwex.wire._decoder import SseDecoder
@@ -215,6 +215,32 @@ async def test_subscriptions_end_with_their_scope_and_with_the_hub(
         # Leaving the hub (the app's shutdown) ended the consumer's iteration.
         with trio.fail_after(5):
             await ended.wait()
+
+
+async def test_a_backend_serves_one_hub_at_a_time(make_backend: BackendFactory) -> None:
+    backend = make_backend()
+    async with Broadcast(backend) as first:
+        sent = await first.publish("t", "x")
+        with pytest.raises(RuntimeError, match="already open: a backend serves one Broadcast"):
+            async with Broadcast(backend):
+                pass
+        # The refused hub left the open one as it was: it still delivers.
+        async with first.subscribe("t") as subscription:
+            await first.publish("t", "still")
+            assert [e.data for e in await take(subscription, 1)] == ["still"]
+    # Once the first hub has left it, another may enter it, and finds the topic as it was.
+    async with Broadcast(backend) as second:
+        async with second.subscribe("t", last_event_id=sent) as subscription:
+            await second.publish("t", "y")
+            assert [e.data for e in await take(subscription, 2)] == ["still", "y"]
+
+
+async def test_an_error_in_the_hubs_block_comes_out_as_raised(make_backend: BackendFactory) -> None:
+    # The backend's block (for Redis, a nursery with the topic's reader in it) ends as a normal
+    # exit: the error is not thrown into it, so it does not come out in an ExceptionGroup.
+    with pytest.raises(KeyError, match="mine"):
+        async with Broadcast(make_backend()) as hub, hub.subscribe("t"):
+            raise KeyError("mine")
 
 
 class StallingSink:

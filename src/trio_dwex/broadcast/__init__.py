@@ -6,23 +6,24 @@ cannot be. The hub keeps its state in a backend: `MemoryBackend` for one process
 `RedisBackend` (Redis Streams, ``pip install trio-dwex[redis]``) across workers and hosts.
 
 This layer sits above ``trio_dwex.streams`` (a subscription feeds an `SseStream`) and below
-the framework. See ``docs/broadcast.md``.
+the framework. Inside it, the hub (``_hub``) sits above the backends (``_memory``, ``_redis``),
+which sit above their contract (``_backend``); import-linter keeps it so. See
+``docs/broadcast.md``.
 """
 
 from typing import TYPE_CHECKING
 
-from ._hub import (
+from ._backend import (
     RESET_EVENT,
-    Broadcast,
     BroadcastBackend,
     BroadcastUnavailable,
     Deliver,
     EndTopic,
-    MemoryBackend,
     Replay,
     ResetReason,
-    Subscription,
 )
+from ._hub import Broadcast, Subscription
+from ._memory import MemoryBackend
 
 if TYPE_CHECKING:  # what `__getattr__` below returns, for type checkers: the class, not object
     from ._redis import RedisBackend

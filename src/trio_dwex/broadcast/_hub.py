@@ -4,11 +4,14 @@ Theory of operation. A `Broadcast` owns, per topic, the set of *local* subscribe
 this process) and fans every event of the topic out to them without ever waiting on one of
 them. Where the events come from and how they are kept is the backend's business:
 
-* `MemoryBackend` assigns the ids, keeps the retained events and hands each published event to
-  the hub at once, in the publisher's task. One process only.
-* `RedisBackend` (``trio_dwex.broadcast._redis``) appends to a Redis Stream per topic; one
-  reader task per topic and process reads the stream and hands each entry to the hub, so every
-  process sees every event of every other, with the stream entry id as the event id.
+* `MemoryBackend` (``_memory``) assigns the ids, keeps the retained events and hands each
+  published event to the hub at once, in the publisher's task. One process only.
+* `RedisBackend` (``_redis``) appends to a Redis Stream per topic; one reader task per topic
+  and process reads the stream and hands each entry to the hub, so every process sees every
+  event of every other, with the stream entry id as the event id.
+
+What a backend owes the hub is `BroadcastBackend`, in ``_backend``; the backends import that
+contract and never this module, so there is no cycle between the hub and its backends.
 
 Either way an event is encoded once per process: the hub builds one `SseEvent` carrying the id,
 and every subscriber gets that same object (its bytes are cached in it).
@@ -34,160 +37,29 @@ reconnects with ``Last-Event-ID`` and resumes from the retained events.
 
 from __future__ import annotations
 
-import abc
-import enum
-import itertools
-import json
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Final, Self
+from typing import Self
 
 import trio
 
-from .._errors import ServiceUnavailableException
-from .._unset import UNSET
 from ..streams._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
 from ..wire._sse import SseEvent, to_event
+from ._backend import (
+    BroadcastBackend,
+    BroadcastUnavailable,
+    IdKey,
+    Replay,
+    reset_event,
+)
+from ._memory import MemoryBackend
 
-__all__ = [
-    "RESET_EVENT",
-    "Broadcast",
-    "BroadcastBackend",
-    "BroadcastUnavailable",
-    "Deliver",
-    "EndTopic",
-    "MemoryBackend",
-    "Replay",
-    "ResetReason",
-    "Subscription",
-    "rebuild_event",
-    "reset_event",
-]
+__all__ = ["Broadcast", "Subscription"]
 
 logger = logging.getLogger("trio_dwex.broadcast")
-
-#: The ``event:`` name of the event a subscriber gets instead of a replay it cannot have.
-#: Its ``id`` is the topic's latest id (``""`` for a topic with no event yet, which clears the
-#: client's last event id), so the client's next reconnection does not ask again; its data is
-#: JSON ``{"reason": "too_old" | "unknown", "lastEventId": ..., "message": ...}``. A client
-#: that gets it has missed events and should reload its state (e.g. over REST).
-RESET_EVENT: Final = "reset"
-
-Deliver = Callable[[str, SseEvent], None]
-"""How a backend hands an event of a topic, with its id, to the hub: ``deliver(topic, event)``."""
-
-EndTopic = Callable[[str], None]
-"""How a backend ends every local subscription of a topic it can no longer deliver (its reader
-crashed): ``end(topic)``. The subscriptions' iterations end and their streams close, so their
-clients reconnect (with ``Last-Event-ID``) and subscribe anew."""
-
-IdKey = tuple[int, int]
-"""A topic's ids as something ordered; each backend knows how to read its own ids."""
-
-
-class BroadcastUnavailable(ServiceUnavailableException):
-    """The broadcast backend cannot be reached (Redis down) within the configured timeout.
-
-    Raised by `Broadcast.publish` and when opening a subscription; live subscriptions that are
-    already open are not ended by an outage, they wait for the backend to come back. A 503:
-    raised in a handler (or by a stream before its first event), the client gets a 503 and an
-    EventSource retries.
-    """
-
-
-class ResetReason(enum.Enum):
-    """Why a ``Last-Event-ID`` could not be replayed (the ``reason`` of a `RESET_EVENT`)."""
-
-    #: Events after it are no longer retained (by count or by age).
-    TOO_OLD = "too_old"
-    #: The id was never an id of this topic: malformed, from the future, or from another
-    #: incarnation of the topic (the process restarted, or Redis lost its data).
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """What a backend answers to "the events of this topic after this id".
-
-    Attributes:
-        events: the retained events after the id, oldest first (empty when ``reset`` is set).
-        reset: why the id could not be replayed, or ``None`` if ``events`` is complete.
-        latest_id: the topic's latest id when the answer was made (``""`` if none); the reset
-            event carries it, so that live events start after it.
-    """
-
-    events: list[SseEvent]
-    reset: ResetReason | None = None
-    latest_id: str = ""
-
-
-def rebuild_event(event: SseEvent, event_id: str) -> SseEvent:
-    """``event`` with the hub's id, without serializing its data again.
-
-    The data is passed on as its wire text (a ``str`` is sent as is), so the new event costs one
-    line split and one encoding, and a backend that stores the text (Redis) rebuilds exactly
-    the same bytes in every process.
-    """
-    text = event.data_text
-    return SseEvent(
-        data=UNSET if text is None else text,
-        event=event.event,
-        id=event_id,
-        retry=event.retry,
-        comment=event.comment,
-    )
-
-
-class BroadcastBackend(abc.ABC):
-    """Where a `Broadcast` keeps its topics: ids, retention, and delivery to every process.
-
-    A backend is used by one hub at a time, between `open` and `close`, which the hub calls
-    from one task (its owner's): a backend that runs tasks opens its nursery in `open` and
-    cancels and exits it in `close`. Implementations must
-    hand every event of a topic that has local subscribers (see `watch`) to ``deliver``
-    exactly once and in id order.
-    """
-
-    @abc.abstractmethod
-    async def open(self, deliver: Deliver, end: EndTopic) -> None:
-        """Start; from now on, events of watched topics go to ``deliver``.
-
-        ``end(topic)`` ends the local subscriptions of a topic the backend can no longer
-        deliver (a crash of its reader): they end instead of waiting forever, and their
-        clients reconnect.
-        """
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Stop every task and release every connection; called once per `open`."""
-
-    @abc.abstractmethod
-    async def publish(self, topic: str, event: SseEvent) -> str:
-        """Append ``event`` (it has no id) to ``topic`` and return the id it was given."""
-
-    @abc.abstractmethod
-    async def watch(self, topic: str) -> None:
-        """Make sure events of ``topic`` are being delivered before returning.
-
-        Called when a topic gets its first local subscriber, before `replay`; every event
-        published after this returns must reach ``deliver``.
-        """
-
-    @abc.abstractmethod
-    def unwatch(self, topic: str) -> None:
-        """``topic`` has no local subscriber any more; delivery for it may stop."""
-
-    @abc.abstractmethod
-    async def replay(self, topic: str, last_event_id: str) -> Replay:
-        """The retained events of ``topic`` after ``last_event_id``, or why there are none."""
-
-    @abc.abstractmethod
-    def id_key(self, event_id: str) -> IdKey | None:
-        """``event_id`` as an ordered key, or ``None`` if it is not an id this backend makes."""
 
 
 class _Subscriber:
@@ -428,7 +300,8 @@ class Broadcast:
         self.overflow = overflow
         self.replay_timeout = replay_timeout
         self._subscribers: dict[str, set[_Subscriber]] = {}
-        self._open = False
+        #: The backend's block while the hub is open; None before and after.
+        self._lifetime: AsyncExitStack | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> Broadcast:
@@ -451,13 +324,14 @@ class Broadcast:
     # -- lifetime -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._open:
+        if self._lifetime is not None:
             raise RuntimeError("this Broadcast is already open; enter it once at a time")
-        # The backend's tasks (Redis readers) live in a nursery the backend enters here and
-        # exits in __aexit__, in the task that owns the hub (the app's lifespan task when the
+        lifetime = AsyncExitStack()
+        # The backend's tasks (Redis readers) live in the backend's block, entered here and
+        # left in __aexit__, in the task that owns the hub (the app's lifespan task when the
         # hub is a provider), not in whichever request happened to need them.
-        await self.backend.open(self._deliver, self._end_topic)
-        self._open = True
+        await lifetime.enter_async_context(self.backend.open(self._deliver, self._end_topic))
+        self._lifetime = lifetime
         return self
 
     async def __aexit__(
@@ -466,24 +340,26 @@ class Broadcast:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._open:
+        lifetime, self._lifetime = self._lifetime, None
+        if lifetime is None:
             return
-        self._open = False
         # End every subscription first, so that their consumers (SSE streams) finish normally
         # instead of waiting on a hub that will never deliver again.
         for subscribers in list(self._subscribers.values()):
             for subscriber in list(subscribers):
                 subscriber.end()
         self._subscribers.clear()
-        await self.backend.close()
+        # The backend's block ends as a normal exit, whatever ended ours: the exception (if
+        # any) is this block's to raise, unchanged (see `BroadcastBackend.open`).
+        await lifetime.aclose()
 
     @property
     def is_open(self) -> bool:
         """True between entering and exiting the hub."""
-        return self._open
+        return self._lifetime is not None
 
     def _check_open(self, what: str) -> None:
-        if not self._open:
+        if self._lifetime is None:
             raise RuntimeError(
                 f"Broadcast.{what}() needs an open hub: use `async with Broadcast(...) as hub`, "
                 "or list the Broadcast as a provider so the app enters it at startup"
@@ -605,167 +481,6 @@ class Broadcast:
         return reset_event(replay.reset, last_event_id, replay.latest_id)
 
 
-def reset_event(
-    reason: ResetReason, last_event_id: str, event_id: str, message: str | None = None
-) -> SseEvent:
-    """The `RESET_EVENT` that tells a subscriber it missed events after ``last_event_id``.
-
-    ``event_id`` is the id the event carries (live events after it follow); ``message`` says
-    why in words (a default per ``reason``).
-    """
-    if message is None:
-        if reason is ResetReason.TOO_OLD:
-            message = "events after this id are no longer retained; reload your state"
-        else:
-            message = "this id is unknown to the topic (malformed, or from before a restart)"
-    return SseEvent(
-        data=json.dumps(
-            {"reason": reason.value, "lastEventId": last_event_id, "message": message},
-            separators=(",", ":"),
-        ),
-        event=RESET_EVENT,
-        id=event_id,
-    )
-
-
 def _check_topic(topic: object) -> None:
     if not isinstance(topic, str) or not topic:
         raise ValueError(f"a broadcast topic must be a non-empty str, got {topic!r}")
-
-
-# -- the in-memory backend ----------------------------------------------------------------------
-
-
-class _MemoryTopic:
-    __slots__ = ("generation", "retained", "seq", "trimmed_to")
-
-    def __init__(self, generation: int) -> None:
-        self.generation = generation
-        self.seq = 0
-        #: The highest sequence number no longer retained (0: nothing trimmed yet).
-        self.trimmed_to = 0
-        self.retained: deque[tuple[float, int, SseEvent]] = deque()
-
-
-#: Seconds between two sweeps of a `MemoryBackend`'s idle topics.
-_SWEEP_EVERY = 1.0
-
-#: Topic generations: distinct for every topic of every backend of this process (a counter),
-#: and across restarts (it starts from the clock, in microseconds).
-_GENERATIONS = itertools.count(time.time_ns() // 1000)
-
-
-class MemoryBackend(BroadcastBackend):
-    """Topics in this process's memory: no setup, one process.
-
-    Ids are ``"<generation>-<n>"``: ``n`` counts the topic's events from 1, and the generation
-    (unique per topic and process, from the clock) tells an id of this run from one handed out
-    before a restart, which is answered with a reset instead of a wrong replay.
-
-    A topic's state (its generation, counter and retained events) is dropped once it has no
-    local subscriber and none of its events is retained any more (they aged out), so that
-    dynamic topics (one per user, per job) do not make the memory grow without limit. A client
-    that comes back later with an id of a dropped topic gets a reset (reason ``unknown``), as
-    after a restart: its events are gone either way.
-
-    Args:
-        retain_count: events kept per topic for replay.
-        retain_seconds: how long an event is kept for replay.
-    """
-
-    def __init__(self, *, retain_count: int = 1000, retain_seconds: float = 300.0) -> None:
-        if not isinstance(retain_count, int) or isinstance(retain_count, bool) or retain_count < 0:
-            raise ValueError(f"retain_count must be a non-negative int, got {retain_count!r}")
-        if not retain_seconds >= 0:
-            raise ValueError(
-                f"retain_seconds must be a non-negative number, got {retain_seconds!r}"
-            )
-        self.retain_count = retain_count
-        self.retain_seconds = retain_seconds
-        self._topics: dict[str, _MemoryTopic] = {}
-        self._watched: set[str] = set()
-        self._last_sweep = -_SWEEP_EVERY
-        self._deliver: Deliver | None = None
-
-    async def open(self, deliver: Deliver, end: EndTopic) -> None:
-        self._deliver = deliver
-        await trio.lowlevel.checkpoint()
-
-    async def close(self) -> None:
-        self._deliver = None
-        await trio.lowlevel.checkpoint()
-
-    def _topic(self, topic: str) -> _MemoryTopic:
-        state = self._topics.get(topic)
-        if state is None:
-            state = self._topics[topic] = _MemoryTopic(next(_GENERATIONS))
-        return state
-
-    def _trim(self, state: _MemoryTopic) -> None:
-        retained = state.retained
-        cutoff = trio.current_time() - self.retain_seconds
-        while retained and (len(retained) > self.retain_count or retained[0][0] < cutoff):
-            state.trimmed_to = retained.popleft()[1]
-
-    def _sweep(self) -> None:
-        """Drop idle topics whose events all aged out; at most once every `_SWEEP_EVERY` s."""
-        now = trio.current_time()
-        if now - self._last_sweep < _SWEEP_EVERY:
-            return
-        self._last_sweep = now
-        for topic, state in list(self._topics.items()):
-            if topic not in self._watched:
-                self._trim(state)
-                if not state.retained:
-                    del self._topics[topic]
-
-    async def publish(self, topic: str, event: SseEvent) -> str:
-        self._sweep()
-        state = self._topic(topic)
-        state.seq += 1
-        message = rebuild_event(event, f"{state.generation}-{state.seq}")
-        state.retained.append((trio.current_time(), state.seq, message))
-        self._trim(state)
-        if self._deliver is not None:
-            self._deliver(topic, message)
-        await trio.lowlevel.checkpoint()
-        assert message.id is not None
-        return message.id
-
-    async def watch(self, topic: str) -> None:
-        self._watched.add(topic)
-        await trio.lowlevel.checkpoint()
-
-    def unwatch(self, topic: str) -> None:
-        self._watched.discard(topic)
-        self._sweep()
-
-    async def replay(self, topic: str, last_event_id: str) -> Replay:
-        await trio.lowlevel.checkpoint()
-        self._sweep()
-        state = self._topics.get(topic)
-        if state is None:  # no event yet, or dropped when its events aged out
-            return Replay([], ResetReason.UNKNOWN, "")
-        self._trim(state)
-        latest = f"{state.generation}-{state.seq}" if state.seq else ""
-        key = self.id_key(last_event_id)
-        if key is None or key[0] != state.generation or key[1] > state.seq:
-            return Replay([], ResetReason.UNKNOWN, latest)
-        if key[1] < state.trimmed_to:
-            return Replay([], ResetReason.TOO_OLD, latest)
-        retained = state.retained
-        start = 0 if not retained else max(0, key[1] - retained[0][1] + 1)
-        return Replay([item[2] for item in itertools.islice(retained, start, None)], None, latest)
-
-    def id_key(self, event_id: str) -> IdKey | None:
-        return parse_stream_id(event_id)
-
-
-def parse_stream_id(event_id: str) -> IdKey | None:
-    """``"<a>-<b>"`` (both decimal, as Redis stream ids and `MemoryBackend` ids) as ``(a, b)``."""
-    first, sep, second = event_id.partition("-")
-    if not sep or not first.isdigit() or not second.isdigit() or not first.isascii():
-        return None
-    if not second.isascii():
-        return None
-    return int(first), int(second)

@@ -32,6 +32,8 @@ Theory of operation. A topic is the stream ``<key_prefix><topic>``.
   starts (with the stream, empty, for a topic with no event yet) and checks it after every
   failed command; gone or different, it tells a reset (reason ``unknown``) and reads the new
   stream from its start.
+  Which checks an attempt makes, and the reader's place and backoff, are one `ReaderState`
+  per reader (``_reader_state``: a phase, and its transitions as a table).
 * **retried publishes**: `publish` retries within ``publish_timeout`` then raises
   `BroadcastUnavailable`. An attempt whose reply was lost may have been applied, so every
   entry carries a token (a random nonce per backend, a sequence number per publish), and a
@@ -60,8 +62,8 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import coredis
@@ -72,7 +74,7 @@ from coredis.tokens import PureToken
 
 from .._unset import UNSET
 from ..wire._sse import SseEvent
-from ._hub import (
+from ._backend import (
     BroadcastBackend,
     BroadcastUnavailable,
     Deliver,
@@ -83,6 +85,7 @@ from ._hub import (
     parse_stream_id,
     reset_event,
 )
+from ._reader_state import ReaderPhase, ReaderState
 
 __all__ = ["RedisBackend"]
 
@@ -165,16 +168,21 @@ return redis.call('XADD', key, 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
 
 
 class _Reader:
-    """The live side of one topic in this process: where the reader task stands."""
+    """The live side of one topic in this process: its reader task's state, as the backend
+    sees it.
 
-    __slots__ = ("crashed", "finished", "idle_since", "last_id", "ready")
+    ``state`` is the reader task's own (only that task changes it); ``ready`` is set once the
+    reader has its place in the stream, or has finished, for the subscribers waiting in
+    `RedisBackend.watch`; ``idle_since`` is when the topic's last local subscriber left
+    (``None`` while it has some), for `RedisBackend.reader_linger`.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("idle_since", "ready", "state")
+
+    def __init__(self, state: ReaderState) -> None:
+        self.state = state
         self.ready = trio.Event()
-        self.last_id: str | None = None
         self.idle_since: float | None = None
-        self.finished = False
-        self.crashed = False
 
 
 class RedisBackend(BroadcastBackend):
@@ -248,7 +256,6 @@ class RedisBackend(BroadcastBackend):
         self._sequence = itertools.count(1)
         self._max_connections = max_connections
         self._client: Any = None
-        self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._deliver: Deliver | None = None
         self._end: EndTopic | None = None
@@ -263,7 +270,12 @@ class RedisBackend(BroadcastBackend):
 
     # -- lifetime -----------------------------------------------------------------------------
 
-    async def open(self, deliver: Deliver, end: EndTopic) -> None:
+    @asynccontextmanager
+    async def open(self, deliver: Deliver, end: EndTopic) -> AsyncIterator[None]:
+        if self._deliver is not None:
+            raise RuntimeError(
+                f"{self!r} is already open: a backend serves one Broadcast at a time"
+            )
         client = self._given_client
         if client is None:
             client = coredis.Redis.from_url(
@@ -274,35 +286,33 @@ class RedisBackend(BroadcastBackend):
                 max_connections=self._max_connections,
                 connect_timeout=self.command_timeout,
             )
-        stack = AsyncExitStack()
+        self._deliver, self._end = deliver, end
         try:
             # coredis's pool runs its connection tasks in a task group, and our readers run in
-            # a nursery: both are entered here and exited in close(), by the same task (the
-            # hub's owner), the nursery first since it was entered last.
-            await stack.enter_async_context(client)
-            self._nursery = await stack.enter_async_context(trio.open_nursery())
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        self._client = client
-        self._deliver = deliver
-        self._end = end
+            # a nursery: both live in this block, in the task that owns the hub, and the
+            # nursery is exited first since it was entered last. No deadline of our own
+            # around the exit: a cancel scope opened here would enclose the exit of scopes
+            # opened before it. The readers are cancelled; coredis's pool cancels its own
+            # tasks on exit.
+            async with client, trio.open_nursery() as nursery:
+                self._client, self._nursery = client, nursery
+                try:
+                    yield
+                finally:
+                    # Forget the hub first: a reader that ends while it is cancelled
+                    # delivers nothing more and ends no topic.
+                    self._forget()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._forget()
 
-    async def close(self) -> None:
-        stack, self._stack = self._stack, None
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-        self._nursery = None
+    def _forget(self) -> None:
+        """Back to closed: no hub to deliver to, no client, no reader."""
         self._deliver = None
         self._end = None
-        self._readers.clear()
+        self._nursery = None
         self._client = None
-        if stack is not None:
-            # No deadline of our own around it: a cancel scope opened here would enclose the
-            # exit of scopes opened before it. The readers are cancelled; coredis's pool
-            # cancels its own tasks on exit.
-            await stack.aclose()
+        self._readers.clear()
 
     def _key(self, topic: str) -> str:
         return self.key_prefix + topic
@@ -407,11 +417,12 @@ class RedisBackend(BroadcastBackend):
         if reader is None:
             if self._nursery is None:
                 raise RuntimeError("RedisBackend is not open: enter its Broadcast first")
-            reader = self._readers[topic] = _Reader()
+            state = ReaderState(self.backoff_initial, self.backoff_max)
+            reader = self._readers[topic] = _Reader(state)
             self._nursery.start_soon(self._read, topic, reader)
         reader.idle_since = None
         await reader.ready.wait()
-        if reader.crashed:
+        if reader.state.phase is ReaderPhase.CRASHED:
             raise BroadcastUnavailable(
                 f"the reader of broadcast topic {topic!r} crashed (logged); subscribe again"
             )
@@ -433,7 +444,7 @@ class RedisBackend(BroadcastBackend):
         A crash (a bug, not Redis being away: that is retried) is logged and ends the topic's
         local subscriptions, whose clients reconnect; the hub and other topics go on.
         """
-        crashed = False
+        state = reader.state
         try:
             await self._read_loop(topic, reader)
         except Exception:
@@ -442,45 +453,43 @@ class RedisBackend(BroadcastBackend):
                 "subscriptions (their clients reconnect and resume)",
                 topic,
             )
-            crashed = reader.crashed = True
+            state.crashed()
         finally:
             # Synchronous from the stop decision to here: a subscriber arriving later finds no
             # reader and starts a new one.
-            reader.finished = True
+            if not state.is_finished:
+                state.stopped()
             reader.ready.set()  # a subscriber still waiting in watch() is told
             if self._readers.get(topic) is reader:
                 del self._readers[topic]
-        if crashed and self._end is not None:
+        if state.phase is ReaderPhase.CRASHED and self._end is not None:
             self._end(topic)
 
     async def _read_loop(self, topic: str, reader: _Reader) -> None:
-        key = self._key(topic)
-        client = self._require_client()
-        backoff = self.backoff_initial
-        healthy = True
-        # The reader counts the entries of the stream up to its last id (``offset``, from
-        # ``entries-added`` when it starts, plus one per entry read). After a failed command,
-        # and after a full batch (it is behind, and ``MAXLEN ~`` may have trimmed past it), it
-        # compares that count with ``XINFO STREAM`` before it delivers more: entries added
-        # after its last id that are no longer there were trimmed unread (a gap), and fewer
-        # entries ever added than it has read means the stream was made anew (Redis lost
-        # its data). Either way its local subscribers get a reset event, not a silent gap.
+        # One attempt per turn; `reader.state` says what the attempt must send and learns
+        # what happened (see `_reader_state`). The reader counts the entries of the stream up
+        # to its last id (the state's ``offset``: ``entries-added`` when it starts, plus one
+        # per entry read). After a failed command, and after a full batch (it is behind, and
+        # ``MAXLEN ~`` may have trimmed past it), it compares that count with ``XINFO
+        # STREAM`` before it delivers more: entries added after its last id that are no
+        # longer there were trimmed unread (a gap), and fewer entries ever added than it has
+        # read means the stream was made anew (Redis lost its data). Either way its local
+        # subscribers get a reset event, not a silent gap.
         #
         # Counting cannot tell a stream made anew that had more entries added than the reader
         # read (a reader that started on an empty topic has read none), so the reader also
         # checks the stream's incarnation (see `_incarnation`) when it starts and after every
         # failed command: if it changed, Redis lost the stream, and the subscribers get a
         # reset (reason ``unknown``) before the new stream's entries, read from its start.
-        check_gap = False
-        check_incarnation = False
-        incarnation = ""
+        key = self._key(topic)
+        client = self._require_client()
+        state = reader.state
         full_batch = min(self.read_count, self.retain_count)
-        offset = 0
         while True:
             if self._should_stop(reader):
                 return
             try:
-                if reader.last_id is None:
+                if state.must_start:
                     # Start after the stream's last id as it is now, before any local
                     # subscriber reads its replay: the replay covers up to there.
                     with trio.fail_after(self.command_timeout):
@@ -489,66 +498,54 @@ class RedisBackend(BroadcastBackend):
                         info = await self._stream_info(client, key)
                     latest = info.get("last-generated-id") if info is not None else None
                     offset = _int(info.get("entries-added")) if info is not None else 0
-                    reader.last_id = _text(latest or "0-0")
+                    state.started(_text(latest or "0-0"), offset, incarnation)
                     reader.ready.set()
-                elif check_incarnation:
+                elif state.checks_incarnation:
                     with trio.fail_after(self.command_timeout):
                         now = await self._incarnation(client, key)
-                    if now != incarnation:
+                    if now != state.incarnation:
                         with trio.fail_after(self.command_timeout):
                             info = await self._stream_info(client, key)
-                        self._tell_reset(topic, reader.last_id, ResetReason.UNKNOWN)
-                        incarnation = now
+                        self._tell_reset(topic, state.last_id, ResetReason.UNKNOWN)
                         # Read the new stream from its start; count what it trimmed already.
-                        reader.last_id = "0-0"
-                        offset = 0
+                        trimmed = 0
                         if info is not None:
-                            offset = _int(info.get("entries-added")) - _int(info.get("length"))
-                    check_incarnation = False
+                            trimmed = _int(info.get("entries-added")) - _int(info.get("length"))
+                        state.made_anew(now, trimmed)
                 with trio.fail_after(self.block_seconds + self.command_timeout):
                     result = await client.xread(
-                        {key: reader.last_id},
+                        {key: state.last_id},
                         count=self.read_count,
                         block=int(self.block_seconds * 1000),
                     )
                 entries = _entries(result, key)
                 info = None
-                if check_gap or len(entries) >= full_batch:
+                if state.checks_gap or len(entries) >= full_batch:
                     with trio.fail_after(self.command_timeout):
                         info = await self._stream_info(client, key)
             except _READER_RETRIES as exc:
-                if healthy:
+                if state.phase is not ReaderPhase.RETRYING:
                     logger.warning(
                         "broadcast topic %r: Redis at %s is unavailable (%r); retrying "
                         "with backoff, and resuming after id %s when it is back",
                         topic,
                         self.url,
                         exc,
-                        reader.last_id,
+                        state.last_id if state.has_place else "(none yet)",
                     )
-                    healthy = False
-                check_gap = True
-                check_incarnation = True
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, self.backoff_max)
+                await trio.sleep(state.failed())
                 continue
-            if not healthy:
+            if state.phase is ReaderPhase.RETRYING:
                 logger.warning("broadcast topic %r: Redis is back; reading on", topic)
-                healthy = True
-            backoff = self.backoff_initial
-            if check_gap and info is None:
-                pass  # the stream is gone for now: look again when it has entries
-            else:
-                check_gap = False
-            reason = _lost_after(info, reader.last_id, offset)
+            state.answered(stream_seen=info is not None)
+            reason = _lost_after(info, state.last_id, state.offset)
             if reason is not None and info is not None:
-                self._tell_reset(topic, reader.last_id, reason)
+                self._tell_reset(topic, state.last_id, reason)
                 # Re-count from what the stream holds now, all of it after the old last id.
-                offset = max(0, _int(info.get("entries-added")) - _int(info.get("length")))
+                state.recounted(max(0, _int(info.get("entries-added")) - _int(info.get("length"))))
             for entry in entries:
                 entry_id = _text(entry.identifier)
-                reader.last_id = entry_id
-                offset += 1
+                state.advanced(entry_id)
                 try:
                     event = _decode(entry_id, entry.field_values)
                 except Exception:

@@ -1,0 +1,197 @@
+"""The contract between the `Broadcast` hub and the backends that keep its topics.
+
+The hub (``_hub``) and each backend (``_memory``, ``_redis``) import this module and never each
+other's, so a backend can be written, imported and tested without the hub, and the hub names
+a concrete backend only where it must (its default, and `Broadcast.from_url`).
+
+What a backend owes the hub is `BroadcastBackend`; what the hub hands a backend is two
+callbacks, `Deliver` and `EndTopic`; what a backend answers to a ``Last-Event-ID`` is a
+`Replay`, with a `ResetReason` when it cannot replay. The helpers below (`rebuild_event`,
+`reset_event`, `parse_stream_id`) are shared by both backends.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Final
+
+from .._errors import ServiceUnavailableException
+from .._unset import UNSET
+from ..wire._sse import SseEvent
+
+__all__ = [
+    "RESET_EVENT",
+    "BroadcastBackend",
+    "BroadcastUnavailable",
+    "Deliver",
+    "EndTopic",
+    "IdKey",
+    "Replay",
+    "ResetReason",
+    "parse_stream_id",
+    "rebuild_event",
+    "reset_event",
+]
+
+#: The ``event:`` name of the event a subscriber gets instead of a replay it cannot have.
+#: Its ``id`` is the topic's latest id (``""`` for a topic with no event yet, which clears the
+#: client's last event id), so the client's next reconnection does not ask again; its data is
+#: JSON ``{"reason": "too_old" | "unknown", "lastEventId": ..., "message": ...}``. A client
+#: that gets it has missed events and should reload its state (e.g. over REST).
+RESET_EVENT: Final = "reset"
+
+Deliver = Callable[[str, SseEvent], None]
+"""How a backend hands an event of a topic, with its id, to the hub: ``deliver(topic, event)``."""
+
+EndTopic = Callable[[str], None]
+"""How a backend ends every local subscription of a topic it can no longer deliver (its reader
+crashed): ``end(topic)``. The subscriptions' iterations end and their streams close, so their
+clients reconnect (with ``Last-Event-ID``) and subscribe anew."""
+
+IdKey = tuple[int, int]
+"""A topic's ids as something ordered; each backend knows how to read its own ids."""
+
+
+class BroadcastUnavailable(ServiceUnavailableException):
+    """The broadcast backend cannot be reached (Redis down) within the configured timeout.
+
+    Raised by `Broadcast.publish` and when opening a subscription; live subscriptions that are
+    already open are not ended by an outage, they wait for the backend to come back. A 503:
+    raised in a handler (or by a stream before its first event), the client gets a 503 and an
+    EventSource retries.
+    """
+
+
+class ResetReason(enum.Enum):
+    """Why a ``Last-Event-ID`` could not be replayed (the ``reason`` of a `RESET_EVENT`)."""
+
+    #: Events after it are no longer retained (by count or by age).
+    TOO_OLD = "too_old"
+    #: The id was never an id of this topic: malformed, from the future, or from another
+    #: incarnation of the topic (the process restarted, or Redis lost its data).
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a backend answers to "the events of this topic after this id".
+
+    Attributes:
+        events: the retained events after the id, oldest first (empty when ``reset`` is set).
+        reset: why the id could not be replayed, or ``None`` if ``events`` is complete.
+        latest_id: the topic's latest id when the answer was made (``""`` if none); the reset
+            event carries it, so that live events start after it.
+    """
+
+    events: list[SseEvent]
+    reset: ResetReason | None = None
+    latest_id: str = ""
+
+
+class BroadcastBackend(abc.ABC):
+    """Where a `Broadcast` keeps its topics: ids, retention, and delivery to every process.
+
+    A backend's lifetime is one async context manager, `open`: the hub enters it when the hub
+    is entered and exits it when the hub is exited, both in the task that owns the hub (the
+    app's lifespan task when the hub is a provider). Whatever the backend runs (reader tasks,
+    a connection pool) lives inside that block and is gone when it ends. A backend serves one
+    hub at a time.
+
+    Inside the block, the hub calls the other methods from any task. Implementations must hand
+    every event of a watched topic (see `watch`) to ``deliver`` exactly once and in id order.
+    """
+
+    @abc.abstractmethod
+    def open(self, deliver: Deliver, end: EndTopic) -> AbstractAsyncContextManager[None]:
+        """The backend's lifetime: inside the block, events of watched topics go to ``deliver``.
+
+        ``end(topic)`` ends the local subscriptions of a topic the backend can no longer
+        deliver (a crash of its reader): they end instead of waiting forever, and their
+        clients reconnect. Leaving the block stops every task the backend started and
+        releases every connection it holds. Entering a backend that is already open raises
+        `RuntimeError`.
+
+        The hub leaves the block as if it ended normally, whatever ended the hub's own
+        block: why the hub's owner stopped is not the backend's business, and an exception
+        thrown into a block that holds a nursery would come back out wrapped in an
+        `ExceptionGroup`.
+        """
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, event: SseEvent) -> str:
+        """Append ``event`` (it has no id) to ``topic`` and return the id it was given."""
+
+    @abc.abstractmethod
+    async def watch(self, topic: str) -> None:
+        """Make sure events of ``topic`` are being delivered before returning.
+
+        Called for every new local subscriber of the topic, before its `replay`: every event
+        published after this returns must reach ``deliver``.
+        """
+
+    @abc.abstractmethod
+    def unwatch(self, topic: str) -> None:
+        """``topic`` has no local subscriber any more; delivery for it may stop."""
+
+    @abc.abstractmethod
+    async def replay(self, topic: str, last_event_id: str) -> Replay:
+        """The retained events of ``topic`` after ``last_event_id``, or why there are none."""
+
+    @abc.abstractmethod
+    def id_key(self, event_id: str) -> IdKey | None:
+        """``event_id`` as an ordered key, or ``None`` if it is not an id this backend makes."""
+
+
+def rebuild_event(event: SseEvent, event_id: str) -> SseEvent:
+    """``event`` with the hub's id, without serializing its data again.
+
+    The data is passed on as its wire text (a ``str`` is sent as is), so the new event costs one
+    line split and one encoding, and a backend that stores the text (Redis) rebuilds exactly
+    the same bytes in every process.
+    """
+    text = event.data_text
+    return SseEvent(
+        data=UNSET if text is None else text,
+        event=event.event,
+        id=event_id,
+        retry=event.retry,
+        comment=event.comment,
+    )
+
+
+def reset_event(
+    reason: ResetReason, last_event_id: str, event_id: str, message: str | None = None
+) -> SseEvent:
+    """The `RESET_EVENT` that tells a subscriber it missed events after ``last_event_id``.
+
+    ``event_id`` is the id the event carries (live events after it follow); ``message`` says
+    why in words (a default per ``reason``).
+    """
+    if message is None:
+        if reason is ResetReason.TOO_OLD:
+            message = "events after this id are no longer retained; reload your state"
+        else:
+            message = "this id is unknown to the topic (malformed, or from before a restart)"
+    return SseEvent(
+        data=json.dumps(
+            {"reason": reason.value, "lastEventId": last_event_id, "message": message},
+            separators=(",", ":"),
+        ),
+        event=RESET_EVENT,
+        id=event_id,
+    )
+
+
+def parse_stream_id(event_id: str) -> IdKey | None:
+    """``"<a>-<b>"`` (both decimal, as Redis stream ids and `MemoryBackend` ids) as ``(a, b)``."""
+    first, sep, second = event_id.partition("-")
+    if not sep or not first.isdigit() or not second.isdigit() or not first.isascii():
+        return None
+    if not second.isascii():
+        return None
+    return int(first), int(second)
