@@ -9,19 +9,23 @@ been logged at ERROR level (an exception escaping the app or Hypercorn would be)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from typing import Annotated, Any
 
 import pytest
 import trio
 
 from tests.reliability.apps import Counters, make_app
 from tests.reliability.support import Reply, exchange, get, post, running_server
+from trio_dwex import Body, Controller, Post
 
 os.environ.setdefault("GUIDE_TICK", "0.01")
 from examples import guide  # GUIDE_TICK is read at import
 
 CLOSE = "Connection: close"
+AS_JSON = "Content-Type: application/json"
 
 #: (request bytes, the status the server must answer) against `tests.reliability.apps`.
 CASES: dict[str, tuple[bytes, int]] = {
@@ -228,3 +232,48 @@ async def test_slowloris_headers_are_dropped_by_keep_alive_timeout() -> None:
         assert not stream.closed, stream
         assert stream.data.count(b"data: ") >= 15, stream
         await assert_still_serving(port)
+
+
+async def test_a_lone_surrogate_in_a_body_comes_back_escaped_in_a_json_response(
+    no_error_logs: pytest.LogCaptureFixture,
+) -> None:
+    # "\ud800" is valid JSON, and json.loads makes a lone surrogate of it, which UTF-8 cannot
+    # encode: the JSON answer must escape it again, not fail with a 500.
+    async with running_server(make_app(Counters())) as port:
+        request = post("/t/body", b'{"name": "a\\ud800b\\udfff"}', AS_JSON, CLOSE)
+        reply = await exchange(port, request)
+    assert reply.status == 200, reply
+    body = reply.data.partition(b"\r\n\r\n")[2]
+    assert json.loads(body) == {"name": "a\ud800b\udfff", "count": 1}
+    assert b'"a\\ud800b\\udfff"' in body
+    assert_no_errors_logged(no_error_logs)
+
+
+@Controller("echo")
+class EchoController:
+    @Post("text")
+    def text(self, body: Annotated[str, Body()]) -> str:
+        return body
+
+    @Post("json")
+    def json(self, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        return body
+
+
+def lenient_json(value: object) -> str:
+    """A serializer that leaves lone surrogates in its text, as ``json.dumps`` can."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+async def test_a_lone_surrogate_in_a_text_answer_or_another_serializers_json_is_no_500(
+    no_error_logs: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(Counters(), controllers=[EchoController], serializer=lenient_json)
+    async with running_server(app) as port:
+        text = await exchange(port, post("/echo/text", b'"a\\ud800b"', AS_JSON, CLOSE))
+        data = await exchange(port, post("/echo/json", b'{"k": "\\udfff"}', AS_JSON, CLOSE))
+    assert text.status == 200, text
+    assert text.data.partition(b"\r\n\r\n")[2] == "a\ufffdb".encode()  # text: replaced
+    assert data.status == 200, data
+    assert data.data.partition(b"\r\n\r\n")[2] == b'{"k": "\\udfff"}'  # JSON: escaped
+    assert_no_errors_logged(no_error_logs)
