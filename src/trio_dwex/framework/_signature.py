@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from .._errors import BadRequestException, ConfigurationError
+from .._errors import BadRequestException, ConfigurationError, HttpException, clip
 from ._convert import (
     ConversionError,
     JsonConverter,
@@ -277,6 +277,8 @@ async def solve_params(plan: CallPlan, request: RequestLike) -> dict[str, Any]:
             body that is not JSON (or is empty when required, or nested deeper than
             :data:`MAX_BODY_DEPTH`); the message names the parameter and where it comes from,
             e.g. ``query parameter 'count' must be an integer, got 'abc'``.
+        HttpException: 415 for a non-empty body read as JSON whose ``Content-Type`` is not
+            ``application/json`` or ``application/*+json`` (or is missing).
     """
     kwargs: dict[str, Any] = {}
     query: dict[str, list[str]] | None = None
@@ -343,6 +345,7 @@ async def _solve_body(param: ParamPlan, request: RequestLike) -> Any:
         return _missing(param)
     if not raw.strip():
         return _missing(param)
+    _check_json_media_type(request.headers.get("content-type"))
     try:
         document = json.loads(raw)
     except RecursionError:
@@ -360,6 +363,31 @@ async def _solve_body(param: ParamPlan, request: RequestLike) -> Any:
         return param.json(document, "")
     except ConversionError as exc:
         raise BadRequestException(describe_json_error(exc)) from None
+
+
+def _check_json_media_type(content_type: str | None) -> None:
+    """Refuse a JSON body that does not say it is JSON: 415 Unsupported Media Type.
+
+    A browser posts a cross-site form (``text/plain``, ``application/x-www-form-urlencoded``,
+    ``multipart/form-data``) without a CORS preflight; were its body parsed as JSON anyway, any
+    page could make a visitor's browser call the API with their cookies (FastAPI's
+    CVE-2021-32677). A JSON content type is one a form cannot send, so it forces the preflight.
+    """
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    if kind == "application" and (subtype == "json" or _is_structured_json(subtype)):
+        return
+    got = "got none" if content_type is None else f"got {clip(content_type)!r}"
+    raise HttpException(
+        415,
+        "request body must be sent with Content-Type: application/json (or another "
+        f"application/*+json type); {got}",
+    )
+
+
+def _is_structured_json(subtype: str) -> bool:
+    # RFC 6839's "+json" suffix (application/merge-patch+json), with a name before it.
+    return subtype.endswith("+json") and len(subtype) > len("+json")
 
 
 def _depth_exceeds(document: object, limit: int) -> bool:
