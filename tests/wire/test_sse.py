@@ -233,6 +233,11 @@ def test_lone_surrogate_in_json_data_is_escaped_and_round_trips() -> None:
     event = SseEvent(data=value)
     assert event.encode() == b'data: {"k\\ud800":["\\udfff","\\\\\\ud800","\xc3\xa9"]}\n\n'
     assert json.loads(event.data_text or "") == value  # what JSON.parse gives back too
+    # A serializer that leaves them in its JSON gets them escaped all the same.
+    with use_serializer(lambda value: json.dumps(value, ensure_ascii=False)):
+        lenient = SseEvent(data={"k": "\ud800"}, comment="\udfff")
+    assert lenient.encode() == b': \xef\xbf\xbd\ndata: {"k": "\\ud800"}\n\n'
+    assert lenient.data_text == '{"k": "\\ud800"}'
     # Two surrogates that make a pair are escaped as one: the character they encode.
     assert json_serializer("\ud83d\ude00") == '"\\ud83d\\ude00"'
     assert json.loads(json_serializer("\ud83d\ude00")) == "\U0001f600"

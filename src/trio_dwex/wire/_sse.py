@@ -176,9 +176,9 @@ class SseEvent:
     Events compare equal when their five fields do; :meth:`replace` makes a changed copy.
 
     Text that UTF-8 cannot carry (a lone surrogate such as ``"\\ud800"``, which ``json.loads``
-    accepts from a client) is replaced by U+FFFD in ``data`` and ``comment`` text, as a client
-    decoding such bytes would show it; the default serializer escapes it instead (see
-    :func:`json_serializer`).
+    accepts from a client) is replaced by U+FFFD in ``str`` data and in ``comment``, as a
+    client decoding such bytes would show it, and escaped as ``\\uXXXX`` in serialized data,
+    which is JSON (the default serializer does it itself, see :func:`json_serializer`).
 
     Raises ``ValueError`` naming the field when a value would break the framing (CR or LF in
     ``event`` or ``id``, NUL in ``id``), when ``event`` or ``id`` holds a lone surrogate, when
@@ -243,11 +243,21 @@ class SseEvent:
         try:
             self._encoded = text.encode()
         except UnicodeEncodeError:
-            # A lone surrogate, which UTF-8 cannot carry: refused in a name, replaced in text.
-            _refuse_surrogates_in_names(event, id)
-            self._encoded = replace_surrogates(text).encode()
-            if data_text is not None:
-                self._data_text = replace_surrogates(data_text)
+            self._encode_surrogates(data_text, serialized=type(data) is not str)
+
+    def _encode_surrogates(self, data_text: str | None, *, serialized: bool) -> None:
+        """Encode an event whose text holds a lone surrogate, which UTF-8 cannot carry.
+
+        Refused in ``event`` and ``id``; escaped in serialized data, which is JSON (a serializer
+        other than the default may leave them in); replaced by U+FFFD in text.
+        """
+        _refuse_surrogates_in_names(self._event, self._id)
+        if data_text is not None:
+            data_text = (
+                escape_surrogates(data_text) if serialized else replace_surrogates(data_text)
+            )
+            self._data_text = data_text
+        self._encoded = replace_surrogates(self._text(data_text)).encode()
 
     @property
     def data(self) -> Any:
