@@ -95,8 +95,11 @@ GUIDE_STREAM_PATHS = [
     "/events/notifications",
     "/jobs/progress/storm",
     "/activity/stream",
-    "/notifications/stream?userId=storm",
+    "/notifications/stream?userId=user-1",
 ]
+#: Sent with every guide request of the storm: the notification feed is user-1's, behind a
+#: bearer token (the other routes ignore it).
+GUIDE_STORM_HEADERS = [f"Authorization: Bearer {os.environ.get('GUIDE_TOKEN', 'secret-token')}"]
 COUNTED_PATHS = SHUTDOWN_PATHS
 
 
@@ -117,7 +120,13 @@ STORM_KEEP_ALIVE = 1.0
 
 
 async def storm(
-    name: str, app: Any, paths: list[str], cycles: int, concurrency: int, check: Callable[[], str]
+    name: str,
+    app: Any,
+    paths: list[str],
+    cycles: int,
+    concurrency: int,
+    check: Callable[[], str],
+    headers: list[str] | None = None,
 ) -> Row:
     """One storm against ``app``; ``check`` returns "" when its own cleanup counts are right.
 
@@ -131,7 +140,12 @@ async def storm(
         with trio.fail_after(600):
             warm_up = max(concurrency, cycles // 5)
             await disconnect_storm(
-                port, paths, cycles=warm_up, concurrency=concurrency, marker=marker
+                port,
+                paths,
+                cycles=warm_up,
+                concurrency=concurrency,
+                marker=marker,
+                headers=headers or (),
             )
         await _settle(app, None)
         await trio.sleep(STORM_KEEP_ALIVE + 0.5)
@@ -141,7 +155,12 @@ async def storm(
         started = time.perf_counter()
         with trio.fail_after(1200):
             done = await disconnect_storm(
-                port, paths, cycles=cycles, concurrency=concurrency, marker=marker
+                port,
+                paths,
+                cycles=cycles,
+                concurrency=concurrency,
+                marker=marker,
+                headers=headers or (),
             )
         elapsed = time.perf_counter() - started
         await _settle(app, tasks)
@@ -186,7 +205,7 @@ async def storms(cycles: int, concurrency: int) -> list[Row]:
         problems = []
         if activity.listener_count:
             problems.append(f"{activity.listener_count} activity listeners left (on_close)")
-        if notes.subscriber_count("storm"):
+        if notes.subscriber_count("user-1"):
             problems.append("notification subscriptions left (generator finally)")
         return "; ".join(problems)
 
@@ -204,7 +223,13 @@ async def storms(cycles: int, concurrency: int) -> list[Row]:
         return ""
 
     guide_row = await storm(
-        "guide routes", guide.app, GUIDE_STREAM_PATHS, cycles, concurrency, guide_check
+        "guide routes",
+        guide.app,
+        GUIDE_STREAM_PATHS,
+        cycles,
+        concurrency,
+        guide_check,
+        GUIDE_STORM_HEADERS,
     )
     counted_row = await storm(
         "counting app", make_app(counters), COUNTED_PATHS, cycles, concurrency, counted_check

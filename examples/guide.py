@@ -5,8 +5,14 @@ Run it with ``nox -s demo`` (or ``trio-dwex run examples.guide:app``), then::
     curl -N localhost:9929/events/countdown
 
 Every interval is multiplied by the environment variable ``GUIDE_TICK`` (seconds, default 1),
-so the tests can run the whole guide in a fraction of a second. The bearer token of
-``/private/notifications`` is ``GUIDE_TOKEN`` (default ``secret-token``).
+so the tests can run the whole guide in a fraction of a second.
+
+The notification feeds are private: each user's is read, by that user only, at
+``/private/notifications`` or ``/notifications/stream?userId=<their id>``, with a bearer token.
+``GUIDE_TOKEN`` (default ``secret-token``) is user ``user-1``'s, and ``GUIDE_ADMIN_TOKEN``
+(default ``admin-token``) is user ``admin``'s, the one user who may post to another's feed::
+
+    curl -N -H "Authorization: Bearer secret-token" localhost:9929/private/notifications
 
 The activity example (``/activity``) is the guide's in-process event emitter by default. With
 ``GUIDE_BROADCAST`` (or ``--broadcast``) set to ``redis://host:port/db`` (or ``memory://``) it
@@ -23,11 +29,12 @@ import itertools
 import os
 import re
 import resource
+import secrets
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Annotated, Any
@@ -41,6 +48,7 @@ from trio_dwex import (
     CorsSettings,
     DwexApp,
     ExecutionContext,
+    ForbiddenException,
     Headers,
     Injectable,
     Module,
@@ -244,12 +252,18 @@ class JobsController:
 
 # -- Event-driven updates: POST /activity fans out to every GET /activity/stream -------------
 
-ActivityHandler = Callable[[dict[str, Any]], None]
+ActivityHandler = Callable[[SseEvent], object]
 
 
 @Injectable()
 class ActivityService:
-    """An in-process event emitter, as in the guide."""
+    """An in-process event emitter, as in the guide.
+
+    It emits the event itself, built once per activity, rather than the guide's plain object
+    that every listener turns into an event of its own: one payload in memory however many
+    streams listen, and a value that cannot be encoded fails in ``track_activity``'s caller,
+    not in some listener's stream.
+    """
 
     def __init__(self) -> None:
         self._handlers: list[ActivityHandler] = []
@@ -265,7 +279,12 @@ class ActivityService:
         return len(self._handlers)
 
     def track_activity(self, user_id: str, activity: str) -> int:
-        event = {"userId": user_id, "activity": activity, "timestamp": now_ms()}
+        timestamp = now_ms()
+        event = SseEvent(
+            data={"userId": user_id, "activity": activity, "timestamp": timestamp},
+            event="activity",
+            id=str(timestamp),
+        )
         for handler in list(self._handlers):
             handler(event)
         return len(self._handlers)
@@ -285,12 +304,8 @@ class ActivityController:
     @Sse("stream")
     def stream(self) -> SseStream:
         stream = SseStream()
-
-        def handler(activity: dict[str, Any]) -> None:
-            stream.send_nowait(
-                SseEvent(data=activity, event="activity", id=str(activity["timestamp"]))
-            )
-
+        # Every stream queues the same event: its bytes were encoded once, when it was built.
+        handler = stream.send_nowait
         self.activity.on(handler)
         stream.on_close(lambda: self.activity.off(handler))
         return stream
@@ -298,6 +313,61 @@ class ActivityController:
     @Post()
     def track(self, body: Annotated[ActivityIn, Body()]) -> dict[str, int]:
         return {"delivered": self.activity.track_activity(body.userId, body.activity)}
+
+
+# -- Users: who holds which bearer token ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    #: May post to any user's feed; every other user may post only to their own.
+    admin: bool = False
+
+
+def guide_users() -> dict[str, User]:
+    """The guide's users by bearer token: ``GUIDE_TOKEN`` and ``GUIDE_ADMIN_TOKEN``."""
+    return {
+        os.environ.get("GUIDE_TOKEN", "secret-token"): User("user-1"),
+        os.environ.get("GUIDE_ADMIN_TOKEN", "admin-token"): User("admin", admin=True),
+    }
+
+
+@dataclass(frozen=True)
+class GuideConfig:
+    #: Each bearer token and the user it authenticates.
+    users: Mapping[str, User] = field(default_factory=guide_users)
+
+
+@Injectable()
+class AuthGuard:
+    """Authenticates the bearer token and leaves its user on ``request.user``.
+
+    The user a handler acts for comes from here, never from the request's own say-so (a query
+    parameter, a body field): those are the client's claims, which handlers check against it.
+    """
+
+    def __init__(self, config: GuideConfig) -> None:
+        self.users = {token.encode(): user for token, user in config.users.items()}
+
+    def can_activate(self, context: ExecutionContext) -> bool:
+        request = context.request
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        user = self._user_for(token.encode("latin-1")) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise UnauthorizedException(
+                "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        request.user = user
+        return True
+
+    def _user_for(self, token: bytes) -> User | None:
+        found = None
+        for known, user in self.users.items():
+            # Constant time, every token compared: the time taken tells nothing of a guess.
+            if secrets.compare_digest(known, token):
+                found = user
+        return found
 
 
 # -- DI with a lifespan-owned service: /notifications/stream?userId=U -------------------------
@@ -324,7 +394,7 @@ class NotificationService:
     BUFFER = 16
 
     def __init__(self) -> None:
-        self._subscribers: dict[str, set[trio.MemorySendChannel[Notification]]] = {}
+        self._subscribers: dict[str, set[trio.MemorySendChannel[SseEvent]]] = {}
         self._ids = itertools.count(1)
         self._exit_stack = AsyncExitStack()
 
@@ -350,23 +420,26 @@ class NotificationService:
                 self.notify(user_id, "Demo", f"A demo notification for {user_id}")
 
     def notify(self, user_id: str, title: str, body: str) -> int:
-        """Queue a notification for the user's open streams; returns how many got it."""
+        """Queue a notification for the user's open streams; returns how many got it.
+
+        The event is built here, once for all of them: a value that cannot be sent raises
+        ``ValueError`` to the caller, and no stream of the user ever sees it.
+        """
         notification = Notification(str(next(self._ids)), title, body, now_ms())
+        event = SseEvent(data=notification, event="notification", id=notification.id)
         delivered = 0
         for channel in list(self._subscribers.get(user_id, ())):
             try:
-                channel.send_nowait(notification)
+                channel.send_nowait(event)
                 delivered += 1
             except trio.WouldBlock:
                 pass  # that stream is far behind; it keeps what it has, and this one is skipped
         return delivered
 
     @asynccontextmanager
-    async def subscribe(
-        self, user_id: str
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[Notification]]:
-        """The user's notifications, for as long as the ``async with`` block runs."""
-        send, receive = trio.open_memory_channel[Notification](self.BUFFER)
+    async def subscribe(self, user_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[SseEvent]]:
+        """The user's notification events, for as long as the ``async with`` block runs."""
+        send, receive = trio.open_memory_channel[SseEvent](self.BUFFER)
         self._subscribers.setdefault(user_id, set()).add(send)
         try:
             yield receive
@@ -389,50 +462,48 @@ class NotificationIn:
 async def notification_events(
     service: NotificationService, user_id: str
 ) -> AsyncIterator[SseEvent]:
-    yield SseEvent(data={"message": "Connected"}, event="connected")
     async with service.subscribe(user_id) as notifications:
-        async for notification in notifications:
-            yield SseEvent(data=notification, event="notification", id=notification.id)
+        # Subscribed before saying hello: a client that saw "connected" misses nothing.
+        yield SseEvent(data={"message": "Connected"}, event="connected")
+        async for event in notifications:
+            yield event
 
 
 @Controller("notifications")
+@UseGuards(AuthGuard)
 class NotificationsController:
+    """The guide's DI example, with the checks a per-user feed needs.
+
+    The guide reads ``userId`` from the query and trusts it, so anyone could read anyone's
+    notifications, and post into them. Here the guard authenticates the caller, and the
+    ``userId`` a request names must be the caller's own, except that an admin may post to
+    anyone.
+    """
+
     def __init__(self, notifications: NotificationService) -> None:
         self.notifications = notifications
 
     @Sse("stream")
-    def stream(self, user_id: Annotated[str, Query("userId")]) -> AsyncIterator[SseEvent]:
+    def stream(
+        self, user_id: Annotated[str, Query("userId")], req: Annotated[Request, Req()]
+    ) -> AsyncIterator[SseEvent]:
+        # A plain function returning the generator, so that this refusal is a 403 before any
+        # stream opens.
+        if user_id != req.user.id:
+            raise ForbiddenException("a user's notifications are theirs alone to read")
         return notification_events(self.notifications, user_id)
 
     @Post()
-    def send(self, body: Annotated[NotificationIn, Body()]) -> dict[str, int]:
+    def send(
+        self, body: Annotated[NotificationIn, Body()], req: Annotated[Request, Req()]
+    ) -> dict[str, int]:
+        user: User = req.user
+        if body.userId != user.id and not user.admin:
+            raise ForbiddenException("only an admin may notify another user")
         return {"delivered": self.notifications.notify(body.userId, body.title, body.body)}
 
 
 # -- Guards: /private/notifications -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GuideConfig:
-    token: str = os.environ.get("GUIDE_TOKEN", "secret-token")
-
-
-@dataclass(frozen=True)
-class User:
-    id: str
-
-
-@Injectable()
-class AuthGuard:
-    def __init__(self, config: GuideConfig) -> None:
-        self.expected = f"Bearer {config.token}"
-
-    def can_activate(self, context: ExecutionContext) -> bool:
-        request = context.request
-        if request.headers.get("authorization") != self.expected:
-            raise UnauthorizedException("a valid bearer token is required")
-        request.user = User(id="user-1")
-        return True
 
 
 @Controller("private")

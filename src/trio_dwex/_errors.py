@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import ClassVar
+from typing import ClassVar, Final
 
 __all__ = [
     "BadRequestException",
@@ -44,6 +44,18 @@ __all__ = [
     "UnauthorizedException",
     "UnprocessableEntityException",
 ]
+
+
+#: The most characters of one client-supplied value (a path, a method, a header, a body field's
+#: name) that trio-dwex repeats in an error message; a longer one is cut there and marked
+#: with "...". A client may send kilobytes of target or key, and its error should cost the
+#: server a few dozen bytes to answer, not as much again.
+MAX_ECHO: Final = 100
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters, with "..." after the cut, for an error message."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class DwexError(Exception):

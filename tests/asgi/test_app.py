@@ -163,7 +163,9 @@ async def test_parameter_conversion_and_its_errors() -> None:
             )
             assert response.status_code == 400, body
         deep = b"[" * 10_000 + b"]" * 10_000
-        response = await client.post("/plain/items", content=deep)
+        response = await client.post(
+            "/plain/items", content=deep, headers={"content-type": "application/json"}
+        )
         assert response.status_code == 400
 
 

@@ -234,7 +234,7 @@ def notification_with_headers(output: CurlOutput) -> None:
     assert event.json()["title"] == "New Message"
 
 
-def adas_stream(output: CurlOutput) -> None:
+def user_1_stream(output: CurlOutput) -> None:
     assert output.events[0].type == "connected", output.body
     notes = [event.json() for event in output.typed("notification")]
     # The demo's notifications, and the one the POST of the same block sent.
@@ -251,8 +251,8 @@ CURL_EXPECTED: dict[tuple[str, str], Expected] = {
     ("GET", "/private/notifications"): Expected(private_notifications, endless=True),
     ("GET", "/events/resumable"): Expected(resumable_after_41),
     ("GET", "/events/notifications"): Expected(notification_with_headers),
-    ("GET", "/notifications/stream?userId=ada"): Expected(
-        adas_stream,
+    ("GET", "/notifications/stream?userId=user-1"): Expected(
+        user_1_stream,
         endless=True,
         # Subscribed once the guide's demo notification (every 3 ticks) has reached it.
         ready=lambda output: bool(output.typed("notification")),

@@ -11,7 +11,11 @@ from .fakes import FakeRequest, MakeRequest
 
 @pytest.fixture
 def make_request() -> MakeRequest:
-    """Build a FakeRequest; ``headers`` keys are lower-cased as the real Request does."""
+    """Build a FakeRequest; ``headers`` keys are lower-cased as the real Request does.
+
+    A request with a ``body`` says it is JSON (``content-type: application/json``) unless
+    ``headers`` give a content type: JSON bodies need one.
+    """
 
     def make(
         *,
@@ -21,6 +25,8 @@ def make_request() -> MakeRequest:
         body: bytes = b"",
     ) -> FakeRequest:
         lowered = {key.lower(): value for key, value in (headers or {}).items()}
+        if body:
+            lowered.setdefault("content-type", "application/json")
         return FakeRequest(dict(path or {}), list(query), lowered, body)
 
     return make

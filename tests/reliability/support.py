@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
@@ -182,12 +182,13 @@ def task_count() -> int:
 
 
 async def vanish_after_first_event(
-    port: int, path: str, *, rst: bool, marker: bytes = b"\ndata: "
+    port: int, path: str, *, rst: bool, marker: bytes = b"\ndata: ", headers: Sequence[str] = ()
 ) -> None:
     """Open a stream, wait for its first event, then leave: a FIN (``rst=False``) or an RST.
 
     ``marker`` is what counts as "open": the first event by default; ``b"\r\n\r\n"`` (the
-    response headers) for a stream that may stay silent.
+    response headers) for a stream that may stay silent. ``headers`` are raw header lines
+    added to the request (``"Authorization: Bearer ..."``).
 
     The FIN is a clean close: shut down our side, then read until the server closes its side
     (closing with unread bytes would send an RST instead). The RST is what a killed client or
@@ -195,7 +196,7 @@ async def vanish_after_first_event(
     """
     with trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         await sock.connect(("127.0.0.1", port))
-        await sock.send(get(path))
+        await sock.send(get(path, *headers))
         received = b""
         while marker not in received:
             data = await sock.recv(65536)
@@ -215,11 +216,18 @@ async def vanish_after_first_event(
 
 
 async def disconnect_storm(
-    port: int, paths: list[str], *, cycles: int, concurrency: int, marker: bytes = b"\ndata: "
+    port: int,
+    paths: list[str],
+    *,
+    cycles: int,
+    concurrency: int,
+    marker: bytes = b"\ndata: ",
+    headers: Sequence[str] = (),
 ) -> dict[str, int]:
     """``cycles`` connect-then-vanish cycles, ``concurrency`` at a time; even ones FIN, odd RST.
 
-    Cycles are spread over ``paths`` in turn. Returns how many of each kind ran. Only
+    Cycles are spread over ``paths`` in turn, each request with the raw header lines
+    ``headers``. Returns how many of each kind ran. Only
     ``concurrency`` client tasks exist, each taking the next cycle when it is done: a task per
     cycle, spawned up front, would hold 10,000 coroutines at once and its memory would show up
     in the RSS that this process measures for the server.
@@ -234,7 +242,7 @@ async def disconnect_storm(
             next_index += 1
             rst = index % 2 == 1
             path = paths[index % len(paths)]
-            await vanish_after_first_event(port, path, rst=rst, marker=marker)
+            await vanish_after_first_event(port, path, rst=rst, marker=marker, headers=headers)
             done["rst" if rst else "fin"] += 1
 
     async with trio.open_nursery() as nursery:

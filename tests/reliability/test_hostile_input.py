@@ -9,19 +9,24 @@ been logged at ERROR level (an exception escaping the app or Hypercorn would be)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from typing import Annotated, Any
 
 import pytest
 import trio
 
 from tests.reliability.apps import Counters, make_app
 from tests.reliability.support import Reply, exchange, get, post, running_server
+from trio_dwex import Body, Controller, CorsSettings, Post
 
 os.environ.setdefault("GUIDE_TICK", "0.01")
 from examples import guide  # GUIDE_TICK is read at import
 
 CLOSE = "Connection: close"
+#: A JSON body must say it is JSON (else 415): the body cases below are about the JSON itself.
+AS_JSON = "Content-Type: application/json"
 
 #: (request bytes, the status the server must answer) against `tests.reliability.apps`.
 CASES: dict[str, tuple[bytes, int]] = {
@@ -46,17 +51,61 @@ CASES: dict[str, tuple[bytes, int]] = {
     "header-without-colon": (get("/t/ping", "NoColonHere", CLOSE), 400),
     "header-space-before-colon": (get("/t/ping", "X-N : 1", CLOSE), 400),
     # Bodies.
-    "body-not-json": (post("/t/body", b"hello", CLOSE), 400),
-    "body-invalid-utf8": (post("/t/body", b'{"name": "\xff"}', CLOSE), 400),
-    "body-nested-10000-deep-list": (post("/t/body", b"[" * 10_000 + b"]" * 10_000, CLOSE), 400),
-    "body-nested-10000-deep-object": (
-        post("/t/body", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, CLOSE),
+    "body-not-json": (post("/t/body", b"hello", AS_JSON, CLOSE), 400),
+    "body-invalid-utf8": (post("/t/body", b'{"name": "\xff"}', AS_JSON, CLOSE), 400),
+    "body-nested-10000-deep-list": (
+        post("/t/body", b"[" * 10_000 + b"]" * 10_000, AS_JSON, CLOSE),
         400,
     ),
-    "body-wrong-shape": (post("/t/body", b'{"name": 5}', CLOSE), 400),
-    "body-huge-number": (
-        post("/t/body", b'{"name": "x", "count": ' + b"9" * 5000 + b"}", CLOSE),
+    "body-nested-10000-deep-object": (
+        post("/t/body", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, AS_JSON, CLOSE),
         400,
+    ),
+    "body-wrong-shape": (post("/t/body", b'{"name": 5}', AS_JSON, CLOSE), 400),
+    "body-huge-number": (
+        post("/t/body", b'{"name": "x", "count": ' + b"9" * 5000 + b"}", AS_JSON, CLOSE),
+        400,
+    ),
+    # JSON bodies only with a JSON content type: a browser sends a cross-site form as
+    # text/plain, urlencoded or multipart without a CORS preflight (CVE-2021-32677).
+    "body-json-as-text-plain": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: text/plain", CLOSE),
+        415,
+    ),
+    "body-json-as-form": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: application/x-www-form-urlencoded", CLOSE),
+        415,
+    ),
+    "body-json-as-multipart": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: multipart/form-data; boundary=b", CLOSE),
+        415,
+    ),
+    "body-json-without-content-type": (post("/t/body", b'{"name": "x"}', CLOSE), 415),
+    # No body is a missing body, whatever the content type: "required", not 415.
+    "body-empty-without-content-type": (post("/t/body", b"", CLOSE), 400),
+    "body-json-as-text-json": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: text/json", CLOSE),
+        415,
+    ),
+    "body-json-as-jsonp": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: application/jsonp", CLOSE),
+        415,
+    ),
+    "body-json-as-bare-suffix": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: application/+json", CLOSE),
+        415,
+    ),
+    "body-json-with-charset": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: application/json; charset=utf-8", CLOSE),
+        200,
+    ),
+    "body-json-upper-case": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: Application/JSON", CLOSE),
+        200,
+    ),
+    "body-json-suffix": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: application/merge-patch+json", CLOSE),
+        200,
     ),
     "body-bad-chunked-framing": (
         b"POST /t/body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -228,3 +277,120 @@ async def test_slowloris_headers_are_dropped_by_keep_alive_timeout() -> None:
         assert not stream.closed, stream
         assert stream.data.count(b"data: ") >= 15, stream
         await assert_still_serving(port)
+
+
+async def test_a_json_body_of_another_media_type_gets_a_415_json_error(
+    no_error_logs: pytest.LogCaptureFixture,
+) -> None:
+    async with running_server(make_app(Counters())) as port:
+        request = post("/t/body", b'{"name": "x"}', "Content-Type: text/plain", CLOSE)
+        reply = await exchange(port, request)
+    assert reply.status == 415, reply
+    assert_complete_body(reply)
+    head, _, body = reply.data.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)
+    assert error["statusCode"] == 415
+    assert error["error"] == "Unsupported Media Type"
+    assert "application/json" in error["message"]
+    assert "'text/plain'" in error["message"]
+    assert_no_errors_logged(no_error_logs)
+
+
+#: What a client may send in kilobytes, to see whether the server repeats it in its error.
+LONG = "x" * 10_000
+#: The most bytes an error body may have here: its JSON, and at most about a hundred
+#: characters of each value the client sent (a refused preflight names three).
+MAX_ERROR_BODY = 500
+
+ECHO_CASES: dict[str, tuple[bytes, int]] = {
+    "404-long-path": (get("/" + LONG, CLOSE), 404),
+    "405-long-path": (get("/t/num/" + LONG, CLOSE).replace(b"GET", b"DELETE", 1), 405),
+    "405-long-method": (get("/t/ping", CLOSE).replace(b"GET", LONG.upper().encode(), 1), 405),
+    "400-long-unknown-body-field": (
+        post("/t/body", b'{"name": "a", "' + LONG.encode() + b'": 1}', AS_JSON, CLOSE),
+        400,
+    ),
+    "400-long-value-of-wrong-type": (
+        post("/t/body", b'{"name": ["' + LONG.encode() + b'"]}', AS_JSON, CLOSE),
+        400,
+    ),
+    "400-long-query-value": (get("/t/num/1?q=" + LONG, CLOSE), 400),
+    "415-long-content-type": (
+        post("/t/body", b'{"name": "x"}', "Content-Type: text/" + LONG, CLOSE),
+        415,
+    ),
+    # Three long values, a third of LONG each: together they stay under the head size limit.
+    "403-cors-preflight-long-values": (
+        b"OPTIONS /t/ping HTTP/1.1\r\nHost: t\r\nOrigin: http://"
+        + LONG[:3000].encode()
+        + b"\r\nAccess-Control-Request-Method: "
+        + LONG[:3000].upper().encode()
+        + b"\r\nAccess-Control-Request-Headers: "
+        + LONG[:3000].encode()
+        + b"\r\nConnection: close\r\n\r\n",
+        403,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ECHO_CASES))
+async def test_error_bodies_do_not_echo_unbounded_input(
+    case: str, no_error_logs: pytest.LogCaptureFixture
+) -> None:
+    request, status = ECHO_CASES[case]
+    cors = CorsSettings(allow_origins=("http://page.example",))
+    async with running_server(make_app(Counters(), cors=cors)) as port:
+        reply = await exchange(port, request)
+    assert reply.status == status, reply
+    assert_complete_body(reply)
+    body = reply.data.partition(b"\r\n\r\n")[2]
+    assert len(body) <= MAX_ERROR_BODY, body
+    assert json.loads(body)["statusCode"] == status
+    assert b"..." in body, body  # cut, and says so
+    assert_no_errors_logged(no_error_logs)
+
+
+async def test_a_lone_surrogate_in_a_body_comes_back_escaped_in_a_json_response(
+    no_error_logs: pytest.LogCaptureFixture,
+) -> None:
+    # "\ud800" is valid JSON, and json.loads makes a lone surrogate of it, which UTF-8 cannot
+    # encode: the JSON answer must escape it again, not fail with a 500.
+    async with running_server(make_app(Counters())) as port:
+        request = post("/t/body", b'{"name": "a\\ud800b\\udfff"}', AS_JSON, CLOSE)
+        reply = await exchange(port, request)
+    assert reply.status == 200, reply
+    body = reply.data.partition(b"\r\n\r\n")[2]
+    assert json.loads(body) == {"name": "a\ud800b\udfff", "count": 1}
+    assert b'"a\\ud800b\\udfff"' in body
+    assert_no_errors_logged(no_error_logs)
+
+
+@Controller("echo")
+class EchoController:
+    @Post("text")
+    def text(self, body: Annotated[str, Body()]) -> str:
+        return body
+
+    @Post("json")
+    def json(self, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        return body
+
+
+def lenient_json(value: object) -> str:
+    """A serializer that leaves lone surrogates in its text, as ``json.dumps`` can."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+async def test_a_lone_surrogate_in_a_text_answer_or_another_serializers_json_is_no_500(
+    no_error_logs: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(Counters(), controllers=[EchoController], serializer=lenient_json)
+    async with running_server(app) as port:
+        text = await exchange(port, post("/echo/text", b'"a\\ud800b"', AS_JSON, CLOSE))
+        data = await exchange(port, post("/echo/json", b'{"k": "\\udfff"}', AS_JSON, CLOSE))
+    assert text.status == 200, text
+    assert text.data.partition(b"\r\n\r\n")[2] == "a\ufffdb".encode()  # text: replaced
+    assert data.status == 200, data
+    assert data.data.partition(b"\r\n\r\n")[2] == b'{"k": "\\udfff"}'  # JSON: escaped
+    assert_no_errors_logged(no_error_logs)

@@ -77,9 +77,10 @@ async def test_a_body_over_max_body_size_is_413() -> None:
     async with running_server(app) as port:
         at_limit = b'{"name": "' + b"n" * 988 + b'"}'
         assert len(at_limit) == 1000
-        reply = await exchange(port, post("/t/body", at_limit, CLOSE))
+        as_json = "Content-Type: application/json"
+        reply = await exchange(port, post("/t/body", at_limit, as_json, CLOSE))
         assert reply.status == 200, reply
-        reply = await exchange(port, post("/t/body", at_limit + b" ", CLOSE))
+        reply = await exchange(port, post("/t/body", at_limit + b" ", as_json, CLOSE))
         assert reply.status == 413, reply
         assert b"larger than 1000 bytes" in reply.data, reply
     async with running_server(make_app(Counters())) as port:  # the default: 1 MiB

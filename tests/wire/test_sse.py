@@ -209,11 +209,37 @@ def test_bytes_data_gets_a_hint() -> None:
         SseEvent(data=b"raw")
 
 
-def test_lone_surrogate_names_the_field() -> None:
-    with pytest.raises(ValueError, match="SseEvent data contains text that is not valid Unicode"):
-        SseEvent(data="\ud800")
-    with pytest.raises(ValueError, match="SseEvent comment contains"):
-        SseEvent(comment="\udfff")
+def test_lone_surrogate_in_an_event_or_id_names_the_field() -> None:
+    # Names the client matches: a silently replaced character would break the match.
+    with pytest.raises(ValueError, match="SseEvent event contains a lone surrogate"):
+        SseEvent(data="x", event="up\ud800")
+    with pytest.raises(ValueError, match="SseEvent id contains a lone surrogate"):
+        SseEvent(data="x", id="\udfff")
+
+
+def test_lone_surrogate_in_text_is_replaced_as_a_client_would_show_it() -> None:
+    # json.loads('"\\ud800"') makes such a string: it must not make SseEvent raise.
+    event = SseEvent(data="a\ud800b\n\udfff", comment="c\udc00")
+    assert event.encode() == ": c\ufffd\ndata: a\ufffdb\ndata: \ufffd\n\n".encode()
+    assert event.data_text == "a\ufffdb\n\ufffd"  # what went on the wire, for the hub
+    assert event.data == "a\ud800b\n\udfff"  # as given
+    assert SseEvent(data="\ud800").encode() == "data: \ufffd\n\n".encode()
+    assert SseEvent(data="\ud800", id="7").encode() == "id: 7\ndata: \ufffd\n\n".encode()
+
+
+def test_lone_surrogate_in_json_data_is_escaped_and_round_trips() -> None:
+    value = {"k\ud800": ["\udfff", "\\\ud800", "é"]}
+    event = SseEvent(data=value)
+    assert event.encode() == b'data: {"k\\ud800":["\\udfff","\\\\\\ud800","\xc3\xa9"]}\n\n'
+    assert json.loads(event.data_text or "") == value  # what JSON.parse gives back too
+    # A serializer that leaves them in its JSON gets them escaped all the same.
+    with use_serializer(lambda value: json.dumps(value, ensure_ascii=False)):
+        lenient = SseEvent(data={"k": "\ud800"}, comment="\udfff")
+    assert lenient.encode() == b': \xef\xbf\xbd\ndata: {"k": "\\ud800"}\n\n'
+    assert lenient.data_text == '{"k": "\\ud800"}'
+    # Two surrogates that make a pair are escaped as one: the character they encode.
+    assert json_serializer("\ud83d\ude00") == '"\\ud83d\\ude00"'
+    assert json.loads(json_serializer("\ud83d\ude00")) == "\U0001f600"
 
 
 # --- the serializer in force -------------------------------------------------------------------
@@ -221,6 +247,9 @@ def test_lone_surrogate_names_the_field() -> None:
 
 def test_json_serializer_is_compact_and_keeps_unicode() -> None:
     assert json_serializer({"a": [1, 2], "b": "é"}) == '{"a":[1,2],"b":"é"}'
+    # ... except surrogates, which UTF-8 cannot carry: escaped, so the text always encodes.
+    assert json_serializer(["\ud800é"]) == '["\\ud800é"]'
+    assert json_serializer("\udfff").encode() == b'"\\udfff"'
     with pytest.raises(ValueError, match="JSON compliant"):
         json_serializer(float("inf"))
 

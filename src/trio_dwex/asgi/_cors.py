@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._errors import clip
 from ._responses import JSONResponse, Response
 from ._settings import CorsSettings
 from ._types import Message, Scope, Send
@@ -38,13 +39,14 @@ class Cors:
         """The answer to an ``OPTIONS`` preflight."""
         asked = [h.strip().lower() for h in requested_headers.split(",") if h.strip()]
         problems = []
+        # Each value the client sent is clipped: a refusal should not echo kilobytes back.
         if not self.allows(origin):
-            problems.append(f"origin {origin!r} is not allowed")
+            problems.append(f"origin {clip(origin)!r} is not allowed")
         if method.upper() not in self._methods:
-            problems.append(f"method {method!r} is not allowed")
+            problems.append(f"method {clip(method)!r} is not allowed")
         refused = [h for h in asked if not self._any_header and h not in self._headers]
         if refused:
-            problems.append(f"headers {', '.join(refused)} are not allowed")
+            problems.append(f"headers {clip(', '.join(refused))} are not allowed")
         if problems:
             return JSONResponse(
                 {

@@ -21,7 +21,13 @@ from .._unset import UNSET, Unset
 from ..streams._runner import CloseReason, StreamSettings, StreamTracker, run_stream
 from ..streams._stream import OverflowPolicy, SseStream
 from ..wire._headers import encode_headers
-from ..wire._sse import Serializer, current_serializer, use_serializer
+from ..wire._sse import (
+    Serializer,
+    current_serializer,
+    escape_surrogates,
+    replace_surrogates,
+    use_serializer,
+)
 from ._types import DISCONNECT_EXTENSION, DisconnectNotice, Receive, Scope, Send
 
 __all__ = [
@@ -37,7 +43,8 @@ logger = logging.getLogger("trio_dwex.asgi")
 class Response:
     """A complete HTTP response: status, headers and a body sent in one piece.
 
-    ``content`` that is ``str`` is sent as UTF-8, with ``media_type`` text/plain unless given.
+    ``content`` that is ``str`` is sent as UTF-8, with ``media_type`` text/plain unless given;
+    a lone surrogate in it, which UTF-8 cannot carry, is sent as U+FFFD.
     """
 
     media_type: str | None = None
@@ -52,7 +59,7 @@ class Response:
         if not isinstance(status, int) or not 100 <= status <= 599:
             raise ValueError(f"Response status must be an int from 100 to 599, got {status!r}")
         if isinstance(content, str):
-            body = content.encode("utf-8")
+            body = _utf8(content)
             media_type = media_type or self.media_type or "text/plain; charset=utf-8"
         elif isinstance(content, bytes | bytearray | memoryview):
             body = bytes(content)
@@ -78,7 +85,11 @@ class Response:
 
 
 class JSONResponse(Response):
-    """``content`` encoded as JSON by the serializer in force (compact stdlib JSON by default)."""
+    """``content`` encoded as JSON by the serializer in force (compact stdlib JSON by default).
+
+    A lone surrogate in a string (``json.loads`` makes one of ``"\\ud800"``) is sent as its
+    JSON escape, whatever serializer left it in the text.
+    """
 
     media_type = "application/json"
 
@@ -91,7 +102,26 @@ class JSONResponse(Response):
         serializer: Serializer | None = None,
     ) -> None:
         text = (serializer or current_serializer())(content)
-        super().__init__(text.encode("utf-8") if isinstance(text, str) else text, status, headers)
+        if isinstance(text, str):
+            try:
+                body = text.encode("utf-8")
+            except UnicodeEncodeError:
+                # A serializer that leaves lone surrogates as they are (``json.dumps`` with
+                # ``ensure_ascii=False``): in JSON they stand inside strings, where their
+                # escapes mean the same, so the client still parses what was meant.
+                body = escape_surrogates(text).encode("utf-8")
+        else:
+            body = text
+        super().__init__(body, status, headers)
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8, a lone surrogate (UTF-8 has none) replaced by U+FFFD."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Such text reaches handlers from JSON bodies ("\\ud800" is valid JSON).
+        return replace_surrogates(text).encode("utf-8")
 
 
 def error_response(exc: BaseException) -> JSONResponse:

@@ -6,10 +6,10 @@ import collections.abc
 import json
 from typing import Any, Final
 
-from .._errors import BadRequestException
+from .._errors import BadRequestException, HttpException, clip
 from ._convert import ConversionError, JsonConverter, describe_json_error
 
-__all__ = ["MAX_BODY_DEPTH", "decode_json_body"]
+__all__ = ["MAX_BODY_DEPTH", "check_json_media_type", "decode_json_body"]
 
 #: The deepest nesting of arrays and objects a JSON body may have. Deeper bodies are answered
 #: with a 400: real payloads are shallow, and a deep one is an attempt to exhaust the stack.
@@ -40,6 +40,31 @@ def decode_json_body(raw: bytes, converter: JsonConverter) -> Any:
         return converter(document, "")
     except ConversionError as exc:
         raise BadRequestException(describe_json_error(exc)) from None
+
+
+def check_json_media_type(content_type: str | None) -> None:
+    """Refuse a JSON body that does not say it is JSON: 415 Unsupported Media Type.
+
+    A browser posts a cross-site form (``text/plain``, ``application/x-www-form-urlencoded``,
+    ``multipart/form-data``) without a CORS preflight; were its body parsed as JSON anyway, any
+    page could make a visitor's browser call the API with their cookies (FastAPI's
+    CVE-2021-32677). A JSON content type is one a form cannot send, so it forces the preflight.
+    """
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    if kind == "application" and (subtype == "json" or _is_structured_json(subtype)):
+        return
+    got = "got none" if content_type is None else f"got {clip(content_type)!r}"
+    raise HttpException(
+        415,
+        "request body must be sent with Content-Type: application/json (or another "
+        f"application/*+json type); {got}",
+    )
+
+
+def _is_structured_json(subtype: str) -> bool:
+    # RFC 6839's "+json" suffix (application/merge-patch+json), with a name before it.
+    return subtype.endswith("+json") and len(subtype) > len("+json")
 
 
 def _depth_exceeds(document: object, limit: int) -> bool:

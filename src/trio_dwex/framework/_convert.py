@@ -25,6 +25,8 @@ import typing
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
+from .._errors import clip
+
 __all__ = [
     "ConversionError",
     "JsonConverter",
@@ -192,7 +194,8 @@ def text_converter(tp: object) -> TextConverter:
 
 
 def _describe(field: str) -> str:
-    return f"body field {field!r}" if field else "body"
+    # A field's path holds the client's keys, which may be kilobytes long.
+    return f"body field {clip(field)!r}" if field else "body"
 
 
 def _json_scalar(expected: type, noun: str) -> JsonConverter:
@@ -338,7 +341,9 @@ def _dataclass_converter(cls: type, memo: MutableMapping[type, JsonConverter]) -
         try:
             return cls(**kwargs)
         except ValueError as exc:  # a __post_init__ check: the client's mistake, so a 400
-            raise ConversionError(f"is not a valid {cls.__name__}: {exc}", field) from None
+            raise ConversionError(
+                f"is not a valid {cls.__name__}: {clip(str(exc))}", field
+            ) from None
 
     memo[cls] = convert
     try:

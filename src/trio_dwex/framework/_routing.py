@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import unquote
 
-from .._errors import ConfigurationError, MethodNotAllowedException, NotFoundException
+from .._errors import ConfigurationError, MethodNotAllowedException, NotFoundException, clip
 from ..wire._paths import PathTemplate, compile_path
 from ._analysis import CallPlan
 from ._decorators import RouteKind
@@ -131,7 +131,9 @@ class Router(Generic[R]):
         ``raw_path``, decoded as latin-1); a trailing slash is ignored.
 
         Raises:
-            NotFoundException: no route has this path (``Cannot GET /nope``, as NestJS says).
+            NotFoundException: no route has this path (``Cannot GET /nope``, as NestJS says;
+                a method or path longer than ``MAX_ECHO`` characters is cut short there, so
+                that an error never echoes more of the request than that).
             MethodNotAllowedException: routes have this path, but not this method; its
                 ``Allow`` header lists their methods, sorted.
         """
@@ -151,12 +153,11 @@ class Router(Generic[R]):
             if route is not None:
                 return route, params
             allowed.update(methods)
+        shown = f"Cannot {clip(method)} {clip(path)}"
         if not allowed:
-            raise NotFoundException(f"Cannot {method} {path}")
+            raise NotFoundException(shown)
         allow = ", ".join(sorted(allowed))
-        raise MethodNotAllowedException(
-            f"Cannot {method} {path}; allowed: {allow}", headers={"Allow": allow}
-        )
+        raise MethodNotAllowedException(f"{shown}; allowed: {allow}", headers={"Allow": allow})
 
     def _static_lookup(self, path: str) -> Mapping[str, R] | None:
         trimmed = path[:-1] if len(path) > 1 and path.endswith("/") else path

@@ -12,7 +12,7 @@ from typing import Any
 from .._errors import BadRequestException
 from .._unset import UNSET
 from ._analysis import CallPlan, ParamPlan
-from ._body import decode_json_body
+from ._body import check_json_media_type, decode_json_body
 from ._convert import ConversionError
 from ._params import RequestLike
 
@@ -31,6 +31,8 @@ async def solve_params(plan: CallPlan, request: RequestLike) -> dict[str, Any]:
             body that is not JSON (or is empty when required, or nested deeper than
             :data:`~._body.MAX_BODY_DEPTH`); the message names the parameter and where it
             comes from, e.g. ``query parameter 'count' must be an integer, got 'abc'``.
+        HttpException: 415 for a non-empty body read as JSON whose ``Content-Type`` is not
+            ``application/json`` or ``application/*+json`` (or is missing).
     """
     kwargs: dict[str, Any] = {}
     query: dict[str, list[str]] | None = None
@@ -97,5 +99,6 @@ async def _solve_body(param: ParamPlan, request: RequestLike) -> Any:
         return _missing(param)
     if not raw.strip():
         return _missing(param)
+    check_json_media_type(request.headers.get("content-type"))
     assert param.json is not None
     return decode_json_body(raw, param.json)
