@@ -103,6 +103,8 @@ LOWLEVEL = [
     "CloseReason",
     "DroppedWrites",
     "EventSink",
+    # The type of ``SseStream.state``: a stream's lifecycle is readable (issue 12).
+    "StreamState",
     "StreamStats",
     "StreamTracker",
     "aclose_iterator",

@@ -60,7 +60,7 @@ from .framework import (
     map_events,
 )
 from .serving import run, serve
-from .streams._runner import StreamSettings
+from .streams._settings import StreamSettings
 from .streams._stream import OverflowPolicy, SseStream
 from .wire._sse import SseEvent
 

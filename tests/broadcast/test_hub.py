@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import trio
 
 from tests.broadcast.conftest import BackendFactory
 from tests.helpers import wait_until
+from trio_dwex import OverflowPolicy, StreamSettings
 from trio_dwex.broadcast import (
     RESET_EVENT,
     Broadcast,
@@ -16,8 +18,8 @@ from trio_dwex.broadcast import (
     Subscription,
 )
 from trio_dwex.broadcast._backend import parse_stream_id
-from trio_dwex.streams._runner import CloseReason, StreamSettings, run_stream
-from trio_dwex.streams._stream import OverflowPolicy
+from trio_dwex.lowlevel import CloseReason, run_stream
+from trio_dwex.streams._runner import TaskStarter
 from trio_dwex.wire._decoder import SseDecoder
 from trio_dwex.wire._sse import SseEvent
 
@@ -259,11 +261,12 @@ class StallingSink:
             await trio.sleep_forever()
         self.writes.append(data)
 
-    async def wait_disconnect(self) -> None:
-        await self.gone.wait()
+    def notify_disconnect(self, callback: Callable[[], object], start_soon: TaskStarter) -> None:
+        start_soon(self.watch_disconnect, callback)  # as a sink that can only wait does
 
-    def notify_disconnect(self, callback: object) -> bool:
-        return False  # the runner then waits in wait_disconnect, in a task
+    async def watch_disconnect(self, callback: Callable[[], object]) -> None:
+        await self.gone.wait()
+        callback()
 
 
 async def test_hub_stream_replays_then_streams_and_unsubscribes_on_disconnect(

@@ -20,8 +20,9 @@ from ..framework._module import ApplicationPlan, compile_application
 from ..framework._pipeline import ExecutionContext, run_guards, run_interceptors
 from ..framework._routing import RoutePlan
 from ..framework._solving import solve_params
-from ..streams._runner import StreamSettings, StreamStats, StreamTracker
+from ..streams._settings import StreamSettings
 from ..streams._stream import SseStream
+from ..streams._tracker import StreamStats, StreamTracker
 from ..wire._sse import use_serializer
 from ._cors import Cors, origin_of
 from ._request import Request
@@ -116,34 +117,27 @@ class DwexApp:
         context = ExecutionContext(request, route.controller_class, route.handler)
         await run_guards(route.guards, context)
         if route.kind != "sse":
-            result, _ = await self._call(route, request, context)
-            return _to_response(result)
+            return _to_response(await self._call(route, request, context))
         self._check_stream_limit()
         self._starting_streams += 1
         try:
-            result, returned = await self._call(route, request, context)
-            return self._to_stream(route, result, returned)
+            return self._to_stream(route, await self._call(route, request, context))
         finally:
             # The stream registers with the tracker as soon as its response runs, with no
             # await in between, so the limit is never exceeded by requests in flight.
             self._starting_streams -= 1
 
-    async def _call(
-        self, route: RoutePlan, request: Request, context: ExecutionContext
-    ) -> tuple[Any, Any]:
-        """Run the interceptors around the handler: (what they returned, what it returned)."""
-        returned: list[Any] = []
+    async def _call(self, route: RoutePlan, request: Request, context: ExecutionContext) -> Any:
+        """Run the interceptors around the handler; what they returned."""
 
         async def call_handler() -> Any:
             arguments = await solve_params(route.call_plan, request)
             result = route.endpoint(**arguments)
             if inspect.isawaitable(result):
                 result = await result
-            returned.append(result)
             return result
 
-        result = await run_interceptors(route.interceptors, context, call_handler)
-        return result, returned[0] if returned else None
+        return await run_interceptors(route.interceptors, context, call_handler)
 
     def _check_stream_limit(self) -> None:
         retry = {"Retry-After": str(self.settings.retry_after)}
@@ -155,22 +149,17 @@ class DwexApp:
                 f"too many open event streams (max_streams={limit}); retry later", headers=retry
             )
 
-    def _to_stream(self, route: RoutePlan, result: object, returned: object) -> EventSourceResponse:
+    def _to_stream(self, route: RoutePlan, result: object) -> EventSourceResponse:
         if not isinstance(result, SseStream | AsyncIterable):
             raise TypeError(
                 f"SSE handler {route.name} returned {type(result).__name__}; make it an async "
                 "generator or return an SseStream"
             )
-        # An interceptor may have wrapped the handler's SseStream: its tasks and callbacks
-        # still belong to this response.
-        owner = returned if isinstance(returned, SseStream) and returned is not result else None
+        # An interceptor may have wrapped the handler's SseStream: the stream is run by this
+        # response when its events are iterated (see streams/_stream.py).
         stream_settings, headers = self._route_streams[id(route)]
         return EventSourceResponse(
-            result,
-            settings=stream_settings,
-            headers=headers,
-            tracker=self.streams,
-            owner=owner,
+            result, settings=stream_settings, headers=headers, tracker=self.streams
         )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..streams._runner import StreamSettings
+from ..streams._settings import StreamSettings
 from ..wire._sse import Serializer, json_serializer
 from ._request import DEFAULT_MAX_BODY_SIZE
 

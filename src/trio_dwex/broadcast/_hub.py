@@ -46,6 +46,7 @@ from typing import Self
 
 import trio
 
+from ..streams._state import CloseReason
 from ..streams._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
 from ..wire._sse import SseEvent, to_event
 from ._backend import (
@@ -145,10 +146,9 @@ class _Subscriber:
             self.ended = True
             self.lot.unpark_all()
             if self.direct is not None:
-                if self.overflowed:
-                    # The runner reports an overflowed stream as CloseReason.OVERFLOW.
-                    self.direct._overflowed = True
-                self.direct.close()
+                # The runner reports an overflowed stream as CloseReason.OVERFLOW.
+                reason = CloseReason.OVERFLOW if self.overflowed else CloseReason.CLOSED
+                self.direct.close(reason=reason)
 
 
 class Subscription:
@@ -249,9 +249,8 @@ class Subscription:
         while subscriber.buffer:
             await stream.send(subscriber.buffer.popleft())
         if subscriber.ended:
-            if subscriber.overflowed:
-                stream._overflowed = True
-            stream.close()
+            reason = CloseReason.OVERFLOW if subscriber.overflowed else CloseReason.CLOSED
+            stream.close(reason=reason)
             return
         subscriber.direct = stream
         await trio.sleep_forever()

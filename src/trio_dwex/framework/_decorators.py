@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from .._errors import ConfigurationError
 from .._unset import UNSET, Unset
-from ..streams._runner import StreamSettings
+from ..streams._settings import StreamSettings
 from ..streams._stream import OverflowPolicy
 from ..wire._headers import encode_headers
 
