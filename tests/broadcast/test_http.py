@@ -180,3 +180,41 @@ async def test_redis_killed_and_restarted_mid_stream_loses_no_retained_event(
 def ordered(ids: Sequence[str | None]) -> bool:
     keys = [tuple(map(int, (i or "").split("-"))) for i in ids]
     return keys == sorted(set(keys))
+
+
+HOSTILE_HEADERS = [
+    "9" * 4301 + "-1",  # past Python's int-string conversion limit (both backends: a 500)
+    "18446744073709551616-0",  # 2**64: past Redis's stream ids (Redis: a 500)
+    "1-18446744073709551616",
+    "garbage",
+]
+
+
+@pytest.mark.parametrize("last_event_id", HOSTILE_HEADERS, ids=lambda text: text[:24])
+async def test_a_hostile_last_event_id_header_gets_a_reset_then_live_events(
+    cluster: Cluster, last_event_id: str
+) -> None:
+    # An EventSource cannot change the header it reconnects with, so an id that is no id of
+    # the topic gets what an id from before a restart gets: a reset, whose id replaces it.
+    latest = await cluster.publish("before")
+    async with open_stream(
+        cluster.b, "/activity/stream", headers={"last-event-id": last_event_id}
+    ) as stream:
+        assert stream.response.status_code == 200
+        with trio.fail_after(10):
+            reset = await stream.next_event()
+        assert reset.type == "reset"
+        assert reset.id == latest
+        assert json.loads(reset.data)["reason"] == "unknown"
+        assert len(json.loads(reset.data)["lastEventId"]) <= 103
+        await until_subscribed(cluster, stream)
+
+
+async def test_a_non_ascii_last_event_id_header_gets_a_reset(cluster: Cluster) -> None:
+    latest = await cluster.publish("before")
+    async with open_stream(
+        cluster.b, "/activity/stream", headers={"last-event-id": b"\xff\xfe-\x80"}
+    ) as stream:
+        with trio.fail_after(10):
+            reset = await stream.next_event()
+    assert (reset.type, reset.id) == ("reset", latest)

@@ -326,3 +326,14 @@ async def test_idle_topics_whose_events_aged_out_are_forgotten() -> None:
         async with hub.subscribe("user-7", last_event_id=old[7]) as late:
             (reset,) = await take(late, 1)
         assert reset.event == RESET_EVENT
+
+
+async def test_a_reset_repeats_at_most_a_hundred_characters_of_the_id(
+    make_backend: BackendFactory,
+) -> None:
+    async with Broadcast(make_backend()) as hub:
+        await hub.publish("t", "x")
+        async with hub.subscribe("t", last_event_id="z" * 10_000) as subscription:
+            (reset,) = await take(subscription, 1)
+    assert json.loads(reset.data)["lastEventId"] == "z" * 100 + "..."
+    assert len(reset.encode()) < 400

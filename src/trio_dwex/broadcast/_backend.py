@@ -20,11 +20,12 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final
 
-from .._errors import ServiceUnavailableException
+from .._errors import ServiceUnavailableException, clip
 from .._unset import UNSET
 from ..wire._sse import SseEvent
 
 __all__ = [
+    "MAX_ID_PART",
     "RESET_EVENT",
     "BroadcastBackend",
     "BroadcastUnavailable",
@@ -55,6 +56,15 @@ clients reconnect (with ``Last-Event-ID``) and subscribe anew."""
 
 IdKey = tuple[int, int]
 """A topic's ids as something ordered; each backend knows how to read its own ids."""
+
+#: The largest part of a ``"<a>-<b>"`` id: Redis stream ids are two unsigned 64-bit numbers,
+#: and `MemoryBackend` ids stay far below it. A ``Last-Event-ID`` with a larger part is not an
+#: id of any topic.
+MAX_ID_PART: Final = 2**64 - 1
+
+#: Its decimal digits: a part with more is refused before it is converted (Python refuses to
+#: convert more than 4,300 digits, and a client may send as many as the head limit allows).
+_MAX_ID_DIGITS: Final = len(str(MAX_ID_PART))
 
 
 class BroadcastUnavailable(ServiceUnavailableException):
@@ -140,11 +150,19 @@ class BroadcastBackend(abc.ABC):
 
     @abc.abstractmethod
     async def replay(self, topic: str, last_event_id: str) -> Replay:
-        """The retained events of ``topic`` after ``last_event_id``, or why there are none."""
+        """The retained events of ``topic`` after ``last_event_id``, or why there are none.
+
+        ``last_event_id`` is what a client sent: any text. One that is not an id of the topic
+        (malformed, out of range, from another incarnation) is answered with a reset (reason
+        ``unknown``), never an error.
+        """
 
     @abc.abstractmethod
     def id_key(self, event_id: str) -> IdKey | None:
-        """``event_id`` as an ordered key, or ``None`` if it is not an id this backend makes."""
+        """``event_id`` as an ordered key, or ``None`` if it is not an id this backend makes.
+
+        Never raises, whatever the text: it reads clients' ``Last-Event-ID`` headers.
+        """
 
 
 def rebuild_event(event: SseEvent, event_id: str) -> SseEvent:
@@ -170,7 +188,9 @@ def reset_event(
     """The `RESET_EVENT` that tells a subscriber it missed events after ``last_event_id``.
 
     ``event_id`` is the id the event carries (live events after it follow); ``message`` says
-    why in words (a default per ``reason``).
+    why in words (a default per ``reason``). The ``lastEventId`` it repeats is cut to
+    `trio_dwex._errors.MAX_ECHO` characters: a client may send kilobytes of header, and no id
+    of ours is that long.
     """
     if message is None:
         if reason is ResetReason.TOO_OLD:
@@ -179,7 +199,7 @@ def reset_event(
             message = "this id is unknown to the topic (malformed, or from before a restart)"
     return SseEvent(
         data=json.dumps(
-            {"reason": reason.value, "lastEventId": last_event_id, "message": message},
+            {"reason": reason.value, "lastEventId": clip(last_event_id), "message": message},
             separators=(",", ":"),
         ),
         event=RESET_EVENT,
@@ -188,10 +208,21 @@ def reset_event(
 
 
 def parse_stream_id(event_id: str) -> IdKey | None:
-    """``"<a>-<b>"`` (both decimal, as Redis stream ids and `MemoryBackend` ids) as ``(a, b)``."""
+    """``"<a>-<b>"`` (both decimal, as Redis stream ids and `MemoryBackend` ids) as ``(a, b)``.
+
+    ``None`` for anything else, whatever the text: a part that is empty, not ASCII digits only,
+    longer than `MAX_ID_PART` is (leading zeros included: checked before it is converted, so
+    that a part of thousands of digits costs no more than a short one), or above it.
+    """
     first, sep, second = event_id.partition("-")
-    if not sep or not first.isdigit() or not second.isdigit() or not first.isascii():
+    if not sep or not _is_id_part(first) or not _is_id_part(second):
         return None
-    if not second.isascii():
+    key = int(first), int(second)
+    if key[0] > MAX_ID_PART or key[1] > MAX_ID_PART:
         return None
-    return int(first), int(second)
+    return key
+
+
+def _is_id_part(text: str) -> bool:
+    # isdigit() alone would take other scripts' digits ("٣") and superscripts ("²").
+    return 0 < len(text) <= _MAX_ID_DIGITS and text.isascii() and text.isdigit()

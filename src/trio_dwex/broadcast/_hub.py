@@ -418,7 +418,9 @@ class Broadcast:
 
         With ``last_event_id`` (the client's ``Last-Event-ID``), the retained events after it
         come first, then the live ones, with no gap and no duplicate; if it cannot be replayed,
-        one `RESET_EVENT` comes first instead. ``None`` or ``""``: live events only.
+        one `RESET_EVENT` comes first instead. ``None`` or ``""``: live events only. Any text
+        is taken: one that is no id of the topic (malformed, out of range) gets the reset
+        (reason ``unknown``), as an id from before a restart does.
         """
         _check_topic(topic)
         return Subscription(self, topic, last_event_id)
