@@ -74,6 +74,7 @@ BROADCAST = [
     "BroadcastUnavailable",
     "Deliver",
     "EndTopic",
+    "EventTooLarge",
     "MemoryBackend",
     "RedisBackend",
     "Replay",

@@ -7,7 +7,13 @@ a concrete backend only where it must (its default, and `Broadcast.from_url`).
 What a backend owes the hub is `BroadcastBackend`; what the hub hands a backend is two
 callbacks, `Deliver` and `EndTopic`; what a backend answers to a ``Last-Event-ID`` is a
 `Replay`, with a `ResetReason` when it cannot replay. The helpers below (`rebuild_event`,
-`reset_event`, `parse_stream_id`) are shared by both backends.
+`reset_event`, `parse_stream_id`, `event_size`) are shared by both backends.
+
+**Bytes.** Every byte bound of the broadcast package (a topic's retention, a subscriber's buffer,
+a page of replay) counts an event as `event_size`: the length of its encoded form, id line
+included, which is what it costs on the wire. In memory an event also holds its data as text,
+so it takes about twice that (up to five times for text of many short lines, or of characters
+outside the Basic Multilingual Plane).
 """
 
 from __future__ import annotations
@@ -20,20 +26,23 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final
 
-from .._errors import ServiceUnavailableException, clip
+from .._errors import HttpException, ServiceUnavailableException, clip
 from .._unset import UNSET
 from ..wire._sse import SseEvent
 
 __all__ = [
+    "DEFAULT_RETAIN_BYTES",
     "MAX_ID_PART",
     "RESET_EVENT",
     "BroadcastBackend",
     "BroadcastUnavailable",
     "Deliver",
     "EndTopic",
+    "EventTooLarge",
     "IdKey",
     "Replay",
     "ResetReason",
+    "event_size",
     "parse_stream_id",
     "rebuild_event",
     "reset_event",
@@ -66,6 +75,10 @@ MAX_ID_PART: Final = 2**64 - 1
 #: convert more than 4,300 digits, and a client may send as many as the head limit allows).
 _MAX_ID_DIGITS: Final = len(str(MAX_ID_PART))
 
+#: The default of both backends' ``retain_bytes``: the bytes a topic keeps for replay (1,000
+#: events of 16 KiB), and so the largest event it takes.
+DEFAULT_RETAIN_BYTES: Final = 16 * 1024 * 1024
+
 
 class BroadcastUnavailable(ServiceUnavailableException):
     """The broadcast backend cannot be reached (Redis down) within the configured timeout.
@@ -75,6 +88,32 @@ class BroadcastUnavailable(ServiceUnavailableException):
     raised in a handler (or by a stream before its first event), the client gets a 503 and an
     EventSource retries.
     """
+
+
+class EventTooLarge(HttpException):
+    """An event larger than its topic may hold (the backend's ``retain_bytes``) was published.
+
+    Raised by `Broadcast.publish` before anything is published: keeping the event would evict
+    every other retained event of the topic. A 413: raised in a handler, the client gets a
+    413 Content Too Large, with this message.
+
+    Attributes:
+        topic: the topic the event was published to.
+        size: the event's size in bytes (see `event_size`; with its id line).
+        limit: the most bytes the topic takes (``retain_bytes``).
+    """
+
+    default_status = 413
+
+    def __init__(self, topic: str, size: int, limit: int) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            413,
+            f"the event is {size} bytes encoded, and topic {clip(topic)!r} keeps at most "
+            f"{limit} bytes (retain_bytes)",
+        )
 
 
 class ResetReason(enum.Enum):
@@ -96,11 +135,16 @@ class Replay:
         reset: why the id could not be replayed, or ``None`` if ``events`` is complete.
         latest_id: the topic's latest id when the answer was made (``""`` if none); the reset
             event carries it, so that live events start after it.
+        more: ``events`` is one page, and more retained events follow the last of them: the
+            hub asks again with that event's id once the subscriber has taken the page. A
+            backend that reads its events from elsewhere (Redis) pages them, so that a replay
+            costs at most a page of memory at a time.
     """
 
     events: list[SseEvent]
     reset: ResetReason | None = None
     latest_id: str = ""
+    more: bool = False
 
 
 class BroadcastBackend(abc.ABC):
@@ -154,7 +198,7 @@ class BroadcastBackend(abc.ABC):
 
         ``last_event_id`` is what a client sent: any text. One that is not an id of the topic
         (malformed, out of range, from another incarnation) is answered with a reset (reason
-        ``unknown``), never an error.
+        ``unknown``), never an error. The answer may be one page (`Replay.more`).
         """
 
     @abc.abstractmethod
@@ -226,3 +270,8 @@ def parse_stream_id(event_id: str) -> IdKey | None:
 def _is_id_part(text: str) -> bool:
     # isdigit() alone would take other scripts' digits ("٣") and superscripts ("²").
     return 0 < len(text) <= _MAX_ID_DIGITS and text.isascii() and text.isdigit()
+
+
+def event_size(event: SseEvent) -> int:
+    """The bytes ``event`` counts for in every byte bound of the hub: its encoded length."""
+    return len(event.encode())
