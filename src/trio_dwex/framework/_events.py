@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, NoReturn
+
+import trio
 
 from .._errors import ConfigurationError
 from .._unset import UNSET
@@ -42,19 +44,29 @@ class EventContractError(TypeError):
     """
 
 
-@dataclass(frozen=True, slots=True)
 class EventContract:
-    """A stream route's declared events, compiled: types by event name, and their checks."""
+    """A stream route's declared events, compiled: types by event name, and their checks.
 
-    #: ``Controller.method (GET /path)``, for messages.
-    route: str
-    #: The declared ``data`` type of each event name, in declaration order.
-    types: Mapping[str, object]
-    #: The check of each event name's data.
-    checks: Mapping[str, Check]
+    Attributes:
+        route: ``Controller.method (GET /path)``, for messages.
+        types: the declared ``data`` type of each event name, in declaration order.
+        checks: the check of each event name's data.
+    """
+
+    __slots__ = ("_last_passed", "checks", "route", "types")
+
+    def __init__(self, route: str, types: Mapping[str, object], checks: Mapping[str, Check]):
+        self.route = route
+        self.types = MappingProxyType(dict(types))
+        self.checks = MappingProxyType(dict(checks))
+        # The event that passed last. An event is immutable and often one object sent to
+        # every stream of the route (a broadcast): it is checked once, not once per stream.
+        self._last_passed: SseEvent | None = None
 
     def check(self, event: SseEvent) -> None:
         """Raise :class:`EventContractError` unless ``event`` is one the route declared."""
+        if event is self._last_passed:
+            return
         data = event.data
         if data is UNSET:
             return  # nothing a client dispatches: a comment, or an id/retry alone
@@ -72,12 +84,15 @@ class EventContract:
         except ConversionError as exc:
             where = f"data field {exc.field!r}" if exc.field else "data"
             raise EventContractError(f"{self.route}: event {key!r} {where} {exc.problem}") from None
+        self._last_passed = event
 
     def checked(self, source: AsyncIterable[object]) -> AsyncIterator[SseEvent]:
         """``source``'s items as events, each checked when it is read (see `check`)."""
         iterator = aiter(source)
         if hasattr(iterator, "athrow"):
             return _CheckedGenerator(iterator, self)
+        if hasattr(iterator, "receive_nowait"):
+            return _CheckedChannel(iterator, self)
         return _CheckedIterator(iterator, self)
 
     def _undeclared(self, name: str | None) -> NoReturn:
@@ -123,7 +138,7 @@ def compile_events(events: Mapping[str, object], route: str) -> EventContract:
             checks[name] = value_checker(tp)
         except UnsupportedType as exc:
             raise ConfigurationError(f"{route}: event {name!r}: {exc}") from None
-    return EventContract(route=route, types=dict(events), checks=checks)
+    return EventContract(route, events, checks)
 
 
 class _CheckedIterator:
@@ -150,6 +165,26 @@ class _CheckedIterator:
     async def aclose(self) -> None:
         """Close the source's iterator now (its ``finally`` runs, even if it yields)."""
         await aclose_iterator(self._iterator)
+
+
+class _CheckedChannel(_CheckedIterator):
+    """The same over a channel's receiving end (an `SseStream`'s events): queued events are
+    taken without a trip through the scheduler, which otherwise costs each event more than
+    the whole rest of its way to the client."""
+
+    __slots__ = ()
+
+    async def __anext__(self) -> SseEvent:
+        try:
+            item = self._iterator.receive_nowait()  # type: ignore[attr-defined]
+        except trio.WouldBlock:
+            item = await self._next()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        event = item if type(item) is SseEvent else to_event(item)
+        if not self._closing:
+            self._contract.check(event)
+        return event
 
 
 class _CheckedGenerator(_CheckedIterator):
