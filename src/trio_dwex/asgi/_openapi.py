@@ -40,7 +40,7 @@ from ..framework._events import MESSAGE
 from ..framework._module import ApplicationPlan
 from ..framework._routing import RoutePlan
 from ..framework._schema import JsonSchema, SchemaRegistry
-from ..streams._runner import StreamSettings
+from ..streams._settings import StreamSettings
 from ._responses import Response
 from ._settings import OpenAPISettings, Settings
 

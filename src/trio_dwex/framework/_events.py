@@ -20,11 +20,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
-import trio
-
 from .._errors import ConfigurationError
 from .._unset import UNSET
-from ..streams._runner import aclose_iterator
+from ..streams._iterators import aclose_iterator
 from ..wire._sse import SseEvent, to_event
 from ._convert import ConversionError, UnsupportedType
 from ._schema import Check, value_checker
@@ -91,8 +89,6 @@ class EventContract:
         iterator = aiter(source)
         if hasattr(iterator, "athrow"):
             return _CheckedGenerator(iterator, self)
-        if hasattr(iterator, "receive_nowait"):
-            return _CheckedChannel(iterator, self)
         return _CheckedIterator(iterator, self)
 
     def _undeclared(self, name: str | None) -> NoReturn:
@@ -165,26 +161,6 @@ class _CheckedIterator:
     async def aclose(self) -> None:
         """Close the source's iterator now (its ``finally`` runs, even if it yields)."""
         await aclose_iterator(self._iterator)
-
-
-class _CheckedChannel(_CheckedIterator):
-    """The same over a channel's receiving end (an `SseStream`'s events): queued events are
-    taken without a trip through the scheduler, which otherwise costs each event more than
-    the whole rest of its way to the client."""
-
-    __slots__ = ()
-
-    async def __anext__(self) -> SseEvent:
-        try:
-            item = self._iterator.receive_nowait()  # type: ignore[attr-defined]
-        except trio.WouldBlock:
-            item = await self._next()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-        event = item if type(item) is SseEvent else to_event(item)
-        if not self._closing:
-            self._contract.check(event)
-        return event
 
 
 class _CheckedGenerator(_CheckedIterator):
