@@ -224,14 +224,15 @@ class SchemaRegistry:
         return _object_schema(tp, properties, required)
 
     def _typeddict_schema(self, tp: type) -> JsonSchema:
-        hints = _hints(tp)
         properties: dict[str, JsonSchema] = {}
-        for name, hint in hints.items():
+        required = []
+        for name, (hint, needed) in _typeddict_fields(tp).items():
             try:
                 properties[name] = self.schema(hint)
             except UnsupportedType as exc:
                 raise UnsupportedType(f"field {tp.__name__}.{name}: {exc}") from None
-        required = [name for name in hints if name in getattr(tp, "__required_keys__", ())]
+            if needed:
+                required.append(name)
         return _object_schema(tp, properties, required)
 
     def _library_schema(
@@ -267,6 +268,30 @@ def _object_schema(tp: type, properties: dict[str, JsonSchema], required: list[s
     if doc:
         schema["description"] = doc
     return schema
+
+
+def _typeddict_fields(tp: type) -> dict[str, tuple[object, bool]]:
+    """Each key's annotation and whether it is required.
+
+    ``__required_keys__`` misses ``NotRequired[...]`` written as a string (a module with
+    ``from __future__ import annotations``), so the resolved qualifiers decide when present.
+    """
+    try:
+        qualified = typing.get_type_hints(tp, include_extras=True)
+    except Exception as exc:
+        raise UnsupportedType(f"cannot read the type hints of {tp.__name__}: {exc}") from exc
+    required_keys = frozenset(getattr(tp, "__required_keys__", ()))
+    fields: dict[str, tuple[object, bool]] = {}
+    for name, hint in _hints(tp).items():
+        origin = typing.get_origin(qualified[name])
+        if origin is typing.NotRequired:
+            needed = False
+        elif origin is typing.Required:
+            needed = True
+        else:
+            needed = name in required_keys
+        fields[name] = (hint, needed)
+    return fields
 
 
 def _hints(tp: type) -> dict[str, Any]:
@@ -405,9 +430,7 @@ def _checker(tp: object, memo: MutableMapping[object, Check]) -> Check:
         return _fields_checker(tp, _dataclass_fields(tp), memo, instance_of=tp)
     if typing.is_typeddict(tp):
         assert isinstance(tp, type)
-        required = frozenset(getattr(tp, "__required_keys__", ()))
-        fields = {name: (hint, name in required) for name, hint in _hints(tp).items()}
-        return _fields_checker(tp, fields, memo, instance_of=None)
+        return _fields_checker(tp, _typeddict_fields(tp), memo, instance_of=None)
     if _is_struct(tp):
         assert isinstance(tp, type)
         return _struct_checker(tp)
