@@ -13,7 +13,7 @@ import pydantic
 import pytest
 import trio
 
-from tests.helpers import open_stream, read_all_events
+from tests.helpers import open_stream, read_all_events, wait_until
 from trio_dwex import (
     ConfigurationError,
     Controller,
@@ -309,9 +309,7 @@ async def test_a_client_that_leaves_closes_the_checked_generator() -> None:
     async with serve_app(feed_app(trace)) as url, httpx.AsyncClient(base_url=url) as client:
         async with open_stream(client, "/feed/bad-later") as stream:
             assert (await stream.next_event()).id == "0"
-        with trio.fail_after(5):
-            while not trace.finally_ran:
-                await trio.sleep(0.01)
+        await wait_until(lambda: bool(trace.finally_ran))
     assert trace.finally_ran == ["bad-later"]
 
 
