@@ -142,6 +142,12 @@ function responseList(op) {
   for (const [status, response] of Object.entries(op.responses || {})) {
     const r = resolve(response);
     const entry = el("li", {}, el("span", { class: "status" }, status), " ", r.description || "");
+    if (Number(status) >= 400) {
+      // Every error has the same body; its schema is listed once, under Schemas.
+      entry.append(el("span", { class: "muted" }, " (HttpError)"));
+      items.push(entry);
+      continue;
+    }
     for (const [media, content] of Object.entries(r.content || {})) {
       entry.append(el("div", { class: "muted" }, media));
       if (content.itemSchema) {
