@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     for source in ("generator", "SseStream"):
         for checked in (False, True):
             label = f"typed events, {source} source, {'checked' if checked else 'unchecked'}"
-            run = partial(typed_events, checked=checked, sse_stream=source == "SseStream")
-            lines.append((label, run, n))
+            typed = partial(typed_events, checked=checked, sse_stream=source == "SseStream")
+            lines.append((label, typed, n))
     lines.append(("a whole SSE request (per request, not per event)", sse_requests, n // 50))
     print(f"CPU-µs per event, in process, no sockets; median of {reps}\n")
     print("| what | CPU-µs per event |")

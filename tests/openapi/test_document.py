@@ -65,7 +65,7 @@ class TokenGuard:
     security_scheme = "bearer"
 
     def can_activate(self, context: ExecutionContext) -> bool:
-        return context.request.headers.get("authorization") == "Bearer t"
+        return bool(context.request.headers.get("authorization") == "Bearer t")
 
 
 class PlainGuard:
@@ -358,7 +358,7 @@ def test_a_route_on_the_document_path_fails_at_create_app() -> None:
     class Mod:
         pass
 
-    with pytest.raises(ConfigurationError, match="Clash.docs is served at /docs"):
+    with pytest.raises(ConfigurationError, match=r"Clash\.docs is served at /docs"):
         create_app(Mod)
     moved = create_app(Mod, settings=Settings(openapi=OpenAPISettings(docs_path="/api/docs")))
     assert moved.openapi is not None
@@ -390,23 +390,27 @@ async def test_the_document_and_the_page_are_served(app: DwexApp) -> None:
         assert response.headers["content-type"] == "application/json"
         assert response.json() == app.openapi
         head = await client.head("/openapi.json")
-        assert head.status_code == 200 and head.content == b""
+        assert head.status_code == 200
+        assert head.content == b""
         post = await client.post("/openapi.json")
         assert post.status_code == 405
         assert post.headers["allow"] == "GET, HEAD"
         page = await client.get("/docs")
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         policy = page.headers["content-security-policy"]
-        assert "script-src 'self'" in policy and "default-src 'none'" in policy
+        assert "script-src 'self'" in policy
+        assert "default-src 'none'" in policy
         assert 'data-openapi="/openapi.json"' in page.text
         sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-        assert sources and all(source.startswith("/") for source in sources)  # no CDN
+        assert sources
+        assert all(source.startswith("/") for source in sources)  # no CDN
         for source in sources:
             asset = await client.get(source)
             assert asset.status_code == 200, source
         script = await client.get("/docs/docs.js")
         assert script.headers["content-type"] == "text/javascript; charset=utf-8"
-        assert "http://" not in script.text and "https://" not in script.text
+        assert "http://" not in script.text
+        assert "https://" not in script.text
 
 
 async def test_switched_off_or_moved() -> None:

@@ -268,7 +268,7 @@ async def test_a_bad_first_event_is_a_500_and_the_generator_is_closed(
     logged = [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
     assert any(
         "Feed.bad_first (GET /feed/bad-first): event 'update' data field 'count' must be an "
-        'integer, got "zero"' in str(_leaf(record.exc_info[1]))  # type: ignore[index]
+        'integer, got "zero"' in str(_leaf(record.exc_info[1]))  # type: ignore[index,arg-type]
         for record in logged
     ), [r.getMessage() for r in caplog.records]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import hypothesis
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import schemathesis
 import trio
@@ -24,7 +24,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV32SpecValidator
 from schemathesis import GenerationMode
 
-from tests.helpers import open_stream
+from tests.helpers import open_stream, wait_until
 from trio_dwex.testing._server import serve_app
 
 os.environ.setdefault("GUIDE_TICK", "0.01")
@@ -57,7 +57,7 @@ def test_every_stream_of_the_guide_declares_its_events() -> None:
 
 def plain_operations() -> list[Any]:
     schema = schemathesis.openapi.from_dict(document())
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     return [
         op
         for op in operations
@@ -173,8 +173,7 @@ async def test_the_activity_stream_sends_what_it_declares() -> None:
     async with serve_app(guide.app) as base, httpx.AsyncClient(base_url=base) as client:
         with trio.fail_after(10):
             async with open_stream(client, "/activity/stream") as stream:
-                while guide.app.stats()["open"] < 1:
-                    await trio.sleep(0.01)
+                await wait_until(lambda: guide.app.stats()["open"] >= 1)
                 posted = await client.post("/activity", json={"userId": "u", "activity": "login"})
                 assert posted.json() == {"delivered": 1}
                 event = await stream.next_event()

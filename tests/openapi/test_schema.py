@@ -11,7 +11,7 @@ import datetime
 import enum
 from typing import Any, Literal, NotRequired, Optional, TypedDict
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import msgspec
 import pydantic
 import pytest
