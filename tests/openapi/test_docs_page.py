@@ -58,10 +58,8 @@ def drive_docs_page(url: str) -> dict[str, Any]:
             metrics = page.locator(operation("/monitoring/metrics"))
             metrics.locator("summary").click()
             metrics.locator("button.send").click()
-            page.wait_for_function(
-                "document.querySelectorAll("
-                "'details[data-path=\"/monitoring/metrics\"] li.event').length >= 3"
-            )
+            # Locators, not wait_for_function: the page's Content-Security-Policy forbids eval.
+            metrics.locator("li.event").nth(2).wait_for()
             seen["metrics_events"] = metrics.locator("li.event").count()
             seen["metrics_names"] = metrics.locator("li.event").evaluate_all(
                 "nodes => [...new Set(nodes.map(n => n.dataset.event))]"
