@@ -342,9 +342,40 @@ def test_operation_ids_are_unique() -> None:
     assert sorted(ids) == ["Twice_both", "Twice_both_get"]
 
 
+def test_bearer_and_basic_need_no_declaration() -> None:
+    document = create_app(JobsModule).openapi  # no security_schemes given
+    assert document is not None
+    assert document["components"]["securitySchemes"] == {
+        "bearer": {"type": "http", "scheme": "bearer"}
+    }
+    assert document["paths"]["/jobs"]["post"]["security"] == [{"bearer": []}]
+
+
 def test_a_guard_naming_an_unknown_scheme_fails_at_create_app() -> None:
-    with pytest.raises(ConfigurationError, match=r"TokenGuard\.security_scheme is 'bearer'"):
-        create_app(JobsModule)  # no security_schemes given
+    class SessionGuard:
+        security_scheme = "session"
+
+        def can_activate(self, context: ExecutionContext) -> bool:
+            return True
+
+    @Controller("s")
+    class Sessions:
+        @Get()
+        @UseGuards(SessionGuard)
+        def get(self) -> None:
+            return None
+
+    @Module(controllers=[Sessions])
+    class Mod:
+        pass
+
+    with pytest.raises(ConfigurationError, match=r"SessionGuard\.security_scheme is 'session'"):
+        create_app(Mod)
+    session = {"session": {"type": "apiKey", "in": "cookie", "name": "sid"}}
+    app = create_app(Mod, settings=Settings(openapi=OpenAPISettings(security_schemes=session)))
+    assert app.openapi is not None
+    assert app.openapi["components"]["securitySchemes"] == session
+    assert app.openapi["paths"]["/s"]["get"]["security"] == [{"session": []}]
 
 
 def test_a_route_on_the_document_path_fails_at_create_app() -> None:

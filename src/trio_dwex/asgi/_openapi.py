@@ -87,6 +87,12 @@ _EVENT_SCHEMA: Final[JsonSchema] = {
     },
 }
 
+#: Security schemes a guard may name without declaring them in the settings.
+_KNOWN_SCHEMES: Final[Mapping[str, Mapping[str, str]]] = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "basic": {"type": "http", "scheme": "basic"},
+}
+
 #: Error responses by status: (component name, description).
 _ERRORS: Final[Mapping[int, tuple[str, str]]] = {
     400: ("BadRequest", "A parameter or the body is missing or does not convert."),
@@ -127,6 +133,8 @@ class _Builder:
         self.tags: dict[str, JsonSchema] = {}
         self.operation_ids: set[str] = set()
         self.errors_used: set[int] = set()
+        # Schemes named by guards that the settings leave out but whose meaning is plain.
+        self.implied_schemes: dict[str, Mapping[str, Any]] = {}
 
     def document(self, plan: ApplicationPlan) -> dict[str, Any]:
         info: dict[str, Any] = {"title": self.options.title, "version": self.options.version}
@@ -171,10 +179,9 @@ class _Builder:
             responses[name] = response
         if responses:
             components["responses"] = responses
-        if self.options.security_schemes:
-            components["securitySchemes"] = {
-                name: dict(scheme) for name, scheme in self.options.security_schemes.items()
-            }
+        schemes = {**self.implied_schemes, **self.options.security_schemes}
+        if schemes:
+            components["securitySchemes"] = {name: dict(scheme) for name, scheme in schemes.items()}
         document["components"] = components
         plain: dict[str, Any] = json.loads(json.dumps(document))  # independent JSON values
         return plain
@@ -395,12 +402,15 @@ class _Builder:
             if scheme is None:
                 continue
             if scheme not in self.options.security_schemes:
-                known = ", ".join(self.options.security_schemes) or "none"
-                raise ConfigurationError(
-                    f"{type(guard).__name__}.security_scheme is {scheme!r}, which is not a "
-                    f"scheme of OpenAPISettings.security_schemes (known: {known}); add it "
-                    f"there, e.g. {{{scheme!r}: {{'type': 'http', 'scheme': 'bearer'}}}}"
-                )
+                if scheme not in _KNOWN_SCHEMES:
+                    known = ", ".join([*self.options.security_schemes, *_KNOWN_SCHEMES])
+                    raise ConfigurationError(
+                        f"{type(guard).__name__}.security_scheme is {scheme!r}, which is not a "
+                        f"scheme of OpenAPISettings.security_schemes (known: {known}); add it "
+                        f"there, e.g. {{{scheme!r}: {{'type': 'apiKey', 'in': 'cookie', "
+                        "'name': 'sid'}}"
+                    )
+                self.implied_schemes[scheme] = _KNOWN_SCHEMES[scheme]
             requirement[scheme] = []
         return requirement
 

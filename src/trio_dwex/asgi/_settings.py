@@ -68,7 +68,8 @@ class OpenAPISettings:
         security_schemes: OpenAPI Security Scheme Objects by name, e.g.
             ``{"bearer": {"type": "http", "scheme": "bearer"}}`` or ``{"session": {"type":
             "apiKey", "in": "cookie", "name": "sid"}}``. A guard whose class sets
-            ``security_scheme = "bearer"`` marks the routes it guards as needing that scheme.
+            ``security_scheme = "bearer"`` marks the routes it guards as needing that scheme;
+            ``"bearer"`` and ``"basic"`` (HTTP authentication) need no entry here.
         path: where the document is served; ``None`` to serve none (it is still built, and
             available as ``app.openapi``).
         docs_path: where the interactive page is served (its scripts and styles below it, all
