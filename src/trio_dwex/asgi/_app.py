@@ -25,6 +25,8 @@ from ..streams._stream import SseStream
 from ..streams._tracker import StreamStats, StreamTracker
 from ..wire._sse import use_serializer
 from ._cors import Cors, origin_of
+from ._docs import OpenAPIPages
+from ._openapi import build_document
 from ._request import Request
 from ._responses import EventSourceResponse, JSONResponse, Response, error_response
 from ._settings import Settings
@@ -41,7 +43,8 @@ def create_app(root_module: type, *, settings: Settings | None = None) -> DwexAp
     """Build the ASGI application for ``root_module`` and the modules it imports.
 
     Every mistake of wiring (a missing provider, a cycle, a bad route or parameter) raises
-    `ConfigurationError` here, before the server takes a request.
+    `ConfigurationError` here, before the server takes a request. The OpenAPI document is
+    built here too (`Settings.openapi`).
     """
     if settings is not None and not isinstance(settings, Settings):
         raise TypeError(f"create_app(settings=...) takes a Settings, got {settings!r}")
@@ -57,6 +60,8 @@ class DwexApp:
     Attributes:
         settings: the app's `Settings`.
         streams: counts open streams and their outcomes, and closes them all at shutdown.
+        openapi: the app's OpenAPI 3.2 document (JSON-able data), or None when
+            ``Settings(openapi=None)``.
     """
 
     def __init__(self, plan: ApplicationPlan, settings: Settings) -> None:
@@ -73,6 +78,12 @@ class DwexApp:
             for route in plan.routes
             if route.kind == "sse"
         }
+        self.openapi = None if settings.openapi is None else build_document(plan, settings)
+        self._pages = (
+            None
+            if self.openapi is None or settings.openapi is None
+            else OpenAPIPages(self.openapi, settings.openapi, plan.router)
+        )
 
     def stats(self) -> StreamStats:
         """Open streams and totals (opened, closed by reason): JSON-able, for metrics."""
@@ -112,6 +123,10 @@ class DwexApp:
         await answer(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> _Answer:
+        if self._pages is not None:
+            page = self._pages.answer(scope["method"], scope["path"])
+            if page is not None:
+                return page
         route, path_params = self.plan.router.match(scope["method"], _raw_path(scope))
         request = Request(scope, receive, path_params, max_body_size=self.settings.max_body_size)
         context = ExecutionContext(request, route.controller_class, route.handler)
@@ -155,6 +170,10 @@ class DwexApp:
                 f"SSE handler {route.name} returned {type(result).__name__}; make it an async "
                 "generator or return an SseStream"
             )
+        if route.events is not None and self.settings.check_events:
+            # Checked as the stream reads each event (framework/_events.py); a returned
+            # SseStream is run by this response when the check iterates its events.
+            result = route.events.checked(result)
         # An interceptor may have wrapped the handler's SseStream: the stream is run by this
         # response when its events are iterated (see streams/_stream.py).
         stream_settings, headers = self._route_streams[id(route)]
