@@ -8,12 +8,14 @@ as we say (a FIN, or an RST through ``SO_LINGER`` 0), not as a client library de
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import socket
 import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -24,6 +26,7 @@ from typing import Any
 import trio
 
 from trio_dwex.serving import serve
+from trio_dwex.serving._fixes import READ_AHEAD_LIMIT
 from trio_dwex.serving._serve import make_config
 
 __all__ = [
@@ -151,6 +154,12 @@ def post(path: str, body: bytes, *headers: str) -> bytes:
 def reset_on_close(sock: socket.socket | trio.socket.SocketType) -> None:
     """Make ``close()`` send RST instead of FIN, as a crashed or killed client does."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+
+
+def unacknowledged_bytes(sock: socket.socket | trio.socket.SocketType) -> int:
+    """Bytes sent on ``sock`` that the peer's kernel has not acknowledged yet (``SIOCOUTQ``)."""
+    outq: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    return outq
 
 
 def open_fd_count() -> int:
@@ -327,3 +336,39 @@ async def read_to_end(sock: trio.socket.SocketType, seconds: float) -> bytes:
         while data := await sock.recv(65536):
             tail = (tail + data)[-64:]
     return tail
+
+
+#: Bytes that `vanish_behind_unread_bytes` pipelines: more than the server reads behind a stream.
+UNREAD_PIPELINE = 2 * READ_AHEAD_LIMIT + 2**14
+
+
+async def vanish_behind_unread_bytes(port: int, path: str, *, seconds: float = 10.0) -> None:
+    """Open a stream, wait for its first event, make the server stop reading, then reset.
+
+    Behind a running stream h11 is paused, so our server takes at most ``READ_AHEAD_LIMIT``
+    bytes into the protocol (the read that finds it paused) and ``READ_AHEAD_LIMIT`` more into
+    its read-ahead buffer, and then stops reading this client. We pipeline more than both, and
+    wait (at most ``seconds``) until the server's kernel has acknowledged every byte: bytes the
+    server will never read then stand in front of the RST, so it cannot learn of the reset by
+    reading. Only a write that fails tells it that the client has gone.
+
+    (The server's kernel takes all of `UNREAD_PIPELINE` on Linux: its receive buffer starts
+    at 128 KiB, and the server has read 64 KiB or more of it before it stops.)
+    """
+    pipeline = get("/t/ping") * (UNREAD_PIPELINE // len(get("/t/ping")) + 1)
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        await sock.connect(("127.0.0.1", port))
+        await sock.send(get(path))
+        received = b""
+        while b"\ndata: " not in received:
+            data = await sock.recv(65536)
+            if not data:
+                raise AssertionError(f"{path}: closed before the first event: {received!r}")
+            received += data
+        with trio.fail_after(seconds), memoryview(pipeline) as view:
+            sent = 0
+            while sent < len(view):
+                sent += await sock.send(view[sent:])
+            while unacknowledged_bytes(sock):  # noqa: ASYNC110 (kernel state, no event)
+                await trio.sleep(0.01)
+        reset_on_close(sock)

@@ -21,12 +21,11 @@ import trio
 from tests.reliability.apps import Counters, make_app
 from tests.reliability.support import (
     free_port,
-    get,
     open_streams,
     read_to_end,
-    reset_on_close,
     running_server,
     server_process,
+    vanish_behind_unread_bytes,
 )
 from trio_dwex.serving import dropped_writes
 
@@ -95,19 +94,19 @@ async def test_the_dropped_write_count_counts_writes_to_a_client_that_left(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The count that the shutdown test expects to be 0 does count: a stream that writes
-    without pause (``every=0``) is mid-write when its client resets, so the write fails."""
+    without pause (``every=0``) to a client that has reset gets its write dropped.
+
+    The client must be gone *before* the server writes, and the server must have no other way to
+    learn it: our server reads while a stream runs, so it would see a plain RST at once and
+    close the stream before its next write (then no write fails, which made this test fail
+    about 2 runs in 5). So the client first makes the server stop reading it (a pipeline longer
+    than the server reads ahead), and only then resets.
+    """
     caplog.set_level(logging.DEBUG, logger="trio_dwex.serving")
     app = make_app(Counters())
     before = (dropped_writes.closed, dropped_writes.broken)
     async with running_server(app) as port:
-        for _ in range(5):
-            with trio.socket.socket() as sock:
-                await sock.connect(("127.0.0.1", port))
-                await sock.send(get("/t/gen?every=0"))
-                received = b""
-                while b"\ndata: " not in received:
-                    received += await sock.recv(65536)
-                reset_on_close(sock)
+        await vanish_behind_unread_bytes(port, "/t/gen?every=0")
         with trio.fail_after(5):
             while app.streams.open_count:  # noqa: ASYNC110 (server-side state)
                 await trio.sleep(0.01)
