@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 
 import trio
+import trio.testing
 
 from tests.helpers import wait_until
 from tests.reliability.apps import Counters, make_app
@@ -19,6 +20,7 @@ from tests.reliability.support import (
     rss_kib,
     running_server,
     task_count,
+    vanish_behind_unread_bytes,
 )
 from trio_dwex.lowlevel import CloseReason
 from trio_dwex.serving._serve import make_config
@@ -97,3 +99,22 @@ async def test_a_reconnect_burst_is_answered_not_dropped() -> None:
         await settle(app)
     assert done == {"fin": RECONNECT_BURST // 2, "rst": RECONNECT_BURST // 2}
     assert app.streams.opened == RECONNECT_BURST
+
+
+async def test_a_client_that_leaves_while_the_server_is_not_reading_leaks_nothing() -> None:
+    """A client pipelines more than the server reads ahead behind its stream, then resets.
+
+    The server is not reading it then (back-pressure), so only a failing write tells it that
+    the client has gone; from there the whole connection must end, not only the stream. (It
+    once kept its socket, its reader and its feeder task until the server stopped.)
+    """
+    app = make_app(Counters())
+    async with running_server(app) as port:
+        await trio.testing.wait_all_tasks_blocked()  # the server is up and idle
+        fds, tasks = open_fd_count(), task_count()
+        for _ in range(3):
+            await vanish_behind_unread_bytes(port, "/t/gen?every=0")
+        await settle(app, tasks)
+        assert open_fd_count() == fds
+        assert task_count() == tasks
+    assert app.streams.closed[CloseReason.CLIENT_GONE] == 3, app.stats()

@@ -43,7 +43,7 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` ru
   the protocol is told ``Closed()`` (the app sees ``http.disconnect``). A client that
   pipelines more than ``READ_AHEAD_LIMIT`` bytes gets upstream's back-pressure: we stop
   reading, and its disconnect is then only noticed by a failing write (SSE keep-alives make
-  that bounded).
+  that bounded), which also stops the reader, so that the connection ends.
 * bounds every shielded write: the data goes out in chunks of at most :data:`WRITE_CHUNK`
   bytes, each inside ``trio.CancelScope(shield=True, deadline=now + write_timeout)``. A chunk
   that the client does not accept within ``write_timeout`` seconds aborts the connection (RST,
@@ -233,10 +233,15 @@ class _DwexTCPServer(TCPServer):
         # for it to finish once the client has left.
         self._feeder: trio.CancelScope | None = None
         self._feeder_done: trio.Event | None = None
+        # Cancelled once a write found the client gone (see `_connection_lost`).
+        self._reading = trio.CancelScope()
 
     async def _read_data(self) -> None:
         read_ahead = _ReadAhead(READ_AHEAD_LIMIT)
-        read_ahead.end = await self._read_until_end(read_ahead)
+        end: _ReadEnd = "error"  # unless reading ends by itself: a failed write stops it
+        with self._reading:
+            end = await self._read_until_end(read_ahead)
+        read_ahead.end = end
         if self._feeder is None and (read_ahead or read_ahead.end == "eof"):
             self._start_feeder(read_ahead)  # the rest of the bytes, and the EOF for h11
         if (feeder := self._feeder) is not None:
@@ -352,6 +357,10 @@ class _DwexTCPServer(TCPServer):
             if abort:
                 await self._abort()
             await self.protocol.handle(Closed())
+        # The reader may be waiting for room in a full read-ahead buffer behind a paused
+        # protocol, where it would never see the client leave: the connection (its socket,
+        # its tasks) would outlive the client until the server stops.
+        self._reading.cancel()
 
     async def _send_all_with_progress_deadline(self, data: bytes) -> bool:
         """Send ``data``; ``False`` if a chunk made no progress within ``write_timeout``.
