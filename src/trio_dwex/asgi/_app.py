@@ -5,6 +5,13 @@ code, so a rejected SSE request never opens a stream); the stream limit for SSE 
 interceptors around parameter conversion and the handler; then the handler's result becomes
 a response. Lifespan startup enters the providers that are async context managers, and
 shutdown closes every open stream before it exits them.
+
+What a result becomes does not depend on the method: a stream (an `SseStream`, an async
+iterable, an `EventSourceResponse` built by the handler) is an event stream on any route,
+counted by the app and ended at its shutdown; a `Response` is sent as it is; anything else is
+JSON (text for ``str``, 204 for ``None`` on plain routes). ``@Sse`` declares that a route
+streams, so its limit is checked before the handler runs and its stream options apply; a
+plain route whose handler returns a stream is checked when it does, under the app's options.
 """
 
 from __future__ import annotations
@@ -116,12 +123,19 @@ class DwexApp:
         context = ExecutionContext(request, route.controller_class, route.handler)
         await run_guards(route.guards, context)
         if route.kind != "sse":
-            result, _ = await self._call(route, request, context)
-            return _to_response(result)
+            result, returned = await self._call(route, request, context)
+            if not is_stream(result):
+                return _to_response(result)
+            # Only now is it known to stream: the limit is checked here, with no await between
+            # this check and the stream's registration, as below.
+            await self._admit_late(result, returned)
+            return self._to_stream(route, result, returned)
         self._check_stream_limit()
         self._starting_streams += 1
         try:
             result, returned = await self._call(route, request, context)
+            if result is not None and not is_stream(result):
+                return _to_response(result)  # this request is answered once (JSON or other)
             return self._to_stream(route, result, returned)
         finally:
             # The stream registers with the tracker as soon as its response runs, with no
@@ -155,16 +169,31 @@ class DwexApp:
                 f"too many open event streams (max_streams={limit}); retry later", headers=retry
             )
 
+    async def _admit_late(self, result: object, returned: object) -> None:
+        """The stream limit for a stream that a plain route returned; a refused one is let go."""
+        try:
+            self._check_stream_limit()
+        except ServiceUnavailableException:
+            await _let_go(result)
+            if returned is not result:
+                await _let_go(returned)
+            raise
+
     def _to_stream(self, route: RoutePlan, result: object, returned: object) -> EventSourceResponse:
+        stream_settings, headers = self._route_streams.get(id(route), (self.settings.streams, None))
+        if isinstance(result, EventSourceResponse):
+            # Built by the handler: counted and ended at shutdown like any stream of the app,
+            # and the options it was not given are the route's and the app's.
+            result.track(self.streams, defaults=stream_settings, headers=headers)
+            return result
         if not isinstance(result, SseStream | AsyncIterable):
             raise TypeError(
-                f"SSE handler {route.name} returned {type(result).__name__}; make it an async "
-                "generator or return an SseStream"
+                f"SSE handler {route.name} returned {type(result).__name__}; yield events, "
+                "return an SseStream, or return a Response or a value to answer once"
             )
         # An interceptor may have wrapped the handler's SseStream: its tasks and callbacks
         # still belong to this response.
         owner = returned if isinstance(returned, SseStream) and returned is not result else None
-        stream_settings, headers = self._route_streams[id(route)]
         return EventSourceResponse(
             result,
             settings=stream_settings,
@@ -196,6 +225,26 @@ def _stream_options(app_wide: StreamSettings, route: RoutePlan) -> tuple[StreamS
     options: dict[str, Any] = dict(route.sse_options)
     headers = options.pop("headers", None)
     return (replace(app_wide, **options) if options else app_wide), headers
+
+
+def is_stream(result: object) -> bool:
+    """Whether a handler's result is answered with an event stream, on whatever route."""
+    return isinstance(result, SseStream | EventSourceResponse | AsyncIterable)
+
+
+async def _let_go(stream: object) -> None:
+    """Close a stream that will never run, so that no generator is left to the collector.
+
+    It never started: an async generator's body has not run (closing it runs no ``finally``),
+    and an `SseStream`'s tasks were never started.
+    """
+    source = stream.source if isinstance(stream, EventSourceResponse) else stream
+    if isinstance(source, SseStream):
+        source.close()
+        return
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _to_response(result: object) -> Response:
