@@ -24,7 +24,7 @@ Environment: ``CHAT_API_KEY`` is the one key accepted (default ``sk-test``), as
 (default 0.02), so that a stream can be watched, or held open by a test.
 
 The route is one ``@Sse(..., method="POST")`` handler that returns either the events (an async
-generator) or the completion (a dict): see docs/streaming-any-method.md.
+generator) or the completion (a ``JSONResponse``): see docs/streaming-any-method.md.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from trio_dwex import (
     Get,
     HttpException,
     Injectable,
+    JSONResponse,
     Module,
     Provider,
     Response,
@@ -303,28 +304,30 @@ class ChatController:
     @Sse("chat/completions", method="POST")
     async def completions(
         self, body: Annotated[dict[str, Any], Body()]
-    ) -> AsyncIterator[SseEvent] | dict[str, Any]:
+    ) -> AsyncIterator[SseEvent] | JSONResponse:
         """A chat completion: streamed if the request says ``"stream": true``, else JSON."""
         request = ChatRequest.parse(body)
         if request.stream:
             return self.chunks(request)
         async with aclosing(self.model.generate(request.prompt)) as words:
             reply = "".join([word async for word in words])
-        return {
-            "id": request.id,
-            "object": "chat.completion",
-            "created": request.created,
-            "model": request.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": reply, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": usage(request, len(words_of(reply))),
-        }
+        return JSONResponse(
+            {
+                "id": request.id,
+                "object": "chat.completion",
+                "created": request.created,
+                "model": request.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage(request, len(words_of(reply))),
+            }
+        )
 
     async def chunks(self, request: ChatRequest) -> AsyncIterator[SseEvent]:
         """The streamed answer: the role, a chunk per word, the finish reason, then ``[DONE]``."""

@@ -40,6 +40,7 @@ from trio_dwex import (
     Put,
     Req,
     Request,
+    Response,
     Settings,
     Sse,
     SseEvent,
@@ -87,7 +88,7 @@ class Brackets:
 
     async def intercept(self, context: ExecutionContext, call_next: CallNext) -> Any:
         result = await call_next()
-        if isinstance(result, dict):
+        if isinstance(result, Response):
             return result
 
         def bracket(event: SseEvent) -> SseEvent:
@@ -377,22 +378,28 @@ class AskController:
     @Sse(method="POST")
     async def ask(
         self, question: Annotated[Question, Body()], request: Annotated[Request, Req()]
-    ) -> AsyncIterator[SseEvent] | dict[str, str]:
+    ) -> AsyncIterator[SseEvent] | JSONResponse:
         wanted = request.best_match("application/json", "text/event-stream")
         if question.stream or wanted == "text/event-stream":
             return self._words(question.text)
-        return {"answer": question.text}
+        return JSONResponse({"answer": question.text})
 
     @Sse("created", method="POST")
     async def created(self) -> JSONResponse:
         return JSONResponse({"id": 7}, 201, headers={"Location": "/ask/7"})
+
+    @Sse("mistake", method="POST")
+    async def mistake(self) -> list[int]:
+        return [1, 2, 3]  # a list is not a stream, and answering once takes a Response
 
     async def _words(self, text: str) -> AsyncIterator[SseEvent]:
         for word in text.split():
             yield SseEvent(data=word, event="word")
 
 
-async def test_one_route_answers_json_or_a_stream_per_request() -> None:
+async def test_one_route_answers_json_or_a_stream_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app = make_app(Log(), AskController)
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
         response = await client.post("/ask", json={"text": "two words"})
@@ -415,7 +422,11 @@ async def test_one_route_answers_json_or_a_stream_per_request() -> None:
         assert response.status_code == 201
         assert response.headers["location"] == "/ask/7"
         assert response.json() == {"id": 7}
+
+        response = await client.post("/ask/mistake")
+        assert response.status_code == 500
     assert app.stats()["opened"] == 2  # the JSON answers took no stream
+    assert "SSE handler AskController.mistake returned list" in caplog.text
 
 
 # -- bad input: a clear 4xx before any stream, nothing logged, the server unaffected --------------

@@ -8,10 +8,12 @@ shutdown closes every open stream before it exits them.
 
 What a result becomes does not depend on the method: a stream (an `SseStream`, an async
 iterable, an `EventSourceResponse` built by the handler) is an event stream on any route,
-counted by the app and ended at its shutdown; a `Response` is sent as it is; anything else is
-JSON (text for ``str``, 204 for ``None`` on plain routes). ``@Sse`` declares that a route
-streams, so its limit is checked before the handler runs and its stream options apply; a
-plain route whose handler returns a stream is checked when it does, under the app's options.
+counted by the app and ended at its shutdown, and a `Response` is sent as it is. On a plain
+route anything else is JSON (text for ``str``, 204 for ``None``); on an ``@Sse`` route it is a
+mistake (a 500, logged), since answering once there is a decision the handler states by
+returning a `Response`. ``@Sse`` declares that a route streams, so its limit is checked before
+the handler runs and its stream options apply; a plain route whose handler returns a stream is
+checked when it does, under the app's options.
 """
 
 from __future__ import annotations
@@ -134,8 +136,8 @@ class DwexApp:
         self._starting_streams += 1
         try:
             result, returned = await self._call(route, request, context)
-            if result is not None and not is_stream(result):
-                return _to_response(result)  # this request is answered once (JSON or other)
+            if isinstance(result, Response):
+                return result  # the handler chose to answer this request once
             return self._to_stream(route, result, returned)
         finally:
             # The stream registers with the tracker as soon as its response runs, with no
@@ -188,8 +190,9 @@ class DwexApp:
             return result
         if not isinstance(result, SseStream | AsyncIterable):
             raise TypeError(
-                f"SSE handler {route.name} returned {type(result).__name__}; yield events, "
-                "return an SseStream, or return a Response or a value to answer once"
+                f"SSE handler {route.name} returned {type(result).__name__}; yield events or "
+                "return an SseStream (or return a Response, such as a JSONResponse, to answer "
+                "this request once)"
             )
         # An interceptor may have wrapped the handler's SseStream: its tasks and callbacks
         # still belong to this response.

@@ -229,9 +229,10 @@ def Sse(
 
     The handler is an async generator function (each ``yield`` is an event), or a plain or
     async function returning an ``SseStream``, an ``EventSourceResponse`` or any async
-    iterable of events. Such a function may instead return a ``Response`` or a plain value
-    (answered as JSON, as on ``@Get``), which is how one route answers JSON or a stream,
-    decided per request.
+    iterable of events. Such a function may instead return a ``Response`` (a ``JSONResponse``
+    for JSON), which answers that request once: this is how one route answers JSON or a
+    stream, decided per request. Any other value is a mistake (a list is not a stream), which
+    the client sees as a 500 and the log explains.
 
     ``method`` is ``GET`` (what a browser's ``EventSource`` sends) unless given: ``POST``,
     ``PUT``, ``PATCH`` or ``DELETE`` streams the answer to a request with a body, read with
