@@ -11,6 +11,7 @@ through the CORS preflight that a POST with ``Authorization`` and a JSON body ne
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -18,10 +19,12 @@ import trio
 from examples import chat
 from tests.clients.test_chromium import CHROMIUM_FLAGS, PAGE_TIMEOUT_MS
 from tests.clients.tools import require_binary, static_page
+from tests.docs.test_docs import parse_blocks
 from tests.helpers import wait_until
 from trio_dwex import CorsSettings, DwexApp, Settings
 from trio_dwex.testing import serve_app
 
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-browser"
 #: Seconds per word: a reply of ten words takes half a second, long enough to be seen mid-way.
 TOKEN_DELAY = 0.05
@@ -127,3 +130,13 @@ async def test_chromium_streams_a_post_with_fetch_and_a_readable_stream() -> Non
     assert crossed["error"] is None
     assert crossed["reply"] == PROMPT
     assert cross.stats()["opened"] == 1
+
+
+def test_the_docs_show_the_pages_own_reader() -> None:
+    """docs/streaming-any-method.md shows the page's reader, tagged no-run: this test is what
+    runs it, so the copy must be the page's, line for line."""
+    docs = ROOT / "docs" / "streaming-any-method.md"
+    name = "docs/streaming-any-method.md"
+    blocks = [b for b in parse_blocks(docs.read_text(encoding="utf-8"), name) if b.language == "js"]
+    assert [block.no_run is not None for block in blocks] == [True]
+    assert blocks[0].code in chat.PAGE.read_text(encoding="utf-8")
