@@ -286,6 +286,14 @@ class PlainStreams:
 
         return EventSourceResponse(quiet(), keepalive=60, headers={"X-Own": "own"})
 
+    @Sse("route-options", method="POST", keepalive=0.05)
+    def route_options(self) -> EventSourceResponse:
+        async def quiet() -> AsyncIterator[str]:
+            yield "first"
+            await trio.sleep_forever()
+
+        return EventSourceResponse(quiet())
+
     async def _generate(self, text: str) -> AsyncIterator[str]:
         try:
             self.log.calls.append(f"{text} started")
@@ -333,6 +341,42 @@ async def test_a_response_built_by_hand_takes_the_app_settings_and_ends_at_shutd
         await wait_until(lambda: "forever closed" in log.calls)
         assert app.stats()["closed"]["shutdown"] == 1
         app.streams.accept_new()
+
+
+async def test_a_response_built_by_hand_takes_its_routes_options() -> None:
+    app = make_app(Log(), PlainStreams, streams=StreamSettings(keepalive=100))
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        async with open_stream(client, "/plain/route-options", method="POST") as stream:
+            assert (await stream.next_event()).data == "first"
+            with trio.fail_after(2):  # the route's keep-alive, over the app's
+                while b": keep-alive" not in stream.raw:
+                    await stream.next_chunk()
+
+
+async def test_a_server_shutdown_ends_a_hand_built_post_stream_at_once_and_cleanly() -> None:
+    log = Log()
+    app = make_app(log, PlainStreams)
+    reading = trio.Event()
+    rest: list[bytes] = []
+
+    async def read(url: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            async with open_stream(client, "/plain/forever", method="POST") as stream:
+                await stream.next_event()
+                reading.set()
+                rest.append(await stream.rest())  # raises if the server cuts the connection
+
+    with trio.fail_after(8):
+        async with trio.open_nursery() as nursery:
+            async with serve_app(app, graceful_timeout=30) as url:
+                nursery.start_soon(read, url)
+                await reading.wait()
+                stopping = trio.current_time()
+            # Not the graceful timeout: the app ended its stream as the server began to stop.
+            assert trio.current_time() - stopping < 5
+    assert rest == [b""]
+    assert "forever closed" in log.calls
+    assert app.stats()["closed"]["shutdown"] == 1
 
 
 async def test_a_response_built_by_hand_keeps_its_own_options_over_the_routes() -> None:
