@@ -78,6 +78,7 @@ def fuzz(session: nox.Session) -> None:
         "pytest",
         "tests/wire/test_roundtrip.py",
         "tests/reliability/test_fuzz.py",
+        "tests/broadcast/test_last_event_id.py",
         *session.posargs,
         env={"HYPOTHESIS_EXAMPLES": "100000"},
     )

@@ -37,7 +37,7 @@ from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypedDict
 
 import trio
 
@@ -52,6 +52,7 @@ from trio_dwex import (
     Headers,
     Injectable,
     Module,
+    OpenAPISettings,
     Param,
     Post,
     Provider,
@@ -80,6 +81,49 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# -- The events the streams send: each stream route declares its own (docs/openapi.md) -------
+
+
+class Message(TypedDict):
+    """A line of text for people: a greeting, or a goodbye."""
+
+    message: str
+
+
+class Update(TypedDict):
+    count: int
+    #: When the update was made, ISO 8601 (UTC).
+    timestamp: str
+
+
+class Tick(TypedDict):
+    time: str
+    count: int
+
+
+class Count(TypedDict):
+    count: int
+
+
+class Alert(TypedDict):
+    title: str
+    body: str
+    #: Milliseconds since the Unix epoch.
+    timestamp: int
+
+
+class Status(TypedDict):
+    status: Literal["started", "ended"]
+
+
+class Item(TypedDict):
+    item: int
+
+
+class Failure(TypedDict):
+    error: str
+
+
 # -- Approach 1 and 2, event fields, Last-Event-ID, error handling: /events/... --------------
 
 
@@ -100,7 +144,7 @@ class EventsController:
         # Not ``self.data``: that would shadow the ``data`` handler below.
         self.data_service = data_service
 
-    @Sse("updates")
+    @Sse("updates", events={"connected": Message, "update": Update, "complete": Message})
     async def updates(self) -> AsyncIterator[SseEvent]:
         """Approach 1: an async generator."""
         yield SseEvent(data={"message": "Connected"}, event="connected")
@@ -109,7 +153,7 @@ class EventsController:
             await trio.sleep(TICK)
         yield SseEvent(data={"message": "Stream complete"}, event="complete")
 
-    @Sse("time")
+    @Sse("time", events={"time": Tick})
     def time(self) -> SseStream:
         """Approach 2: an SseStream fed by a task that runs in the stream's own nursery."""
         stream = SseStream()
@@ -123,14 +167,14 @@ class EventsController:
         stream.start_soon(tick)  # cancelled by itself if the client leaves first
         return stream
 
-    @Sse("countdown")
+    @Sse("countdown", events={"countdown": Count, "complete": Message})
     async def countdown(self) -> AsyncIterator[SseEvent]:
         for i in range(10, 0, -1):
             yield SseEvent(data={"count": i}, event="countdown", id=str(10 - i + 1))
             await trio.sleep(TICK)
         yield SseEvent(data={"message": "Countdown complete!"}, event="complete")
 
-    @Sse("notifications")
+    @Sse("notifications", events={"notification": Alert})
     async def notifications(self) -> AsyncIterator[SseEvent]:
         """One event with every field."""
         yield SseEvent(
@@ -141,7 +185,7 @@ class EventsController:
             comment="User notification event",
         )
 
-    @Sse("resumable")
+    @Sse("resumable", events={"message": Count})
     async def resumable(
         self, last_event_id: Annotated[str | None, Headers("last-event-id")] = None
     ) -> AsyncIterator[SseEvent]:
@@ -166,7 +210,7 @@ class EventsController:
             yield SseEvent(data={"count": i}, id=str(i), retry=3000)
             await trio.sleep(TICK)
 
-    @Sse("data")
+    @Sse("data", events={"start": Status, "data": Item, "error": Failure, "end": Status})
     async def data(self) -> AsyncIterator[SseEvent]:
         """Errors become an event, and the stream still says goodbye."""
         try:
@@ -202,9 +246,30 @@ def current_rss() -> int:
         return peak_rss()
 
 
+class CpuTime(TypedDict):
+    """Seconds of CPU time the process has used since it started."""
+
+    user: float
+    system: float
+
+
+class Memory(TypedDict):
+    """Bytes of RAM: ``rss`` is the resident set now, ``maxRss`` the peak so far."""
+
+    rss: int
+    maxRss: int
+
+
+class Metrics(TypedDict):
+    cpu: CpuTime
+    memory: Memory
+    #: Seconds since the process started.
+    uptime: float
+
+
 @Controller("monitoring")
 class MonitoringController:
-    @Sse("metrics")
+    @Sse("metrics", events={"metrics": Metrics})
     def metrics(self) -> SseStream:
         stream = SseStream()
 
@@ -230,9 +295,21 @@ class MonitoringController:
 # -- Progress tracking: /jobs/progress/:jobId ---------------------------------------------------
 
 
+class Started(TypedDict):
+    status: Literal["started"]
+    progress: int
+
+
+class Progress(TypedDict):
+    jobId: str
+    #: Percent done, 0 to 100.
+    progress: int
+    status: Literal["running", "completed"]
+
+
 @Controller("jobs")
 class JobsController:
-    @Sse("progress/:jobId")
+    @Sse("progress/:jobId", events={"start": Started, "progress": Progress, "complete": Progress})
     async def progress(self, job_id: Annotated[str, Param("jobId")]) -> AsyncIterator[SseEvent]:
         # The id becomes part of event ids: refuse what could not travel in one (CR, LF, NUL).
         if not JOB_ID.fullmatch(job_id):
@@ -296,12 +373,18 @@ class ActivityIn:
     activity: str
 
 
+class Activity(TypedDict):
+    userId: str
+    activity: str
+    timestamp: int
+
+
 @Controller("activity")
 class ActivityController:
     def __init__(self, activity: ActivityService) -> None:
         self.activity = activity
 
-    @Sse("stream")
+    @Sse("stream", events={"activity": Activity})
     def stream(self) -> SseStream:
         stream = SseStream()
         # Every stream queues the same event: its bytes were encoded once, when it was built.
@@ -346,6 +429,9 @@ class AuthGuard:
     The user a handler acts for comes from here, never from the request's own say-so (a query
     parameter, a body field): those are the client's claims, which handlers check against it.
     """
+
+    #: The OpenAPI document marks the routes this guard protects as needing a bearer token.
+    security_scheme = "bearer"
 
     def __init__(self, config: GuideConfig) -> None:
         self.users = {token.encode(): user for token, user in config.users.items()}
@@ -483,7 +569,7 @@ class NotificationsController:
     def __init__(self, notifications: NotificationService) -> None:
         self.notifications = notifications
 
-    @Sse("stream")
+    @Sse("stream", events={"connected": Message, "notification": Notification})
     def stream(
         self, user_id: Annotated[str, Query("userId")], req: Annotated[Request, Req()]
     ) -> AsyncIterator[SseEvent]:
@@ -511,7 +597,7 @@ class PrivateEventsController:
     def __init__(self, notifications: NotificationService) -> None:
         self.notifications = notifications
 
-    @Sse("notifications")
+    @Sse("notifications", events={"connected": Message, "notification": Notification})
     @UseGuards(AuthGuard)
     def notifications_for_user(self, req: Annotated[Request, Req()]) -> AsyncIterator[SseEvent]:
         return notification_events(self.notifications, req.user.id)
@@ -565,14 +651,24 @@ def make_app(broadcast: str | None = None) -> DwexApp:
 
     Each call makes a new app: two apps on one Redis URL behave like two worker processes.
     """
-    return create_app(
-        guide_module(broadcast),
-        settings=Settings(cors=CorsSettings(allow_origins=("*",))),
+    return create_app(guide_module(broadcast), settings=guide_settings())
+
+
+def guide_settings() -> Settings:
+    """Any origin may read the streams; the OpenAPI document says who the API is."""
+    return Settings(
+        cors=CorsSettings(allow_origins=("*",)),
+        openapi=OpenAPISettings(
+            title="trio-dwex guide",
+            version="1.0.0",
+            description="Every example of the SSE guide, each stream with its declared events.",
+            security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        ),
     )
 
 
 AppModule = guide_module(BROADCAST)
-app = create_app(AppModule, settings=Settings(cors=CorsSettings(allow_origins=("*",))))
+app = create_app(AppModule, settings=guide_settings())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,13 +35,14 @@ from ._unset import UNSET
 from .asgi._app import DwexApp, create_app
 from .asgi._request import Request
 from .asgi._responses import EventSourceResponse, JSONResponse, Response
-from .asgi._settings import CorsSettings, Settings
+from .asgi._settings import CorsSettings, OpenAPISettings, Settings
 from .asgi._types import ASGIApp
 from .framework import (
     Body,
     CallNext,
     Controller,
     Delete,
+    EventContractError,
     ExecutionContext,
     Get,
     Headers,
@@ -60,7 +61,7 @@ from .framework import (
     map_events,
 )
 from .serving import run, serve
-from .streams._runner import StreamSettings
+from .streams._settings import StreamSettings
 from .streams._stream import OverflowPolicy, SseStream
 from .wire._sse import SseEvent
 
@@ -77,6 +78,7 @@ __all__ = [
     "Delete",
     "DwexApp",
     "DwexError",
+    "EventContractError",
     "EventSourceResponse",
     "ExecutionContext",
     "ForbiddenException",
@@ -89,6 +91,7 @@ __all__ = [
     "MethodNotAllowedException",
     "Module",
     "NotFoundException",
+    "OpenAPISettings",
     "OverflowPolicy",
     "Param",
     "Patch",

@@ -2,19 +2,16 @@
 
 An app author rarely needs these. They are here for whoever runs a stream without the
 framework (`run_stream` and an `EventSink` of their own), counts streams (`StreamTracker`),
-writes an interceptor that wraps a stream's source (`aclose_iterator`, `to_event`), or tunes
-the server process (`tune_gc`, `dropped_writes`).
+reads a stream's lifecycle (`StreamState`, `CloseReason`), writes an interceptor that wraps a
+stream's source (`aclose_iterator`, `to_event`), or tunes the server process (`tune_gc`,
+`dropped_writes`).
 """
 
 from .serving import DEFAULT_GC_THRESHOLD, DroppedWrites, dropped_writes, tune_gc
-from .streams._runner import (
-    CloseReason,
-    EventSink,
-    StreamStats,
-    StreamTracker,
-    aclose_iterator,
-    run_stream,
-)
+from .streams._iterators import aclose_iterator
+from .streams._runner import EventSink, run_stream
+from .streams._state import CloseReason, StreamState
+from .streams._tracker import StreamStats, StreamTracker
 from .wire._sse import json_serializer, to_event
 
 __all__ = [
@@ -22,6 +19,7 @@ __all__ = [
     "CloseReason",
     "DroppedWrites",
     "EventSink",
+    "StreamState",
     "StreamStats",
     "StreamTracker",
     "aclose_iterator",

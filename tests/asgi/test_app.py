@@ -274,6 +274,20 @@ class Upper:
         return map_events(source, upper)
 
 
+@Injectable()
+class UpperByHand:
+    """`Upper` without `map_events`: an async generator of the interceptor's own."""
+
+    async def intercept(self, context: ExecutionContext, call_next: CallNext) -> Any:
+        source = await call_next()
+
+        async def upper() -> AsyncIterator[SseEvent]:
+            async for event in source:
+                yield SseEvent(data=str(event.data).upper(), event=event.event)
+
+        return upper()
+
+
 @Controller("guarded")
 class GuardedController:
     def __init__(self, recorder: Recorder) -> None:
@@ -307,11 +321,16 @@ class GuardedController:
         stream.on_close(lambda: self.recorder.calls.append("stream closed"))
         return stream
 
+    @Sse("shout-stream-by-hand")
+    @UseInterceptors(UpperByHand)
+    def shout_stream_by_hand(self) -> SseStream:
+        return self.shout_stream()
+
 
 def guarded_app(recorder: Recorder, **settings: Any) -> Any:
     @Module(
         controllers=[GuardedController],
-        providers=[SlowGuard, Upper, Provider(Recorder, use_value=recorder)],
+        providers=[SlowGuard, Upper, UpperByHand, Provider(Recorder, use_value=recorder)],
     )
     class AppModule: ...
 
@@ -347,6 +366,16 @@ async def test_interceptors_wrap_the_event_iterator_of_both_kinds_of_sse_route()
         events = await read_all_events(client, "/guarded/shout-stream")
         assert [e.data for e in events] == ["FROM A TASK"]
         assert "stream closed" in recorder.calls
+
+
+async def test_an_interceptors_own_generator_over_an_sse_stream_keeps_its_task_and_callback() -> (
+    None
+):
+    recorder = Recorder()
+    async with serve_app(guarded_app(recorder)) as url, httpx.AsyncClient(base_url=url) as client:
+        events = await read_all_events(client, "/guarded/shout-stream-by-hand")
+        assert [e.data for e in events] == ["FROM A TASK"]
+        assert recorder.calls == ["stream closed"]
 
 
 async def test_max_streams_answers_503_with_retry_after() -> None:

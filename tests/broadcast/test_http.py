@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import Annotated
 
 import httpx
 import pytest
@@ -19,6 +20,8 @@ from examples.activity_broadcast import make_app
 from tests.broadcast.conftest import RedisServer
 from tests.broadcast.proxy import TcpProxy
 from tests.helpers import LiveStream, open_stream
+from trio_dwex import Body, Controller, DwexApp, Module, Post, Provider, create_app
+from trio_dwex.broadcast import Broadcast, MemoryBackend, RedisBackend
 from trio_dwex.testing._client import EventSource
 from trio_dwex.testing._server import serve_app
 from trio_dwex.wire._decoder import MessageEvent
@@ -180,3 +183,83 @@ async def test_redis_killed_and_restarted_mid_stream_loses_no_retained_event(
 def ordered(ids: Sequence[str | None]) -> bool:
     keys = [tuple(map(int, (i or "").split("-"))) for i in ids]
     return keys == sorted(set(keys))
+
+
+HOSTILE_HEADERS = [
+    "9" * 4301 + "-1",  # past Python's int-string conversion limit (both backends: a 500)
+    "18446744073709551616-0",  # 2**64: past Redis's stream ids (Redis: a 500)
+    "1-18446744073709551616",
+    "garbage",
+]
+
+
+@pytest.mark.parametrize("last_event_id", HOSTILE_HEADERS, ids=lambda text: text[:24])
+async def test_a_hostile_last_event_id_header_gets_a_reset_then_live_events(
+    cluster: Cluster, last_event_id: str
+) -> None:
+    # An EventSource cannot change the header it reconnects with, so an id that is no id of
+    # the topic gets what an id from before a restart gets: a reset, whose id replaces it.
+    latest = await cluster.publish("before")
+    async with open_stream(
+        cluster.b, "/activity/stream", headers={"last-event-id": last_event_id}
+    ) as stream:
+        assert stream.response.status_code == 200
+        with trio.fail_after(10):
+            reset = await stream.next_event()
+        assert reset.type == "reset"
+        assert reset.id == latest
+        assert json.loads(reset.data)["reason"] == "unknown"
+        assert len(json.loads(reset.data)["lastEventId"]) <= 103
+        await until_subscribed(cluster, stream)
+
+
+async def test_a_non_ascii_last_event_id_header_gets_a_reset(cluster: Cluster) -> None:
+    latest = await cluster.publish("before")
+    async with open_stream(
+        cluster.b, "/activity/stream", headers={"last-event-id": b"\xff\xfe-\x80"}
+    ) as stream:
+        with trio.fail_after(10):
+            reset = await stream.next_event()
+    assert (reset.type, reset.id) == ("reset", latest)
+
+
+def small_topic_app(broadcast: str) -> DwexApp:
+    """An app whose topic keeps 4,000 bytes: a larger event is refused."""
+
+    @Controller("notes")
+    class NotesController:
+        def __init__(self, hub: Broadcast) -> None:
+            self.hub = hub
+
+        @Post()
+        async def publish(self, body: Annotated[dict[str, str], Body()]) -> dict[str, str]:
+            return {"id": await self.hub.publish("notes", body)}
+
+    def hub() -> Broadcast:
+        if broadcast == "memory://":
+            return Broadcast(MemoryBackend(retain_bytes=4_000))
+        return Broadcast(RedisBackend(broadcast, retain_bytes=4_000))
+
+    @Module(controllers=[NotesController], providers=[Provider(Broadcast, use_factory=hub)])
+    class NotesModule:
+        pass
+
+    return create_app(NotesModule)
+
+
+async def test_an_event_larger_than_its_topic_keeps_is_a_413(
+    backend_kind: str, request: pytest.FixtureRequest
+) -> None:
+    url = "memory://"
+    if backend_kind == "redis":
+        url = request.getfixturevalue("redis_server").url
+    async with (
+        serve_app(small_topic_app(url)) as base,
+        httpx.AsyncClient(base_url=base, timeout=20) as client,
+    ):
+        refused = await client.post("/notes", json={"text": "x" * 5_000})
+        kept = await client.post("/notes", json={"text": "x" * 1_000})
+    assert refused.status_code == 413
+    assert refused.json()["statusCode"] == 413
+    assert "retain_bytes" in refused.json()["message"]
+    assert kept.status_code in (200, 201)

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 import trio
 
 from tests.broadcast.conftest import BackendFactory
 from tests.helpers import wait_until
+from trio_dwex import HttpException, OverflowPolicy, StreamSettings
 from trio_dwex.broadcast import (
     RESET_EVENT,
     Broadcast,
+    EventTooLarge,
     MemoryBackend,
     Subscription,
 )
 from trio_dwex.broadcast._backend import parse_stream_id
-from trio_dwex.streams._runner import CloseReason, StreamSettings, run_stream
-from trio_dwex.streams._stream import OverflowPolicy
+from trio_dwex.lowlevel import CloseReason, run_stream
+from trio_dwex.streams._runner import TaskStarter
 from trio_dwex.wire._decoder import SseDecoder
 from trio_dwex.wire._sse import SseEvent
 
@@ -259,11 +262,12 @@ class StallingSink:
             await trio.sleep_forever()
         self.writes.append(data)
 
-    async def wait_disconnect(self) -> None:
-        await self.gone.wait()
+    def notify_disconnect(self, callback: Callable[[], object], start_soon: TaskStarter) -> None:
+        start_soon(self.watch_disconnect, callback)  # as a sink that can only wait does
 
-    def notify_disconnect(self, callback: object) -> bool:
-        return False  # the runner then waits in wait_disconnect, in a task
+    async def watch_disconnect(self, callback: Callable[[], object]) -> None:
+        await self.gone.wait()
+        callback()
 
 
 async def test_hub_stream_replays_then_streams_and_unsubscribes_on_disconnect(
@@ -323,3 +327,109 @@ async def test_idle_topics_whose_events_aged_out_are_forgotten() -> None:
         async with hub.subscribe("user-7", last_event_id=old[7]) as late:
             (reset,) = await take(late, 1)
         assert reset.event == RESET_EVENT
+
+
+# -- bytes ------------------------------------------------------------------------------------
+
+
+def text_of(size: int, n: int) -> str:
+    """Data whose event is about ``size`` bytes, starting with ``n`` to tell them apart."""
+    return f"{n}:".ljust(size, "x")
+
+
+async def test_retention_is_bounded_in_bytes(make_backend: BackendFactory) -> None:
+    # 40 events of 1 kB, and a topic that keeps 8 kB: an early id is too old, a recent one is
+    # replayed whole. (Redis trims after a quarter of retain_bytes published, and keeps its
+    # newest entries by bytes: what it holds varies a little, within the bound.)
+    async with Broadcast(make_backend(retain_bytes=8_000)) as hub:
+        ids = [await hub.publish("t", text_of(1_000, n)) for n in range(40)]
+        async with hub.subscribe("t", last_event_id=ids[0]) as old:
+            await hub.publish("t", "live")
+            reset, live = await take(old, 2)
+        async with hub.subscribe("t", last_event_id=ids[36]) as recent:
+            replayed = await take(recent, 4)
+    assert (reset.event, json.loads(reset.data)["reason"]) == (RESET_EVENT, "too_old")
+    assert live.data == "live"
+    assert [e.id for e in replayed[:3]] == ids[37:]
+    assert replayed[3].data == "live"
+
+
+async def test_an_event_larger_than_a_topic_keeps_is_refused_with_a_413(
+    make_backend: BackendFactory,
+) -> None:
+    async with Broadcast(make_backend(retain_bytes=4_000)) as hub:
+        before = [await hub.publish("t", text_of(500, n)) for n in range(3)]
+        async with hub.subscribe("t") as subscription:
+            with pytest.raises(EventTooLarge) as refused:
+                await hub.publish("t", text_of(5_000, 99))
+            after = await hub.publish("t", "small")
+            (live,) = await take(subscription, 1)
+        # Nothing was published, and nothing was evicted to make room.
+        async with hub.subscribe("t", last_event_id=before[0]) as replaying:
+            replayed = await take(replaying, 3)
+    assert isinstance(refused.value, HttpException)
+    assert refused.value.status == 413
+    assert (refused.value.topic, refused.value.limit) == ("t", 4_000)
+    assert refused.value.size > 5_000
+    assert "retain_bytes" in refused.value.message
+    assert live.id == after
+    assert [e.id for e in replayed] == [*before[1:], after]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (OverflowPolicy.CLOSE, [0, 1, 2]),
+        (OverflowPolicy.DROP_NEWEST, [0, 1, 2]),
+        (OverflowPolicy.DROP_OLDEST, [7, 8, 9]),
+    ],
+)
+async def test_a_subscriber_buffer_is_bounded_in_bytes_under_each_policy(
+    policy: OverflowPolicy, expected: list[int]
+) -> None:
+    # Room for 100 events, but only 3 of these in 1,000 bytes: the bytes decide.
+    async with Broadcast(
+        subscriber_buffer=100, subscriber_buffer_bytes=1_000, overflow=policy
+    ) as hub:
+        async with hub.subscribe("t") as slow:
+            for n in range(10):
+                await hub.publish("t", text_of(300, n))
+            events = await take(slow, 3)
+            assert slow.overflowed is (policy is OverflowPolicy.CLOSE)
+            if policy is OverflowPolicy.CLOSE:
+                assert [e async for e in slow] == []  # it ended after what it had
+    assert [int(e.data.split(":")[0]) for e in events] == expected
+
+
+async def test_an_empty_subscriber_buffer_takes_any_one_event() -> None:
+    async with Broadcast(subscriber_buffer_bytes=100) as hub, hub.subscribe("t") as slow:
+        await hub.publish("t", text_of(5_000, 0))
+        await hub.publish("t", "x")  # no room behind it: the subscription ends
+        events = [event async for event in slow]
+    assert [len(e.data) for e in events] == [5_000]
+    assert slow.overflowed
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"subscriber_buffer_bytes": 0}, {"subscriber_buffer_bytes": 1.5}],
+)
+def test_the_byte_bound_of_a_subscriber_is_checked(setting: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="subscriber_buffer_bytes"):
+        Broadcast(**setting)  # type: ignore[arg-type]
+
+
+def test_the_byte_bound_of_a_memory_topic_is_checked() -> None:
+    with pytest.raises(ValueError, match="retain_bytes"):
+        MemoryBackend(retain_bytes=0)
+
+
+async def test_a_reset_repeats_at_most_a_hundred_characters_of_the_id(
+    make_backend: BackendFactory,
+) -> None:
+    async with Broadcast(make_backend()) as hub:
+        await hub.publish("t", "x")
+        async with hub.subscribe("t", last_event_id="z" * 10_000) as subscription:
+            (reset,) = await take(subscription, 1)
+    assert json.loads(reset.data)["lastEventId"] == "z" * 100 + "..."
+    assert len(reset.encode()) < 400

@@ -9,12 +9,19 @@ from contextlib import AsyncExitStack
 import coredis
 import pytest
 import trio
+from coredis.tokens import PureToken
 
 from tests.broadcast.conftest import RedisServer
 from tests.broadcast.proxy import TcpProxy
 from tests.broadcast.test_hub import take
 from tests.helpers import wait_until
-from trio_dwex.broadcast import RESET_EVENT, Broadcast, BroadcastUnavailable, RedisBackend
+from trio_dwex.broadcast import (
+    RESET_EVENT,
+    Broadcast,
+    BroadcastUnavailable,
+    EventTooLarge,
+    RedisBackend,
+)
 from trio_dwex.broadcast import _redis as redis_backend
 
 SETTINGS: dict[str, object] = {"backoff_max": 0.2, "block_seconds": 0.3, "reader_linger": 0.2}
@@ -333,3 +340,138 @@ async def test_failing_age_trims_warn_once_per_spell(
             await hub.publish("t5", "a new spell")
             assert [level for level, _ in trim_logs()[4:]] == ["WARNING"]
         nursery.cancel_scope.cancel()
+
+
+# -- bytes ------------------------------------------------------------------------------------
+
+
+def numbered(size: int, n: int) -> str:
+    return f"{n}:".ljust(size, "x")
+
+
+async def test_a_replay_is_read_in_pages_of_read_bytes(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis = backend(redis_server, read_bytes=5_000)
+    pages: list[tuple[int, int]] = []
+    real = RedisBackend._read_page
+
+    async def spy(self: RedisBackend, client: object, key: str, after: str) -> object:
+        page = await real(self, client, key, after)
+        pages.append((len(page.entries), sum(int(fields["n"]) for _, fields in page.entries)))
+        return page
+
+    async with Broadcast(redis) as hub:
+        ids = [await hub.publish("t", numbered(1_000, n)) for n in range(60)]
+        monkeypatch.setattr(RedisBackend, "_read_page", spy)
+        async with hub.subscribe("t", last_event_id=ids[0]) as subscription:
+            await hub.publish("t", "live")
+            events = await take(subscription, 60)
+    assert [e.id for e in events[:59]] == ids[1:]
+    assert events[59].data == "live"
+    # The replay's pages, each within read_bytes: 59 events of about 1 kB, four a page, the
+    # next one read once the subscriber has taken the one before. The last one also has the
+    # live event, retained by then (the subscriber gets it once).
+    assert [count for count, _ in pages] == [4] * 15
+    assert all(4_000 < size <= 5_000 for _, size in pages[:-1])
+
+
+async def test_a_replay_whose_next_page_was_trimmed_meanwhile_gets_a_reset(
+    redis_server: RedisServer,
+) -> None:
+    redis = backend(redis_server, read_bytes=5_000)
+    raw = coredis.Redis.from_url(redis_server.url, decode_responses=True)
+    async with Broadcast(redis) as hub, raw:
+        ids = [await hub.publish("t", numbered(1_000, n)) for n in range(30)]
+        async with hub.subscribe("t", last_event_id=ids[0]) as subscription:
+            first_page = await take(subscription, 4)
+            # Everything retained goes before the subscriber asks for the next page.
+            await raw.xtrim(redis._key("t"), PureToken.MAXLEN, 0)
+            (reset,) = await take(subscription, 1)
+            await hub.publish("t", "live")
+            (live,) = await take(subscription, 1)
+    assert [e.id for e in first_page] == ids[1:5]
+    assert (reset.event, reset.id) == (RESET_EVENT, ids[-1])
+    assert json.loads(reset.data)["reason"] == "too_old"
+    assert json.loads(reset.data)["lastEventId"] == ids[4]
+    assert live.data == "live"
+
+
+async def test_a_topic_in_redis_is_trimmed_to_retain_bytes(redis_server: RedisServer) -> None:
+    raw = coredis.Redis.from_url(redis_server.url, decode_responses=True)
+    redis = backend(redis_server, retain_bytes=20_000)
+    async with Broadcast(redis) as hub, raw:
+        for n in range(200):
+            await hub.publish("t", numbered(2_000, n))
+        entries = await raw.xrange(redis._key("t"))
+    sizes = [int(entry.field_values["n"]) + len(entry.identifier) + 5 for entry in entries]
+    # About retain_bytes, plus what was published since the last trim (a quarter of it at
+    # most); the newest entries, in order.
+    assert 20_000 - 2_100 < sum(sizes) <= 20_000 + 5_000 + 2_100
+    assert [int(str(e.field_values["d"]).split(":")[0]) for e in entries] == list(
+        range(200 - len(entries), 200)
+    )
+
+
+async def test_a_byte_trim_keeps_the_newest_entries_whatever_their_size(
+    redis_server: RedisServer,
+) -> None:
+    raw = coredis.Redis.from_url(redis_server.url, decode_responses=True)
+    redis = backend(redis_server, retain_bytes=10_000)
+    async with Broadcast(redis) as hub, raw:
+        for n in range(10):
+            await hub.publish("t", numbered(9_000, n))
+        length = await raw.xlen(redis._key("t"))
+    assert length == redis_backend._TRIM_KEEPS
+
+
+async def test_an_event_larger_than_redis_keeps_is_refused_before_it_is_sent(
+    redis_server: RedisServer,
+) -> None:
+    raw = coredis.Redis.from_url(redis_server.url, decode_responses=True)
+    redis = backend(redis_server, retain_bytes=4_000)
+    async with Broadcast(redis) as hub, raw:
+        with pytest.raises(EventTooLarge):
+            await hub.publish("t", "x" * 4_000)
+        assert await raw.exists([redis._key("t")]) == 0
+
+
+#: What other processes do while a reader waits, in one script so that the reader reads only
+#: after it (Redis serves a blocked XREAD after the script): add ``ARGV[3]`` entries of data
+#: ``ARGV[4]`` and trim by bytes as a publisher does (``ARGV[1]`` bytes, ``ARGV[2]`` kept).
+BURST_THEN_TRIM = (
+    "local function trim()\n"
+    + redis_backend._TRIM_BYTES
+    + "\nend\n"
+    + """
+for i = 1, tonumber(ARGV[3]) do
+  redis.call('XADD', KEYS[1], '*', 'n', tostring(#ARGV[4] + 8), 'd', ARGV[4])
+end
+return trim()
+"""
+)
+
+
+async def test_a_waiting_reader_that_a_byte_trim_went_past_is_told_not_given_a_gap(
+    redis_server: RedisServer,
+) -> None:
+    raw = coredis.Redis.from_url(redis_server.url, decode_responses=True)
+    redis = backend(redis_server, retain_bytes=6_000)
+    async with Broadcast(redis) as hub, raw, hub.subscribe("t") as subscription:
+        first = await hub.publish("t", "first")
+        assert [e.id for e in await take(subscription, 1)] == [first]
+        trimmed = await raw.eval(
+            BURST_THEN_TRIM,
+            keys=[redis._key("t")],
+            args=["6000", str(redis_backend._TRIM_KEEPS), "20", "y" * 1_000],
+        )
+        kept = [entry.identifier for entry in await raw.xrange(redis._key("t"))]
+        events = await take(subscription, 1 + len(kept))
+    # The trim went past the reader's last id, and left more entries than a blocking read
+    # asks for: the reader looks again, in pages that tell the gap.
+    assert trimmed == 21 - len(kept)
+    assert redis_backend._TRIM_KEEPS < len(kept) < 20
+    reset, *rest = events
+    assert (reset.event, reset.id) == (RESET_EVENT, first)
+    assert json.loads(reset.data)["reason"] == "too_old"
+    assert [e.id for e in rest] == kept

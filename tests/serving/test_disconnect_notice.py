@@ -22,8 +22,8 @@ from trio_dwex.testing import open_raw_stream, serve_app
 from trio_dwex.testing._server import server_config
 
 STREAMS = 3
-WATCH_TASK = "trio_dwex.streams._runner._watch_disconnect"
-PUMP_TASK = "trio_dwex.streams._runner._pump"
+WATCH_TASK = "trio_dwex.asgi._responses._watch_disconnect"
+PUMP_TASK = "trio_dwex.streams._iterators.pump"
 FEEDER_TASK = "trio_dwex.serving._fixes._DwexTCPServer._feed_protocol"
 NOTICE_WITHIN = 2.0
 """Seconds within which a departed client's stream must have run its cleanup."""

@@ -14,10 +14,9 @@ import trio
 from tests.helpers import accept_lifespan, open_stream, read_all_events
 from trio_dwex import EventSourceResponse, SseEvent, SseStream, StreamSettings
 from trio_dwex.asgi._types import Receive, Scope, Send
-from trio_dwex.lowlevel import CloseReason
+from trio_dwex.lowlevel import CloseReason, StreamTracker
 from trio_dwex.serving import serve
 from trio_dwex.serving._serve import make_config
-from trio_dwex.streams._runner import StreamTracker
 
 
 def rss_kib() -> int:

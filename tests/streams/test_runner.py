@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
 
+from trio_dwex import OverflowPolicy, SseStream, StreamSettings
 from trio_dwex._errors import NotFoundException, StreamClosed
-from trio_dwex.streams._runner import CloseReason, StreamSettings, StreamTracker, run_stream
-from trio_dwex.streams._stream import OverflowPolicy, SseStream
+from trio_dwex.lowlevel import CloseReason, StreamTracker, run_stream
+from trio_dwex.streams._runner import TaskStarter
 from trio_dwex.wire._decoder import SseDecoder
 from trio_dwex.wire._sse import SseEvent
 
@@ -37,11 +38,12 @@ class MemorySink:
         self.writes.append(data)
         self.wrote.set()
 
-    async def wait_disconnect(self) -> None:
-        await self.gone.wait()
+    def notify_disconnect(self, callback: Callable[[], object], start_soon: TaskStarter) -> None:
+        start_soon(self.watch_disconnect, callback)  # as a sink that can only wait does
 
-    def notify_disconnect(self, callback: object) -> bool:
-        return False  # the runner then waits in wait_disconnect, in a task
+    async def watch_disconnect(self, callback: Callable[[], object]) -> None:
+        await self.gone.wait()
+        callback()
 
     def events(self) -> list[object]:
         return [event.json() for event in SseDecoder().feed(b"".join(self.writes))]

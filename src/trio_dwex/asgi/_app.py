@@ -29,10 +29,13 @@ from ..framework._module import ApplicationPlan, compile_application
 from ..framework._pipeline import ExecutionContext, run_guards, run_interceptors
 from ..framework._routing import RoutePlan
 from ..framework._solving import solve_params
-from ..streams._runner import StreamSettings, StreamStats, StreamTracker
+from ..streams._settings import StreamSettings
 from ..streams._stream import SseStream
+from ..streams._tracker import StreamStats, StreamTracker
 from ..wire._sse import use_serializer
 from ._cors import Cors, origin_of
+from ._docs import OpenAPIPages
+from ._openapi import build_document
 from ._request import Request
 from ._responses import EventSourceResponse, JSONResponse, Response, error_response
 from ._settings import Settings
@@ -49,7 +52,8 @@ def create_app(root_module: type, *, settings: Settings | None = None) -> DwexAp
     """Build the ASGI application for ``root_module`` and the modules it imports.
 
     Every mistake of wiring (a missing provider, a cycle, a bad route or parameter) raises
-    `ConfigurationError` here, before the server takes a request.
+    `ConfigurationError` here, before the server takes a request. The OpenAPI document is
+    built here too (`Settings.openapi`).
     """
     if settings is not None and not isinstance(settings, Settings):
         raise TypeError(f"create_app(settings=...) takes a Settings, got {settings!r}")
@@ -65,6 +69,8 @@ class DwexApp:
     Attributes:
         settings: the app's `Settings`.
         streams: counts open streams and their outcomes, and closes them all at shutdown.
+        openapi: the app's OpenAPI 3.2 document (JSON-able data), or None when
+            ``Settings(openapi=None)``.
     """
 
     def __init__(self, plan: ApplicationPlan, settings: Settings) -> None:
@@ -81,6 +87,12 @@ class DwexApp:
             for route in plan.routes
             if route.kind == "sse"
         }
+        self.openapi = None if settings.openapi is None else build_document(plan, settings)
+        self._pages = (
+            None
+            if self.openapi is None or settings.openapi is None
+            else OpenAPIPages(self.openapi, settings.openapi, plan.router)
+        )
 
     def stats(self) -> StreamStats:
         """Open streams and totals (opened, closed by reason): JSON-able, for metrics."""
@@ -120,46 +132,45 @@ class DwexApp:
         await answer(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> _Answer:
+        if self._pages is not None:
+            page = self._pages.answer(scope["method"], scope["path"])
+            if page is not None:
+                return page
         route, path_params = self.plan.router.match(scope["method"], _raw_path(scope))
         request = Request(scope, receive, path_params, max_body_size=self.settings.max_body_size)
         context = ExecutionContext(request, route.controller_class, route.handler)
         await run_guards(route.guards, context)
         if route.kind != "sse":
-            result, returned = await self._call(route, request, context)
+            result = await self._call(route, request, context)
             if not is_stream(result):
                 return _to_response(result)
             # Only now is it known to stream: the limit is checked here, with no await between
             # this check and the stream's registration, as below.
-            await self._admit_late(result, returned)
-            return self._to_stream(route, result, returned)
+            await self._admit_late(result)
+            return self._to_stream(route, result)
         self._check_stream_limit()
         self._starting_streams += 1
         try:
-            result, returned = await self._call(route, request, context)
+            result = await self._call(route, request, context)
             if isinstance(result, Response):
                 return result  # the handler chose to answer this request once
-            return self._to_stream(route, result, returned)
+            return self._to_stream(route, result)
         finally:
             # The stream registers with the tracker as soon as its response runs, with no
             # await in between, so the limit is never exceeded by requests in flight.
             self._starting_streams -= 1
 
-    async def _call(
-        self, route: RoutePlan, request: Request, context: ExecutionContext
-    ) -> tuple[Any, Any]:
-        """Run the interceptors around the handler: (what they returned, what it returned)."""
-        returned: list[Any] = []
+    async def _call(self, route: RoutePlan, request: Request, context: ExecutionContext) -> Any:
+        """Run the interceptors around the handler; what they returned."""
 
         async def call_handler() -> Any:
             arguments = await solve_params(route.call_plan, request)
             result = route.endpoint(**arguments)
             if inspect.isawaitable(result):
                 result = await result
-            returned.append(result)
             return result
 
-        result = await run_interceptors(route.interceptors, context, call_handler)
-        return result, returned[0] if returned else None
+        return await run_interceptors(route.interceptors, context, call_handler)
 
     def _check_stream_limit(self) -> None:
         retry = {"Retry-After": str(self.settings.retry_after)}
@@ -171,17 +182,15 @@ class DwexApp:
                 f"too many open event streams (max_streams={limit}); retry later", headers=retry
             )
 
-    async def _admit_late(self, result: object, returned: object) -> None:
+    async def _admit_late(self, result: object) -> None:
         """The stream limit for a stream that a plain route returned; a refused one is let go."""
         try:
             self._check_stream_limit()
         except ServiceUnavailableException:
             await _let_go(result)
-            if returned is not result:
-                await _let_go(returned)
             raise
 
-    def _to_stream(self, route: RoutePlan, result: object, returned: object) -> EventSourceResponse:
+    def _to_stream(self, route: RoutePlan, result: object) -> EventSourceResponse:
         stream_settings, headers = self._route_streams.get(id(route), (self.settings.streams, None))
         if isinstance(result, EventSourceResponse):
             # Built by the handler: counted and ended at shutdown like any stream of the app,
@@ -194,15 +203,14 @@ class DwexApp:
                 "return an SseStream (or return a Response, such as a JSONResponse, to answer "
                 "this request once)"
             )
-        # An interceptor may have wrapped the handler's SseStream: its tasks and callbacks
-        # still belong to this response.
-        owner = returned if isinstance(returned, SseStream) and returned is not result else None
+        if route.events is not None and self.settings.check_events:
+            # Checked as the stream reads each event (framework/_events.py); a returned
+            # SseStream is run by this response when the check iterates its events.
+            result = route.events.checked(result)
+        # An interceptor may have wrapped the handler's SseStream: the stream is run by this
+        # response when its events are iterated (see streams/_stream.py).
         return EventSourceResponse(
-            result,
-            settings=stream_settings,
-            headers=headers,
-            tracker=self.streams,
-            owner=owner,
+            result, settings=stream_settings, headers=headers, tracker=self.streams
         )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -18,8 +18,11 @@ from typing import Any, cast
 
 from .._errors import HttpException
 from .._unset import UNSET, Unset
-from ..streams._runner import CloseReason, StreamSettings, StreamTracker, run_stream
+from ..streams._runner import TaskStarter, run_stream
+from ..streams._settings import StreamSettings
+from ..streams._state import CloseReason
 from ..streams._stream import OverflowPolicy, SseStream
+from ..streams._tracker import StreamTracker
 from ..wire._headers import encode_headers
 from ..wire._sse import (
     Serializer,
@@ -161,7 +164,6 @@ class EventSourceResponse:
             force (compact stdlib JSON unless the app configured another).
         tracker: counts the stream and lets the app end it at shutdown. Returned from a
             handler, a response without one gets the app's (see `track`).
-        owner: the `SseStream` whose events ``source`` wraps (see `run_stream`).
     """
 
     def __init__(
@@ -179,7 +181,6 @@ class EventSourceResponse:
         settings: StreamSettings | None = None,
         serializer: Serializer | None = None,
         tracker: StreamTracker | None = None,
-        owner: SseStream | None = None,
     ) -> None:
         if not isinstance(source, SseStream) and not hasattr(source, "__aiter__"):
             raise TypeError(
@@ -208,7 +209,6 @@ class EventSourceResponse:
         self.headers = _SSE_HEADERS + encode_headers(headers)
         self.serializer = serializer
         self.tracker = tracker
-        self.owner = owner
         self.close_reason: CloseReason | None = None
 
     def track(
@@ -241,9 +241,7 @@ class EventSourceResponse:
         try:
             serializer = self.serializer or current_serializer()
             with use_serializer(serializer):
-                reason = await run_stream(
-                    self.source, sink, self.settings, self.tracker, owner=self.owner
-                )
+                reason = await run_stream(self.source, sink, self.settings, self.tracker)
         except Exception as exc:
             if not isinstance(exc, HttpException):
                 logger.error("an SSE source failed before its first event", exc_info=exc)
@@ -275,15 +273,19 @@ class _ASGISink:
     async def write(self, data: bytes) -> None:
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
-    def notify_disconnect(self, callback: Callable[[], object]) -> bool:
+    def notify_disconnect(self, callback: Callable[[], object], start_soon: TaskStarter) -> None:
         notice = (self._scope.get("extensions") or {}).get(DISCONNECT_EXTENSION)
-        if notice is None:
-            return False
-        cast(DisconnectNotice, notice).hand_over(callback)
-        return True
+        if notice is not None:
+            # Our server calls back: no task waits for the client, a saving per idle stream.
+            cast(DisconnectNotice, notice).hand_over(callback)
+        else:
+            start_soon(_watch_disconnect, self._receive, callback)
 
-    async def wait_disconnect(self) -> None:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                return
+
+async def _watch_disconnect(receive: Receive, callback: Callable[[], object]) -> None:
+    """The disconnect callback for servers that cannot make it: wait in ``receive()``."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+    callback()

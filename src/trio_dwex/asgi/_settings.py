@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..streams._runner import StreamSettings
+from ..streams._settings import StreamSettings
 from ..wire._sse import Serializer, json_serializer
 from ._request import DEFAULT_MAX_BODY_SIZE
 
-__all__ = ["CorsSettings", "Settings"]
+__all__ = ["CorsSettings", "OpenAPISettings", "Settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,73 @@ class CorsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenAPISettings:
+    """The app's OpenAPI 3.2 document and its interactive page (docs/openapi.md).
+
+    The document is built once, by ``create_app``, from the routes, their parameters, body and
+    return types, guards and declared events.
+
+    Attributes:
+        title: ``info.title``.
+        version: ``info.version``: the version of your API, not of trio-dwex.
+        description: ``info.description`` (CommonMark).
+        servers: where the API is served: URLs (``("https://api.example",)``) or OpenAPI
+            Server Objects (mappings with ``url``, ``description``...). Empty: the document
+            says nothing, which clients read as "the server that served the document".
+        security_schemes: OpenAPI Security Scheme Objects by name, e.g.
+            ``{"bearer": {"type": "http", "scheme": "bearer"}}`` or ``{"session": {"type":
+            "apiKey", "in": "cookie", "name": "sid"}}``. A guard whose class sets
+            ``security_scheme = "bearer"`` marks the routes it guards as needing that scheme;
+            ``"bearer"`` and ``"basic"`` (HTTP authentication) need no entry here.
+        path: where the document is served; ``None`` to serve none (it is still built, and
+            available as ``app.openapi``).
+        docs_path: where the interactive page is served (its scripts and styles below it, all
+            from this server); ``None`` to serve none.
+    """
+
+    title: str = "API"
+    version: str = "0.1.0"
+    description: str | None = None
+    servers: Sequence[str | Mapping[str, Any]] = ()
+    security_schemes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    path: str | None = "/openapi.json"
+    docs_path: str | None = "/docs"
+
+    def __post_init__(self) -> None:
+        for name in ("title", "version"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ValueError(f"OpenAPISettings.{name} must be a str, got {value!r}")
+        if isinstance(self.servers, str) or not all(
+            isinstance(server, str) or (isinstance(server, Mapping) and "url" in server)
+            for server in self.servers
+        ):
+            raise ValueError(
+                "OpenAPISettings.servers must be a sequence of URLs or of mappings with a "
+                f"'url', got {self.servers!r}"
+            )
+        if not isinstance(self.security_schemes, Mapping) or not all(
+            isinstance(scheme, Mapping) and "type" in scheme
+            for scheme in self.security_schemes.values()
+        ):
+            raise ValueError(
+                "OpenAPISettings.security_schemes must map names to Security Scheme Objects "
+                f"(mappings with a 'type'), got {self.security_schemes!r}"
+            )
+        for name in ("path", "docs_path"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, str) or not value.startswith("/") or value == "/"
+            ):
+                raise ValueError(
+                    f"OpenAPISettings.{name} must be a path below / (such as '/docs') or None, "
+                    f"got {value!r}"
+                )
+        if self.path is not None and self.path == self.docs_path:
+            raise ValueError("OpenAPISettings.path and docs_path must differ")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """App-wide settings, given to ``create_app(AppModule, settings=Settings(...))``.
 
@@ -64,6 +132,10 @@ class Settings:
             with ``Retry-After``. ``None``: no limit.
         retry_after: seconds announced in ``Retry-After`` when streams are refused.
         max_body_size: largest request body read, in bytes; larger ones are answered 413.
+        openapi: the OpenAPI document and the ``/docs`` page; ``None`` serves neither.
+        check_events: check every event of a route that declares its events
+            (``@Sse(events=...)``) against that declaration, and end the stream with
+            ``EventContractError`` when one does not fit. ``False`` skips the check.
     """
 
     streams: StreamSettings = field(default_factory=StreamSettings)
@@ -72,12 +144,20 @@ class Settings:
     max_streams: int | None = None
     retry_after: int = 5
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    openapi: OpenAPISettings | None = field(default_factory=OpenAPISettings)
+    check_events: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, StreamSettings):
             raise ValueError(f"Settings.streams must be a StreamSettings, got {self.streams!r}")
         if self.cors is not None and not isinstance(self.cors, CorsSettings):
             raise ValueError(f"Settings.cors must be a CorsSettings or None, got {self.cors!r}")
+        if self.openapi is not None and not isinstance(self.openapi, OpenAPISettings):
+            raise ValueError(
+                f"Settings.openapi must be an OpenAPISettings or None, got {self.openapi!r}"
+            )
+        if not isinstance(self.check_events, bool):
+            raise ValueError(f"Settings.check_events must be a bool, got {self.check_events!r}")
         if not callable(self.serializer):
             raise ValueError(f"Settings.serializer must be callable, got {self.serializer!r}")
         if self.max_streams is not None and (

@@ -19,6 +19,7 @@ from ._backend import (
     BroadcastUnavailable,
     Deliver,
     EndTopic,
+    EventTooLarge,
     Replay,
     ResetReason,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "BroadcastUnavailable",
     "Deliver",
     "EndTopic",
+    "EventTooLarge",
     "MemoryBackend",
     "RedisBackend",
     "Replay",

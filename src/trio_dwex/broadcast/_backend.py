@@ -7,7 +7,13 @@ a concrete backend only where it must (its default, and `Broadcast.from_url`).
 What a backend owes the hub is `BroadcastBackend`; what the hub hands a backend is two
 callbacks, `Deliver` and `EndTopic`; what a backend answers to a ``Last-Event-ID`` is a
 `Replay`, with a `ResetReason` when it cannot replay. The helpers below (`rebuild_event`,
-`reset_event`, `parse_stream_id`) are shared by both backends.
+`reset_event`, `parse_stream_id`, `event_size`) are shared by both backends.
+
+**Bytes.** Every byte bound of the broadcast package (a topic's retention, a subscriber's buffer,
+a page of replay) counts an event as `event_size`: the length of its encoded form, id line
+included, which is what it costs on the wire. In memory an event also holds its data as text,
+so it takes about twice that (up to five times for text of many short lines, or of characters
+outside the Basic Multilingual Plane).
 """
 
 from __future__ import annotations
@@ -20,19 +26,23 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final
 
-from .._errors import ServiceUnavailableException
+from .._errors import HttpException, ServiceUnavailableException, clip
 from .._unset import UNSET
 from ..wire._sse import SseEvent
 
 __all__ = [
+    "DEFAULT_RETAIN_BYTES",
+    "MAX_ID_PART",
     "RESET_EVENT",
     "BroadcastBackend",
     "BroadcastUnavailable",
     "Deliver",
     "EndTopic",
+    "EventTooLarge",
     "IdKey",
     "Replay",
     "ResetReason",
+    "event_size",
     "parse_stream_id",
     "rebuild_event",
     "reset_event",
@@ -56,6 +66,19 @@ clients reconnect (with ``Last-Event-ID``) and subscribe anew."""
 IdKey = tuple[int, int]
 """A topic's ids as something ordered; each backend knows how to read its own ids."""
 
+#: The largest part of a ``"<a>-<b>"`` id: Redis stream ids are two unsigned 64-bit numbers,
+#: and `MemoryBackend` ids stay far below it. A ``Last-Event-ID`` with a larger part is not an
+#: id of any topic.
+MAX_ID_PART: Final = 2**64 - 1
+
+#: Its decimal digits: a part with more is refused before it is converted (Python refuses to
+#: convert more than 4,300 digits, and a client may send as many as the head limit allows).
+_MAX_ID_DIGITS: Final = len(str(MAX_ID_PART))
+
+#: The default of both backends' ``retain_bytes``: the bytes a topic keeps for replay (1,000
+#: events of 16 KiB), and so the largest event it takes.
+DEFAULT_RETAIN_BYTES: Final = 16 * 1024 * 1024
+
 
 class BroadcastUnavailable(ServiceUnavailableException):
     """The broadcast backend cannot be reached (Redis down) within the configured timeout.
@@ -65,6 +88,32 @@ class BroadcastUnavailable(ServiceUnavailableException):
     raised in a handler (or by a stream before its first event), the client gets a 503 and an
     EventSource retries.
     """
+
+
+class EventTooLarge(HttpException):
+    """An event larger than its topic may hold (the backend's ``retain_bytes``) was published.
+
+    Raised by `Broadcast.publish` before anything is published: keeping the event would evict
+    every other retained event of the topic. A 413: raised in a handler, the client gets a
+    413 Content Too Large, with this message.
+
+    Attributes:
+        topic: the topic the event was published to.
+        size: the event's size in bytes (see `event_size`; with its id line).
+        limit: the most bytes the topic takes (``retain_bytes``).
+    """
+
+    default_status = 413
+
+    def __init__(self, topic: str, size: int, limit: int) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            413,
+            f"the event is {size} bytes encoded, and topic {clip(topic)!r} keeps at most "
+            f"{limit} bytes (retain_bytes)",
+        )
 
 
 class ResetReason(enum.Enum):
@@ -86,11 +135,16 @@ class Replay:
         reset: why the id could not be replayed, or ``None`` if ``events`` is complete.
         latest_id: the topic's latest id when the answer was made (``""`` if none); the reset
             event carries it, so that live events start after it.
+        more: ``events`` is one page, and more retained events follow the last of them: the
+            hub asks again with that event's id once the subscriber has taken the page. A
+            backend that reads its events from elsewhere (Redis) pages them, so that a replay
+            costs at most a page of memory at a time.
     """
 
     events: list[SseEvent]
     reset: ResetReason | None = None
     latest_id: str = ""
+    more: bool = False
 
 
 class BroadcastBackend(abc.ABC):
@@ -140,11 +194,19 @@ class BroadcastBackend(abc.ABC):
 
     @abc.abstractmethod
     async def replay(self, topic: str, last_event_id: str) -> Replay:
-        """The retained events of ``topic`` after ``last_event_id``, or why there are none."""
+        """The retained events of ``topic`` after ``last_event_id``, or why there are none.
+
+        ``last_event_id`` is what a client sent: any text. One that is not an id of the topic
+        (malformed, out of range, from another incarnation) is answered with a reset (reason
+        ``unknown``), never an error. The answer may be one page (`Replay.more`).
+        """
 
     @abc.abstractmethod
     def id_key(self, event_id: str) -> IdKey | None:
-        """``event_id`` as an ordered key, or ``None`` if it is not an id this backend makes."""
+        """``event_id`` as an ordered key, or ``None`` if it is not an id this backend makes.
+
+        Never raises, whatever the text: it reads clients' ``Last-Event-ID`` headers.
+        """
 
 
 def rebuild_event(event: SseEvent, event_id: str) -> SseEvent:
@@ -170,7 +232,9 @@ def reset_event(
     """The `RESET_EVENT` that tells a subscriber it missed events after ``last_event_id``.
 
     ``event_id`` is the id the event carries (live events after it follow); ``message`` says
-    why in words (a default per ``reason``).
+    why in words (a default per ``reason``). The ``lastEventId`` it repeats is cut to
+    `trio_dwex._errors.MAX_ECHO` characters: a client may send kilobytes of header, and no id
+    of ours is that long.
     """
     if message is None:
         if reason is ResetReason.TOO_OLD:
@@ -179,7 +243,7 @@ def reset_event(
             message = "this id is unknown to the topic (malformed, or from before a restart)"
     return SseEvent(
         data=json.dumps(
-            {"reason": reason.value, "lastEventId": last_event_id, "message": message},
+            {"reason": reason.value, "lastEventId": clip(last_event_id), "message": message},
             separators=(",", ":"),
         ),
         event=RESET_EVENT,
@@ -188,10 +252,26 @@ def reset_event(
 
 
 def parse_stream_id(event_id: str) -> IdKey | None:
-    """``"<a>-<b>"`` (both decimal, as Redis stream ids and `MemoryBackend` ids) as ``(a, b)``."""
+    """``"<a>-<b>"`` (both decimal, as Redis stream ids and `MemoryBackend` ids) as ``(a, b)``.
+
+    ``None`` for anything else, whatever the text: a part that is empty, not ASCII digits only,
+    longer than `MAX_ID_PART` is (leading zeros included: checked before it is converted, so
+    that a part of thousands of digits costs no more than a short one), or above it.
+    """
     first, sep, second = event_id.partition("-")
-    if not sep or not first.isdigit() or not second.isdigit() or not first.isascii():
+    if not sep or not _is_id_part(first) or not _is_id_part(second):
         return None
-    if not second.isascii():
+    key = int(first), int(second)
+    if key[0] > MAX_ID_PART or key[1] > MAX_ID_PART:
         return None
-    return int(first), int(second)
+    return key
+
+
+def _is_id_part(text: str) -> bool:
+    # isdigit() alone would take other scripts' digits ("٣") and superscripts ("²").
+    return 0 < len(text) <= _MAX_ID_DIGITS and text.isascii() and text.isdigit()
+
+
+def event_size(event: SseEvent) -> int:
+    """The bytes ``event`` counts for in every byte bound of the hub: its encoded length."""
+    return len(event.encode())

@@ -29,10 +29,18 @@ incarnation of the topic, e.g. after a restart without persistence) is answered 
 ``event: reset`` whose ``id`` is the topic's latest id and whose data says why (see
 `RESET_EVENT`); live events follow. The client is never silently given a gap.
 
-**Slow subscribers.** Each subscriber has a bounded buffer; when it is full the hub applies the
-named `OverflowPolicy`, the same as `SseStream`'s, and moves on to the next subscriber. Under
-`OverflowPolicy.CLOSE` the subscription ends after its buffered events, and its client
-reconnects with ``Last-Event-ID`` and resumes from the retained events.
+**A replay in pages.** A backend may answer a replay one page at a time (`Replay.more`): the
+subscription then asks for the next page, after the last event of the previous one, once its
+consumer has taken it. The live events that arrive meanwhile wait in the subscriber's buffer,
+and the high-water mark moves on with each page. A page that finds the events after the last
+one replayed gone (trimmed meanwhile) is a reset, as for a first page.
+
+**Slow subscribers.** Each subscriber has a buffer bounded in events and in bytes; when an
+event does not fit, the hub applies the named `OverflowPolicy`, the same as `SseStream`'s, and
+moves on to the next subscriber. Under `OverflowPolicy.CLOSE` the subscription ends after its
+buffered events, and its client reconnects with ``Last-Event-ID`` and resumes from the retained
+events. An empty buffer takes any one event, whatever its size: the byte bound holds for what
+waits behind it (and the backend refuses an event larger than a topic's retention).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from typing import Self
 
 import trio
 
+from ..streams._state import CloseReason
 from ..streams._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
 from ..wire._sse import SseEvent, to_event
 from ._backend import (
@@ -53,26 +62,36 @@ from ._backend import (
     BroadcastUnavailable,
     IdKey,
     Replay,
+    event_size,
     reset_event,
 )
 from ._memory import MemoryBackend
 
-__all__ = ["Broadcast", "Subscription"]
+__all__ = ["DEFAULT_SUBSCRIBER_BUFFER_BYTES", "Broadcast", "Subscription"]
 
 logger = logging.getLogger("trio_dwex.broadcast")
+
+#: Bytes of events a subscriber may have waiting (see `event_size`), besides
+#: `DEFAULT_BUFFER_SIZE` events: 256 events of 4 KiB. Events are shared between subscribers,
+#: so a subscriber's buffer costs its bytes only for events no one else holds.
+DEFAULT_SUBSCRIBER_BUFFER_BYTES = 1024 * 1024
 
 
 class _Subscriber:
     """One subscription's live side: a bounded buffer, or an `SseStream` fed directly.
 
     `offer` is called by the hub's fan-out and never waits. Before the replay is known, live
-    events are buffered; ``high_water`` then drops the ones the replay already had.
+    events are buffered; ``high_water`` then drops the ones the replay already had. The buffer
+    holds at most ``capacity`` events and ``capacity_bytes`` bytes (an empty one takes any one
+    event); only `offer`, `take` and `set_high_water` change it.
     """
 
     __slots__ = (
+        "_buffer",
+        "_buffered_bytes",
         "_key",
-        "buffer",
         "capacity",
+        "capacity_bytes",
         "direct",
         "ended",
         "high_water",
@@ -82,12 +101,18 @@ class _Subscriber:
     )
 
     def __init__(
-        self, capacity: int, overflow: OverflowPolicy, key: Callable[[str], IdKey | None]
+        self,
+        capacity: int,
+        capacity_bytes: int,
+        overflow: OverflowPolicy,
+        key: Callable[[str], IdKey | None],
     ) -> None:
         self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
         self.overflow = overflow
         self._key = key
-        self.buffer: deque[SseEvent] = deque()
+        self._buffer: deque[SseEvent] = deque()
+        self._buffered_bytes = 0
         self.lot = trio.lowlevel.ParkingLot()
         self.high_water: IdKey | None = None
         self.direct: SseStream | None = None
@@ -110,34 +135,57 @@ class _Subscriber:
                 self.ended = True
                 return False
             return True  # dropped by DROP_NEWEST
-        if len(self.buffer) < self.capacity:
-            self.buffer.append(event)
-            self.lot.unpark_all()
+        size = event_size(event)
+        if self._fits(size):
+            self._append(event, size)
             return True
         if self.overflow is OverflowPolicy.DROP_NEWEST:
             return True
         if self.overflow is OverflowPolicy.DROP_OLDEST:
-            self.buffer.popleft()
-            self.buffer.append(event)
+            while not self._fits(size):
+                self._popleft()
+            self._append(event, size)
             return True
         logger.warning(
             "ending a broadcast subscription: it reads slower than events are published and "
-            "its buffer of %d events is full (overflow policy CLOSE)",
+            "its buffer (%d events, %d bytes) is full (overflow policy CLOSE)",
             self.capacity,
+            self.capacity_bytes,
         )
         self.overflowed = True
         self.end()
         return False
 
+    def _fits(self, size: int) -> bool:
+        if not self._buffer:
+            return True
+        return (
+            len(self._buffer) < self.capacity and self._buffered_bytes + size <= self.capacity_bytes
+        )
+
+    def _append(self, event: SseEvent, size: int) -> None:
+        self._buffer.append(event)
+        self._buffered_bytes += size
+        self.lot.unpark_all()
+
+    def _popleft(self) -> SseEvent:
+        event = self._buffer.popleft()
+        self._buffered_bytes -= event_size(event)
+        return event
+
+    def take(self) -> SseEvent | None:
+        """The oldest buffered event, or ``None`` if there is none."""
+        return self._popleft() if self._buffer else None
+
     def set_high_water(self, key: IdKey | None) -> None:
         """Drop buffered events at or below ``key`` and keep dropping live ones until past it."""
         if key is None:
             return
-        while self.buffer:
-            first = self._key(self.buffer[0].id or "")
+        while self._buffer:
+            first = self._key(self._buffer[0].id or "")
             if first is None or first > key:
                 return  # past the mark: no duplicate can follow
-            self.buffer.popleft()
+            self._popleft()
         self.high_water = key
 
     def end(self) -> None:
@@ -145,10 +193,9 @@ class _Subscriber:
             self.ended = True
             self.lot.unpark_all()
             if self.direct is not None:
-                if self.overflowed:
-                    # The runner reports an overflowed stream as CloseReason.OVERFLOW.
-                    self.direct._overflowed = True
-                self.direct.close()
+                # The runner reports an overflowed stream as CloseReason.OVERFLOW.
+                reason = CloseReason.OVERFLOW if self.overflowed else CloseReason.CLOSED
+                self.direct.close(reason=reason)
 
 
 class Subscription:
@@ -161,13 +208,20 @@ class Subscription:
 
     Events carry their data as the wire text (``event.data`` is a ``str``, JSON for non-string
     data), the same whichever backend brought them.
+
+    A replay that the backend answers in pages (Redis) is read a page at a time, as the
+    iteration reaches it: `BroadcastUnavailable` may then come out of the iteration, if the
+    backend cannot be reached for a later page.
     """
 
     def __init__(self, hub: Broadcast, topic: str, last_event_id: str | None) -> None:
         self.topic = topic
         self.last_event_id = last_event_id or None
         self._hub = hub
+        #: The replay's current page (or one reset event), not yet taken.
         self._replay: deque[SseEvent] = deque()
+        #: The id after which the backend has more to replay, once ``_replay`` is taken.
+        self._replay_after: str | None = None
         self._subscriber: _Subscriber | None = None
         self._entered = False
 
@@ -200,6 +254,7 @@ class Subscription:
             self._hub._unregister(self.topic, self._subscriber)
 
     async def _load_replay(self, last_event_id: str) -> None:
+        """Fetch the page of replay after ``last_event_id`` (or the reset that replaces it)."""
         assert self._subscriber is not None
         backend = self._hub.backend
         try:
@@ -210,13 +265,22 @@ class Subscription:
                 f"the replay of topic {self.topic!r} took longer than "
                 f"{self._hub.replay_timeout}s (replay_timeout); is the backend reachable?"
             ) from None
+        self._replay_after = None
         if replay.reset is None:
             self._replay.extend(replay.events)
             last = replay.events[-1].id if replay.events else last_event_id
+            if replay.more and replay.events:  # a page with no event would never end
+                self._replay_after = last
         else:
             self._replay.append(self._hub._reset_event(replay, last_event_id))
             last = replay.latest_id
         self._subscriber.set_high_water(backend.id_key(last or ""))
+
+    async def _next_replayed(self) -> SseEvent | None:
+        """The next replayed event, fetching the next page when one is due; ``None`` at the end."""
+        if not self._replay and self._replay_after is not None:
+            await self._load_replay(self._replay_after)
+        return self._replay.popleft() if self._replay else None
 
     def __aiter__(self) -> Self:
         return self
@@ -226,13 +290,14 @@ class Subscription:
         if subscriber is None:
             raise RuntimeError("iterate a Subscription inside its `async with` block")
         await trio.lowlevel.checkpoint()
-        if self._replay:
-            return self._replay.popleft()
-        while not subscriber.buffer:
+        replayed = await self._next_replayed()
+        if replayed is not None:
+            return replayed
+        while (event := subscriber.take()) is None:
             if subscriber.ended:
                 raise StopAsyncIteration
             await subscriber.lot.park()
-        return subscriber.buffer.popleft()
+        return event
 
     async def _feed(self, stream: SseStream) -> None:
         """Send the replay and the buffered events into ``stream``, then let the hub feed it.
@@ -244,14 +309,25 @@ class Subscription:
         """
         subscriber = self._subscriber
         assert subscriber is not None
-        while self._replay:
-            await stream.send(self._replay.popleft())
-        while subscriber.buffer:
-            await stream.send(subscriber.buffer.popleft())
-        if subscriber.ended:
-            if subscriber.overflowed:
-                stream._overflowed = True
+        try:
+            while (replayed := await self._next_replayed()) is not None:
+                await stream.send(replayed)
+        except BroadcastUnavailable as exc:
+            # A later page of the replay could not be read: the client reconnects with the
+            # last id it got and resumes, as after an overflow; no traceback for an outage.
+            logger.warning(
+                "closing a stream of broadcast topic %r in the middle of its replay (%s); "
+                "its client reconnects and resumes",
+                self.topic,
+                exc,
+            )
             stream.close()
+            return
+        while (event := subscriber.take()) is not None:
+            await stream.send(event)
+        if subscriber.ended:
+            reason = CloseReason.OVERFLOW if subscriber.overflowed else CloseReason.CLOSED
+            stream.close(reason=reason)
             return
         subscriber.direct = stream
         await trio.sleep_forever()
@@ -270,6 +346,9 @@ class Broadcast:
         backend: where topics live; `MemoryBackend` (the default) for one process, or
             ``RedisBackend`` to share topics between processes and hosts.
         subscriber_buffer: events held per subscriber that reads slower than events arrive.
+        subscriber_buffer_bytes: bytes of events held per such subscriber (the events'
+            encoded size, see `event_size`); an event that does not fit either bound is an
+            overflow. An empty buffer takes any one event.
         overflow: what happens to a subscriber whose buffer is full (see `OverflowPolicy`).
         replay_timeout: seconds that opening a subscription may take (replay and, for Redis,
             reaching the server) before it fails with `BroadcastUnavailable`.
@@ -280,6 +359,7 @@ class Broadcast:
         backend: BroadcastBackend | None = None,
         *,
         subscriber_buffer: int = DEFAULT_BUFFER_SIZE,
+        subscriber_buffer_bytes: int = DEFAULT_SUBSCRIBER_BUFFER_BYTES,
         overflow: OverflowPolicy = OverflowPolicy.CLOSE,
         replay_timeout: float = 10.0,
     ) -> None:
@@ -291,12 +371,22 @@ class Broadcast:
             raise ValueError(
                 f"Broadcast subscriber_buffer must be a positive int, got {subscriber_buffer!r}"
             )
+        if (
+            not isinstance(subscriber_buffer_bytes, int)
+            or isinstance(subscriber_buffer_bytes, bool)
+            or subscriber_buffer_bytes < 1
+        ):
+            raise ValueError(
+                "Broadcast subscriber_buffer_bytes must be a positive int, "
+                f"got {subscriber_buffer_bytes!r}"
+            )
         if not isinstance(overflow, OverflowPolicy):
             raise ValueError(f"Broadcast overflow must be an OverflowPolicy, got {overflow!r}")
         if not replay_timeout > 0:
             raise ValueError(f"Broadcast replay_timeout must be positive, got {replay_timeout!r}")
         self.backend = backend if backend is not None else MemoryBackend()
         self.subscriber_buffer = subscriber_buffer
+        self.subscriber_buffer_bytes = subscriber_buffer_bytes
         self.overflow = overflow
         self.replay_timeout = replay_timeout
         self._subscribers: dict[str, set[_Subscriber]] = {}
@@ -376,7 +466,9 @@ class Broadcast:
 
         Raises:
             BroadcastUnavailable: the backend could not take the event (Redis down for
-                longer than its publish timeout).
+                longer than its publish timeout). A 503.
+            EventTooLarge: the event is larger than the topic keeps (the backend's
+                ``retain_bytes``); nothing was published. A 413.
         """
         self._check_open("publish")
         _check_topic(topic)
@@ -419,7 +511,9 @@ class Broadcast:
 
         With ``last_event_id`` (the client's ``Last-Event-ID``), the retained events after it
         come first, then the live ones, with no gap and no duplicate; if it cannot be replayed,
-        one `RESET_EVENT` comes first instead. ``None`` or ``""``: live events only.
+        one `RESET_EVENT` comes first instead. ``None`` or ``""``: live events only. Any text
+        is taken: one that is no id of the topic (malformed, out of range) gets the reset
+        (reason ``unknown``), as an id from before a restart does.
         """
         _check_topic(topic)
         return Subscription(self, topic, last_event_id)
@@ -431,6 +525,9 @@ class Broadcast:
         while the stream runs: a client that disconnects ends it, whatever the reason. The
         stream's buffer is the subscriber's buffer (``subscriber_buffer`` events, the hub's
         overflow policy), and a stream closed for overflow ends as ``CloseReason.OVERFLOW``.
+        Once the replay is written, events go straight into the stream's buffer, which the
+        stream bounds in events (``subscriber_buffer``); ``subscriber_buffer_bytes`` bounds
+        the live events that wait while the replay is written.
         """
         self._check_open("stream")
         _check_topic(topic)
@@ -449,7 +546,12 @@ class Broadcast:
     async def _register(self, topic: str) -> _Subscriber:
         """Register for live events of ``topic``, and wait until the backend delivers them."""
         self._check_open("subscribe")
-        subscriber = _Subscriber(self.subscriber_buffer, self.overflow, self.backend.id_key)
+        subscriber = _Subscriber(
+            self.subscriber_buffer,
+            self.subscriber_buffer_bytes,
+            self.overflow,
+            self.backend.id_key,
+        )
         self._subscribers.setdefault(topic, set()).add(subscriber)
         try:
             # Every subscriber waits, not only the first: a second one that arrives while the

@@ -17,12 +17,15 @@ import trio
 
 from ..wire._sse import SseEvent
 from ._backend import (
+    DEFAULT_RETAIN_BYTES,
     BroadcastBackend,
     Deliver,
     EndTopic,
+    EventTooLarge,
     IdKey,
     Replay,
     ResetReason,
+    event_size,
     parse_stream_id,
     rebuild_event,
 )
@@ -31,14 +34,34 @@ __all__ = ["MemoryBackend"]
 
 
 class _MemoryTopic:
-    __slots__ = ("generation", "retained", "seq", "trimmed_to")
+    """One topic's counter and retained events; `MemoryBackend` keeps it within its bounds."""
+
+    __slots__ = ("generation", "retained", "retained_bytes", "seq", "trimmed_to")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.seq = 0
         #: The highest sequence number no longer retained (0: nothing trimmed yet).
         self.trimmed_to = 0
-        self.retained: deque[tuple[float, int, SseEvent]] = deque()
+        #: (when, sequence number, event, its size), oldest first.
+        self.retained: deque[tuple[float, int, SseEvent, int]] = deque()
+        #: The sum of the sizes in ``retained``.
+        self.retained_bytes = 0
+
+    def append(self, when: float, event: SseEvent, size: int) -> None:
+        self.seq += 1
+        self.retained.append((when, self.seq, event, size))
+        self.retained_bytes += size
+
+    def trim(self, count: int, size: int, cutoff: float) -> None:
+        """Drop the oldest events until at most ``count`` events of at most ``size`` bytes in
+        all are left, none from before ``cutoff``."""
+        retained = self.retained
+        while retained and (
+            len(retained) > count or self.retained_bytes > size or retained[0][0] < cutoff
+        ):
+            _, self.trimmed_to, _, dropped = retained.popleft()
+            self.retained_bytes -= dropped
 
 
 #: Seconds between two sweeps of a `MemoryBackend`'s idle topics.
@@ -62,19 +85,35 @@ class MemoryBackend(BroadcastBackend):
     that comes back later with an id of a dropped topic gets a reset (reason ``unknown``), as
     after a restart: its events are gone either way.
 
+    Retention is bounded three ways, whichever bites first: events, bytes and age. An event
+    larger than ``retain_bytes`` is refused with `EventTooLarge` (a 413), since keeping it
+    would evict every other. Subscribers and replays share the retained events (one object
+    per event), so a topic costs its retention once, however many clients read it.
+
     Args:
         retain_count: events kept per topic for replay.
+        retain_bytes: bytes kept per topic for replay (see `event_size`: the encoded event,
+            its id line included; in memory, about twice that); also the largest event taken.
         retain_seconds: how long an event is kept for replay.
     """
 
-    def __init__(self, *, retain_count: int = 1000, retain_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        retain_count: int = 1000,
+        retain_bytes: int = DEFAULT_RETAIN_BYTES,
+        retain_seconds: float = 300.0,
+    ) -> None:
         if not isinstance(retain_count, int) or isinstance(retain_count, bool) or retain_count < 0:
             raise ValueError(f"retain_count must be a non-negative int, got {retain_count!r}")
+        if not isinstance(retain_bytes, int) or isinstance(retain_bytes, bool) or retain_bytes < 1:
+            raise ValueError(f"retain_bytes must be a positive int, got {retain_bytes!r}")
         if not retain_seconds >= 0:
             raise ValueError(
                 f"retain_seconds must be a non-negative number, got {retain_seconds!r}"
             )
         self.retain_count = retain_count
+        self.retain_bytes = retain_bytes
         self.retain_seconds = retain_seconds
         self._topics: dict[str, _MemoryTopic] = {}
         self._watched: set[str] = set()
@@ -104,10 +143,8 @@ class MemoryBackend(BroadcastBackend):
         return state
 
     def _trim(self, state: _MemoryTopic) -> None:
-        retained = state.retained
         cutoff = trio.current_time() - self.retain_seconds
-        while retained and (len(retained) > self.retain_count or retained[0][0] < cutoff):
-            state.trimmed_to = retained.popleft()[1]
+        state.trim(self.retain_count, self.retain_bytes, cutoff)
 
     def _sweep(self) -> None:
         """Drop idle topics whose events all aged out; at most once every `_SWEEP_EVERY` s."""
@@ -124,9 +161,12 @@ class MemoryBackend(BroadcastBackend):
     async def publish(self, topic: str, event: SseEvent) -> str:
         self._sweep()
         state = self._topic(topic)
-        state.seq += 1
-        message = rebuild_event(event, f"{state.generation}-{state.seq}")
-        state.retained.append((trio.current_time(), state.seq, message))
+        message = rebuild_event(event, f"{state.generation}-{state.seq + 1}")
+        size = event_size(message)
+        if size > self.retain_bytes:
+            await trio.lowlevel.checkpoint()
+            raise EventTooLarge(topic, size, self.retain_bytes)
+        state.append(trio.current_time(), message, size)
         self._trim(state)
         if self._deliver is not None:
             self._deliver(topic, message)
@@ -157,6 +197,7 @@ class MemoryBackend(BroadcastBackend):
             return Replay([], ResetReason.TOO_OLD, latest)
         retained = state.retained
         start = 0 if not retained else max(0, key[1] - retained[0][1] + 1)
+        # References to the retained events, not copies: one page, whatever its size.
         return Replay([item[2] for item in itertools.islice(retained, start, None)], None, latest)
 
     def id_key(self, event_id: str) -> IdKey | None:

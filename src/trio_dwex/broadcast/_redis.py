@@ -7,25 +7,38 @@ runs on Trio) and Redis 7.0 or later (``XADD ... MAXLEN ~`` with ``XTRIM ... MIN
 Theory of operation. A topic is the stream ``<key_prefix><topic>``.
 
 * **publish** is one ``XADD ... MAXLEN ~ retain_count``; the entry id Redis assigns is the
-  event's id, so ids are monotonic per topic across every publisher. Retention by age is an
-  ``XTRIM ... MINID ~`` at most once a second per topic, measured on the server's clock (the
-  entry id's milliseconds), never on this host's.
+  event's id, so ids are monotonic per topic across every publisher. An event larger than
+  ``retain_bytes`` is refused before it is sent (`EventTooLarge`). Each entry carries its
+  event's size (the ``n`` field). Retention by age is an ``XTRIM ... MINID ~``, measured on the
+  server's clock (the entry id's milliseconds), never on this host's; retention by bytes is a
+  Lua script (`_TRIM_BYTES`) that walks the stream from its newest entry, adding up sizes, and
+  trims what lies beyond ``retain_bytes``, always keeping the newest `_TRIM_KEEPS` entries.
+  Both run after a publish, at most once a second per topic and process, or sooner once this
+  process published a quarter of ``retain_bytes`` to the topic since its last trim.
 * **live delivery**: one reader task per topic and process, started with the topic's first
-  local subscriber, reads with a blocking ``XREAD`` from the last id it delivered and hands each
-  entry to the hub, which fans it out to every local subscriber. It starts from the stream's
-  last entry *before* the first subscriber replays, so that nothing falls between the replay
-  and the live events. It stops ``reader_linger`` seconds after the last local subscriber left
-  (a reconnecting client does not restart it).
+  local subscriber, reads from the last id it delivered and hands each entry to the hub, which
+  fans it out to every local subscriber. Caught up, it waits in a blocking ``XREAD`` of a few
+  entries (`_TRIM_KEEPS`); when that read is full, it may have fallen behind, and it reads on
+  in pages of at most ``read_bytes`` (`_READ_PAGE`, a Lua script that answers a page and the
+  stream's counts at one moment) until a page is the last, so that what it holds at once is
+  bounded in bytes. It starts from the stream's last entry *before* the first subscriber
+  replays, so that nothing falls between the replay and the live events. It stops
+  ``reader_linger`` seconds after the last local subscriber left (a reconnecting client does
+  not restart it).
 * **outages**: when Redis goes away, local subscribers stay connected; the reader retries with
   exponential backoff and, once Redis is back, reads on from the last id it delivered, so every
   entry Redis still has is delivered, in order, once. Entries that were trimmed before it could
   read them (an outage longer than retention) are not skipped silently: the reader counts the
   entries up to its last id (``entries-added`` when it starts, one per entry read) and, after
-  a failed command or a full batch, compares with ``XINFO STREAM``; entries added after its
-  last id that are gone unread, or a stream with fewer entries ever added than it read (made
-  anew), make it deliver one ``reset`` event (reason ``too_old`` or ``unknown``, its id the
-  last id read) to the local subscribers before what follows. This assumes every process
-  trims with the same ``retain_count`` and nobody deletes entries (``XDEL``). Counting cannot
+  a failed command or a full blocking read, compares that count with the stream's (read with
+  each page); entries added after its last id that are gone unread, or a stream with fewer
+  entries ever added than it read (made anew), make it deliver one ``reset`` event (reason
+  ``too_old`` or ``unknown``, its id the last id read) to the local subscribers before what
+  follows. Every trim by count or bytes leaves at least `_TRIM_KEEPS` entries (or
+  ``retain_count``, if fewer), so a reader that such a trim went past finds its blocking read
+  full, and checks; a trim by age can leave fewer, but goes past a reader only if it read
+  nothing for ``retain_seconds``. This assumes every process trims with the same
+  ``retain_count`` and ``retain_bytes`` and nobody deletes entries (``XDEL``). Counting cannot
   tell a stream made anew that had more entries added than the reader read, so the reader
   also checks the stream's *incarnation*, a consumer group named
   ``trio-dwex:incarnation:<random>`` that lives and dies with the stream: it makes it when it
@@ -43,12 +56,24 @@ Theory of operation. A topic is the stream ``<key_prefix><topic>``.
 * **crashes**: an entry that cannot be decoded is logged with its traceback and skipped; a
   reader that crashes (a bug, not Redis being away) is logged and ends its topic's local
   subscriptions, whose clients reconnect; the hub and the other topics go on.
-* **replay**: one ``XRANGE last_id +`` (inclusive) then ``XINFO STREAM``. Redis trims streams
-  from the oldest end only, so if the client's own entry is still there, everything after it
-  is, and the replay is complete. If it is gone, the client gets a reset, never a silent gap
-  (Redis records no trimmed ids, so a client whose last event was the very last one trimmed
-  gets a reset it could have done without). An id newer than the stream's last, or older than
-  a stream that never trimmed anything (made anew after Redis lost its data), is unknown.
+* **replay**: pages of at most ``read_bytes`` (`_READ_PAGE` from the client's id, inclusive,
+  and the stream's counts, at one moment); the hub asks for the next page, after the last
+  event of this one, once its subscriber has taken it (`Replay.more`). Redis trims streams
+  from the oldest end only, so if the page's first id (the client's, then the last one
+  replayed) is still there, everything after it is, and the page follows on without a gap. If
+  it is gone, the client gets a reset, never a silent gap (Redis records no trimmed ids, so a
+  client whose last event was the very last one trimmed gets a reset it could have done
+  without). An id newer than the stream's last, or older than a stream that never trimmed
+  anything (made anew after Redis lost its data), is unknown; so is anything that is not an
+  id (`parse_stream_id`), which is never sent to Redis.
+
+**Bytes, and where they are bounded.** In this process: a replay holds one page at a time
+(``read_bytes``, or one event if it is larger), per subscriber that is replaying; a reader
+holds one page, or one blocking read of `_TRIM_KEEPS` entries; no event is larger than
+``retain_bytes``. In Redis: each topic's stream holds about ``retain_bytes`` (what the topic's
+publishers add between two byte trims comes on top: a quarter of ``retain_bytes`` per
+publishing process), at least its newest `_TRIM_KEEPS` entries, and at most ``retain_count``
+entries, for ``retain_seconds``. Redis's own ``maxmemory`` bounds the sum over topics.
 
 "No retained event lost" across a Redis restart holds for what Redis itself kept: run Redis
 with ``appendonly yes`` (and ``appendfsync always`` to survive a crash of the Redis host, not
@@ -75,13 +100,16 @@ from coredis.tokens import PureToken
 from .._unset import UNSET
 from ..wire._sse import SseEvent
 from ._backend import (
+    DEFAULT_RETAIN_BYTES,
     BroadcastBackend,
     BroadcastUnavailable,
     Deliver,
     EndTopic,
+    EventTooLarge,
     IdKey,
     Replay,
     ResetReason,
+    event_size,
     parse_stream_id,
     reset_event,
 )
@@ -105,8 +133,132 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 #: an operator can fix it without restarting the app; it is logged, and backoff bounds the rate.
 _READER_RETRIES: tuple[type[BaseException], ...] = (*_UNAVAILABLE, coredis.exceptions.RedisError)
 
-#: Seconds between two age trims (``XTRIM MINID``) of one topic by one process.
+#: Seconds between two trims (by age, ``XTRIM MINID``, and by bytes) of one topic by one
+#: process, unless it publishes a quarter of ``retain_bytes`` to the topic sooner.
 _AGE_TRIM_EVERY = 1.0
+
+#: The entries a trim by bytes always keeps, whatever their size; also the entries a caught-up
+#: reader asks for in one blocking read. A reader that some trim went past finds at least this
+#: many entries after its last id, so a blocking read that is not full was not trimmed past.
+_TRIM_KEEPS = 4
+
+#: The most bytes of ``id: <id>\n`` a Redis stream id adds to an event: two 20-digit numbers.
+_ID_LINE_MAX = len("id: \n") + 2 * 20 + 1
+
+#: Lua: an entry's size as `event_size` counts it (its ``n`` field, plus its id line); for an
+#: entry written without ``n``, the length of its values, near enough.
+_LUA_SIZE = """
+local function entry_size(entry)
+  local fields, n, text = entry[2], nil, 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' then n = tonumber(fields[i + 1]) end
+    text = text + #fields[i + 1] + 8
+  end
+  return (n or text) + #entry[1] + 5
+end
+"""
+
+#: Lua: the numbers of ``XINFO STREAM`` that tell a gap, without the first and last entries it
+#: also answers (they may be megabytes); ``false`` if there is no stream.
+_LUA_INFO = """
+local function stream_info(key)
+  if redis.call('EXISTS', key) == 0 then
+    return false
+  end
+  local raw = redis.call('XINFO', 'STREAM', key)
+  local added, length, first, last = 0, 0, '', '0-0'
+  for i = 1, #raw, 2 do
+    local name, value = raw[i], raw[i + 1]
+    if name == 'entries-added' then
+      added = value
+    elseif name == 'length' then
+      length = value
+    elseif name == 'last-generated-id' then
+      last = value
+    elseif name == 'first-entry' and value then
+      first = value[1]
+    end
+  end
+  return {added, length, first, last}
+end
+"""
+
+#: The stream's numbers (``KEYS[1]``): ``{entries-added, length, first id or '', last id}``,
+#: or nil if there is no stream.
+_STREAM_INFO = (
+    _LUA_INFO
+    + """
+return stream_info(KEYS[1])
+"""
+)
+
+#: A page of the stream ``KEYS[1]`` after the id ``ARGV[1]``, and the stream's numbers at the
+#: same moment: ``{added, length, first, last, found, more, entries}``, or nil if there is no
+#: stream. ``entries`` are those after the id, oldest first: at least one if there is one, at
+#: most ``ARGV[3]``, and no more than ``ARGV[2]`` bytes in all unless the first alone is;
+#: ``found``: the id is an entry of the stream; ``more``: entries follow the page. Reads the
+#: stream in small steps, so that Redis holds little more than the page. One key: it runs on
+#: Redis Cluster too.
+_READ_PAGE = (
+    _LUA_SIZE
+    + _LUA_INFO
+    + """
+local key, start = KEYS[1], ARGV[1]
+local budget, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local info = stream_info(key)
+if not info then
+  return false
+end
+local found, more, total, out, from = 0, 0, 0, {}, start
+while true do
+  local batch = redis.call('XRANGE', key, from, '+', 'COUNT', 16)
+  for _, entry in ipairs(batch) do
+    if entry[1] == start then
+      found = 1
+    else
+      local size = entry_size(entry)
+      if #out >= limit or (#out > 0 and total + size > budget) then
+        more = 1
+        break
+      end
+      total = total + size
+      out[#out + 1] = entry
+    end
+  end
+  if more == 1 or #batch < 16 then
+    break
+  end
+  from = '(' .. batch[#batch][1]
+end
+return {info[1], info[2], info[3], info[4], found, more, out}
+"""
+)
+
+#: Trims the stream ``KEYS[1]`` to its newest entries that hold at most ``ARGV[1]`` bytes in
+#: all, keeping its newest ``ARGV[2]`` whatever their size; answers how many it trimmed.
+#: Exact (``XTRIM MINID`` without ``~``), from the oldest end, as every trim of Redis is.
+_TRIM_BYTES = (
+    _LUA_SIZE
+    + """
+local key, budget, keep = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local total, count, newer, upto = 0, 0, nil, '+'
+while true do
+  local batch = redis.call('XREVRANGE', key, upto, '-', 'COUNT', 16)
+  for _, entry in ipairs(batch) do
+    count = count + 1
+    total = total + entry_size(entry)
+    if count > keep and total > budget then
+      return redis.call('XTRIM', key, 'MINID', newer)
+    end
+    newer = entry[1]
+  end
+  if #batch < 16 then
+    return 0
+  end
+  upto = '(' .. batch[#batch][1]
+end
+"""
+)
 
 #: Names the consumer group that marks a stream's incarnation: this prefix and a random part.
 #: No one reads through it; it lives and dies with the stream (and its persistence), so a
@@ -185,6 +337,38 @@ class _Reader:
         self.idle_since: float | None = None
 
 
+class _TrimPace:
+    """When this process last trimmed a topic, and how many bytes it published there since."""
+
+    __slots__ = ("published", "when")
+
+    def __init__(self, when: float) -> None:
+        self.when = when
+        self.published = 0
+
+
+class _Page:
+    """What `_READ_PAGE` answers: the stream's numbers, and the entries of one page.
+
+    ``info`` has the keys ``entries-added``, ``length``, ``first-id`` (``None`` for an empty
+    stream) and ``last-generated-id``, or is ``None`` if there is no stream (and no entry).
+    """
+
+    __slots__ = ("entries", "found", "info", "more")
+
+    def __init__(
+        self,
+        info: dict[str, Any] | None,
+        found: bool,
+        more: bool,
+        entries: list[tuple[str, Mapping[Any, Any]]],
+    ) -> None:
+        self.info = info
+        self.found = found
+        self.more = more
+        self.entries = entries
+
+
 class RedisBackend(BroadcastBackend):
     """Topics in Redis Streams, for a hub shared by worker processes and hosts.
 
@@ -195,13 +379,19 @@ class RedisBackend(BroadcastBackend):
             when the hub closes.
         retain_count: entries kept per topic (approximately: ``MAXLEN ~`` keeps at least this
             many, and trims in whole nodes of about a hundred).
+        retain_bytes: bytes kept per topic (see `event_size`), trimmed after publishes (see
+            the module's docstring for what comes on top); also the largest event taken:
+            a larger one raises `EventTooLarge` (a 413).
         retain_seconds: how long entries are kept for replay.
         key_prefix: prepended to the topic to make the stream's key.
         command_timeout: deadline of each command (blocking reads get it on top of their block).
         publish_timeout: how long `publish` retries while Redis is unreachable.
         block_seconds: how long one ``XREAD`` blocks; also how often an idle reader checks
             whether it should stop.
-        read_count: entries read at most per ``XREAD``.
+        read_count: entries read at most at once (a page of a replay, or of a reader that
+            fell behind).
+        read_bytes: bytes read at most at once, likewise (at least one entry: an event may
+            be larger); what a replay or a reader holds in this process's memory at a time.
         backoff_initial: first pause after a failed command; doubles up to ``backoff_max``.
         backoff_max: longest pause between two attempts.
         reader_linger: seconds a topic's reader keeps going after its last local subscriber
@@ -216,19 +406,27 @@ class RedisBackend(BroadcastBackend):
         *,
         client: coredis.Redis[str] | coredis.RedisCluster[str] | None = None,
         retain_count: int = 1000,
+        retain_bytes: int = DEFAULT_RETAIN_BYTES,
         retain_seconds: float = 300.0,
         key_prefix: str = "trio-dwex:broadcast:",
         command_timeout: float = 5.0,
         publish_timeout: float = 10.0,
         block_seconds: float = 1.0,
         read_count: int = 512,
+        read_bytes: int = 1024 * 1024,
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
         reader_linger: float = 5.0,
         max_connections: int = 256,
     ) -> None:
-        if not isinstance(retain_count, int) or isinstance(retain_count, bool) or retain_count < 1:
-            raise ValueError(f"retain_count must be a positive int, got {retain_count!r}")
+        for name, count in (
+            ("retain_count", retain_count),
+            ("retain_bytes", retain_bytes),
+            ("read_count", read_count),
+            ("read_bytes", read_bytes),
+        ):
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ValueError(f"RedisBackend {name} must be a positive int, got {count!r}")
         for name, value in (
             ("retain_seconds", retain_seconds),
             ("command_timeout", command_timeout),
@@ -241,12 +439,14 @@ class RedisBackend(BroadcastBackend):
                 raise ValueError(f"RedisBackend {name} must be a positive number, got {value!r}")
         self.url = url
         self.retain_count = retain_count
+        self.retain_bytes = retain_bytes
         self.retain_seconds = retain_seconds
         self.key_prefix = key_prefix
         self.command_timeout = command_timeout
         self.publish_timeout = publish_timeout
         self.block_seconds = block_seconds
         self.read_count = read_count
+        self.read_bytes = read_bytes
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.reader_linger = reader_linger
@@ -260,7 +460,7 @@ class RedisBackend(BroadcastBackend):
         self._deliver: Deliver | None = None
         self._end: EndTopic | None = None
         self._readers: dict[str, _Reader] = {}
-        self._last_trim: dict[str, float] = {}
+        self._last_trim: dict[str, _TrimPace] = {}
         self._last_prune = 0.0
         #: True from a failed age trim to the next one that succeeds: one warning per spell.
         self._trims_failing = False
@@ -327,6 +527,11 @@ class RedisBackend(BroadcastBackend):
     async def publish(self, topic: str, event: SseEvent) -> str:
         client = self._require_client()
         key = self._key(topic)
+        size = event_size(event)
+        # The id is Redis's to give: count the longest there is.
+        if size + _ID_LINE_MAX > self.retain_bytes:
+            await trio.lowlevel.checkpoint()
+            raise EventTooLarge(topic, size + _ID_LINE_MAX, self.retain_bytes)
         # The entry names its publish (this backend's nonce, a sequence number), so that a
         # retry can tell whether an attempt whose reply was lost was applied after all.
         token = f"{self._nonce}:{next(self._sequence)}"
@@ -366,44 +571,56 @@ class RedisBackend(BroadcastBackend):
                 logger.debug("publish to %r failed (%r); retrying in %.2fs", topic, exc, backoff)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.backoff_max)
-        await self._trim_by_age(topic, key, entry_id)
+        await self._trim(topic, key, entry_id, size + len(entry_id) + len("id: \n"))
         return entry_id
 
-    async def _trim_by_age(self, topic: str, key: str, entry_id: str) -> None:
+    async def _trim(self, topic: str, key: str, entry_id: str, size: int) -> None:
+        """Trim the topic by age and by bytes, if it is time (see `_AGE_TRIM_EVERY`)."""
         now = trio.current_time()
         if now - self._last_prune >= _AGE_TRIM_EVERY:
             # Forget topics whose pacing is over: dynamic topics must not grow this for ever.
             self._last_prune = now
             self._last_trim = {
-                name: when for name, when in self._last_trim.items() if now - when < _AGE_TRIM_EVERY
+                name: pace
+                for name, pace in self._last_trim.items()
+                if now - pace.when < _AGE_TRIM_EVERY
             }
-        if now - self._last_trim.get(topic, -_AGE_TRIM_EVERY) < _AGE_TRIM_EVERY:
-            return
-        self._last_trim[topic] = now
+        pace = self._last_trim.get(topic)
+        if pace is not None and now - pace.when < _AGE_TRIM_EVERY:
+            pace.published += size
+            if pace.published < self.retain_bytes // 4:
+                return
+        self._last_trim[topic] = _TrimPace(now)
         parsed = parse_stream_id(entry_id)
         if parsed is None:
             return
         min_id = f"{max(0, parsed[0] - int(self.retain_seconds * 1000))}-0"
+        client = self._require_client()
         try:
             with trio.fail_after(self.command_timeout):
-                await self._require_client().xtrim(
+                await client.xtrim(
                     key, PureToken.MINID, min_id, trim_operator=PureToken.APPROXIMATELY
+                )
+            with trio.fail_after(self.command_timeout):
+                await client.eval(
+                    _TRIM_BYTES, keys=[key], args=[str(self.retain_bytes), str(_TRIM_KEEPS)]
                 )
         except _READER_RETRIES as exc:
             # The event is published all the same (so this never raises); a later publish
             # trims instead. Once per spell of failures a warning: entries outlive
             # retain_seconds meanwhile.
             if self._trims_failing:
-                logger.debug("age trim of %r failed again: %r", topic, exc)
+                logger.debug("age trim (or byte trim) of %r failed again: %r", topic, exc)
             else:
                 self._trims_failing = True
                 logger.warning(
-                    "age trim of broadcast topic %r failed (%r): entries older than "
-                    "retain_seconds=%s stay in Redis until a trim succeeds (further failures "
-                    "are logged at DEBUG until then)",
+                    "age trim (or byte trim) of broadcast topic %r failed (%r): entries older "
+                    "than retain_seconds=%s, or beyond retain_bytes=%s, stay in Redis until a "
+                    "trim succeeds (further failures are logged at DEBUG until then)",
                     topic,
                     exc,
                     self.retain_seconds,
+                    self.retain_bytes,
                 )
         else:
             if self._trims_failing:
@@ -469,12 +686,14 @@ class RedisBackend(BroadcastBackend):
         # One attempt per turn; `reader.state` says what the attempt must send and learns
         # what happened (see `_reader_state`). The reader counts the entries of the stream up
         # to its last id (the state's ``offset``: ``entries-added`` when it starts, plus one
-        # per entry read). After a failed command, and after a full batch (it is behind, and
-        # ``MAXLEN ~`` may have trimmed past it), it compares that count with ``XINFO
-        # STREAM`` before it delivers more: entries added after its last id that are no
-        # longer there were trimmed unread (a gap), and fewer entries ever added than it has
-        # read means the stream was made anew (Redis lost its data). Either way its local
-        # subscribers get a reset event, not a silent gap.
+        # per entry read). After a failed command, and after a full blocking read (it may be
+        # behind, and a trim may have gone past it), it reads pages (`_READ_PAGE`), each with
+        # the stream's counts at the same moment, and compares them with its own before it
+        # delivers the page: entries added after its last id that are no longer there were
+        # trimmed unread (a gap), and fewer entries ever added than it has read means the
+        # stream was made anew (Redis lost its data). Either way its local subscribers get a
+        # reset event, not a silent gap. It reads pages until one is the last, then waits in
+        # a blocking read again.
         #
         # Counting cannot tell a stream made anew that had more entries added than the reader
         # read (a reader that started on an empty topic has read none), so the reader also
@@ -484,7 +703,11 @@ class RedisBackend(BroadcastBackend):
         key = self._key(topic)
         client = self._require_client()
         state = reader.state
-        full_batch = min(self.read_count, self.retain_count)
+        # Every trim leaves at least this many entries (see `_TRIM_KEEPS`): a blocking read
+        # with fewer was not trimmed past, and is delivered as it is.
+        full_batch = min(_TRIM_KEEPS, self.retain_count)
+        #: Whether the next read is a page (the reader may be behind), not a blocking read.
+        behind = False
         while True:
             if self._should_stop(reader):
                 return
@@ -512,17 +735,23 @@ class RedisBackend(BroadcastBackend):
                         if info is not None:
                             trimmed = _int(info.get("entries-added")) - _int(info.get("length"))
                         state.made_anew(now, trimmed)
-                with trio.fail_after(self.block_seconds + self.command_timeout):
-                    result = await client.xread(
-                        {key: state.last_id},
-                        count=self.read_count,
-                        block=int(self.block_seconds * 1000),
-                    )
-                entries = _entries(result, key)
                 info = None
-                if state.checks_gap or len(entries) >= full_batch:
+                if behind or state.checks_gap:
                     with trio.fail_after(self.command_timeout):
-                        info = await self._stream_info(client, key)
+                        page = await self._read_page(client, key, state.last_id)
+                    info, entries, behind = page.info, page.entries, page.more
+                else:
+                    with trio.fail_after(self.block_seconds + self.command_timeout):
+                        result = await client.xread(
+                            {key: state.last_id},
+                            count=full_batch,
+                            block=int(self.block_seconds * 1000),
+                        )
+                    entries = _entries(result, key)
+                    if len(entries) >= full_batch:
+                        # Perhaps behind, and trimmed past: read from the same place again,
+                        # in pages that come with the counts that tell a gap.
+                        entries, behind = [], True
             except _READER_RETRIES as exc:
                 if state.phase is not ReaderPhase.RETRYING:
                     logger.warning(
@@ -543,11 +772,10 @@ class RedisBackend(BroadcastBackend):
                 self._tell_reset(topic, state.last_id, reason)
                 # Re-count from what the stream holds now, all of it after the old last id.
                 state.recounted(max(0, _int(info.get("entries-added")) - _int(info.get("length"))))
-            for entry in entries:
-                entry_id = _text(entry.identifier)
+            for entry_id, fields in entries:
                 state.advanced(entry_id)
                 try:
-                    event = _decode(entry_id, entry.field_values)
+                    event = _decode(entry_id, fields)
                 except Exception:
                     logger.exception(
                         "broadcast topic %r: skipping stream entry %s, which could not be decoded",
@@ -586,18 +814,21 @@ class RedisBackend(BroadcastBackend):
     async def replay(self, topic: str, last_event_id: str) -> Replay:
         client = self._require_client()
         key = self._key(topic)
+        # Anything that is not an id of ours is unknown, and never reaches Redis (which would
+        # answer a part of 2**64 or more with an error).
         wanted = self.id_key(last_event_id)
-        entries: tuple[Any, ...] = ()
+        page: _Page | None = None
         try:
-            if wanted is not None:
-                # One read, from the client's id inclusive: if that entry is still there, every
-                # entry after it is too (Redis trims streams from the oldest end only), so the
-                # answer is complete without trusting anything read at another moment. Its size
-                # is bounded by the retention.
-                with trio.fail_after(self.command_timeout):
-                    entries = tuple(await client.xrange(key, f"{wanted[0]}-{wanted[1]}", "+"))
             with trio.fail_after(self.command_timeout):
-                info = await self._stream_info(client, key)
+                if wanted is None:
+                    info = await self._stream_info(client, key)
+                else:
+                    # One page from the client's id, inclusive, with the stream's counts at
+                    # the same moment: if that entry is still there, every entry after it is
+                    # too (Redis trims streams from the oldest end only), so the page follows
+                    # on from it without a gap.
+                    page = await self._read_page(client, key, f"{wanted[0]}-{wanted[1]}")
+                    info = page.info
         except _UNAVAILABLE as exc:
             raise BroadcastUnavailable(
                 f"could not replay topic {topic!r}: Redis at {self.url} is unavailable ({exc!r})"
@@ -608,26 +839,53 @@ class RedisBackend(BroadcastBackend):
         if latest == "0-0":
             latest = ""  # an empty stream (its reader made it): no event yet
         latest_key = parse_stream_id(latest)
-        if wanted is None or (latest_key is not None and wanted > latest_key):
+        if wanted is None or page is None or (latest_key is not None and wanted > latest_key):
             return Replay([], ResetReason.UNKNOWN, latest)
-        found = bool(entries) and parse_stream_id(_text(entries[0].identifier)) == wanted
-        first_entry = info.get("first-entry")
-        first_key = parse_stream_id(_text(first_entry.identifier)) if first_entry else None
-        if not found and (first_key is None or wanted < first_key):
+        first_key = parse_stream_id(info.get("first-id") or "")
+        if not page.found and (first_key is None or wanted < first_key):
             # The id is older than everything retained. Whether the entry right after it was
             # trimmed too cannot be known (Redis records no trimmed ids), so this errs towards
             # a reset. A stream that never trimmed anything cannot have had the id at all: it
             # was made anew (Redis lost its data) or the id was made up.
-            added = info.get("entries-added")
-            never_trimmed = isinstance(added, int) and added == info.get("length")
+            never_trimmed = _int(info.get("entries-added")) == _int(info.get("length"))
             reason = ResetReason.UNKNOWN if never_trimmed else ResetReason.TOO_OLD
             return Replay([], reason, latest)
         events = []
-        for entry in entries[1:] if found else entries:
-            event = _decode(_text(entry.identifier), entry.field_values)
+        for entry_id, fields in page.entries:
+            try:
+                event = _decode(entry_id, fields)
+            except Exception:
+                logger.exception(
+                    "broadcast topic %r: skipping stream entry %s in a replay, which could not "
+                    "be decoded",
+                    topic,
+                    entry_id,
+                )
+                continue
             if event is not None:
                 events.append(event)
-        return Replay(events, None, latest)
+        if page.more and not events:
+            # Every entry of the page was skipped: go on after the last of them, since the
+            # hub asks for the next page after the last event it was given.
+            return await self.replay(topic, page.entries[-1][0])
+        return Replay(events, None, latest, more=page.more)
+
+    async def _read_page(self, client: Any, key: str, after: str) -> _Page:
+        """One page of the stream after the id ``after``, with its counts (`_READ_PAGE`)."""
+        reply = await client.eval(
+            _READ_PAGE, keys=[key], args=[after, str(self.read_bytes), str(self.read_count)]
+        )
+        if not reply:
+            return _Page(None, False, False, [])
+        added, length, first, last, found, more, raw = reply
+        info = {
+            "entries-added": _int(added),
+            "length": _int(length),
+            "first-id": _text(first) or None,
+            "last-generated-id": _text(last),
+        }
+        entries = [(_text(entry_id), _fields(values)) for entry_id, values in raw]
+        return _Page(info, _int(found) == 1, _int(more) == 1, entries)
 
     async def _incarnation(self, client: Any, key: str) -> str:
         """The stream's incarnation, made (with the stream if need be) if it has none.
@@ -642,13 +900,20 @@ class RedisBackend(BroadcastBackend):
         return _text(reply)
 
     async def _stream_info(self, client: Any, key: str) -> Mapping[str, Any] | None:
-        try:
-            info: Mapping[str, Any] = await client.xinfo_stream(key)
-        except coredis.exceptions.ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return None
-            raise
-        return info
+        """The stream's counts, as in `_Page.info`: ``None`` if there is no stream.
+
+        Not ``XINFO STREAM`` itself, which also answers the first and the last entry, whole.
+        """
+        reply = await client.eval(_STREAM_INFO, keys=[key], args=[])
+        if not reply:
+            return None
+        added, length, first, last = reply
+        return {
+            "entries-added": _int(added),
+            "length": _int(length),
+            "first-id": _text(first) or None,
+            "last-generated-id": _text(last),
+        }
 
     def id_key(self, event_id: str) -> IdKey | None:
         return parse_stream_id(event_id)
@@ -666,16 +931,15 @@ def _lost_after(info: Mapping[str, Any] | None, last_id: str, offset: int) -> Re
 
     ``info`` is ``XINFO STREAM``: Redis trims from the oldest end, so if the first retained
     entry is after ``last_id``, every retained entry is, and the entries added after
-    ``last_id`` (``entries-added - offset``) should all be there. Read after the entries it
-    judges, this errs towards a reset for a reader at the very edge of retention.
+    ``last_id`` (``entries-added - offset``) should all be there. ``info`` comes with the
+    entries it judges (`_READ_PAGE`), read at the same moment, so the answer is exact.
     """
     if info is None:
         return None
     added = _int(info.get("entries-added"))
     if added < offset:
         return ResetReason.UNKNOWN
-    first_entry = info.get("first-entry")
-    first = parse_stream_id(_text(first_entry.identifier)) if first_entry else None
+    first = parse_stream_id(info.get("first-id") or "")
     mark = parse_stream_id(last_id)
     if mark is not None and first is not None and first <= mark:
         return None  # the entry read last (or one before it) is still there: nothing trimmed
@@ -688,19 +952,28 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) else int(_text(value or 0))
 
 
-def _entries(result: object, key: str) -> tuple[Any, ...]:
+def _entries(result: object, key: str) -> list[tuple[str, Mapping[Any, Any]]]:
+    """The entries of ``key`` in an ``XREAD`` reply, as (id, fields)."""
     if not result:
-        return ()
+        return []
     assert isinstance(result, Mapping)
     for name, entries in result.items():
         if _text(name) == key:
-            return tuple(entries)
-    return ()
+            return [(_text(entry.identifier), entry.field_values) for entry in entries]
+    return []
+
+
+def _fields(values: Any) -> Mapping[Any, Any]:
+    """An entry's fields, answered by a script as a flat list ``[name, value, ...]``."""
+    items = list(values)
+    return {_text(name): value for name, value in zip(items[::2], items[1::2], strict=True)}
 
 
 def _encode_fields(event: SseEvent) -> dict[str, str]:
     """The event's fields as stored in a stream entry; the data as its wire text."""
-    fields: dict[str, str] = {}
+    # ``n``: the event's size (see `event_size`, without the id line), which the scripts that
+    # page and trim the stream add up without decoding the entry.
+    fields: dict[str, str] = {"n": str(event_size(event))}
     if event.data_text is not None:
         fields["d"] = event.data_text
     if event.event is not None:

@@ -11,6 +11,8 @@
 - :mod:`._convert` — the converters, built at startup from annotations, run per request.
 - :mod:`._di` — the flat, per-app :class:`Container` and :class:`Provider`.
 - :mod:`._pipeline` — :class:`ExecutionContext`, guards, interceptors, :func:`map_events`.
+- :mod:`._schema` — annotations as JSON Schemas, and checks of values against them.
+- :mod:`._events` — a stream route's declared events (``@Sse(events=...)``) and their check.
 - :mod:`._routing` — the pure :class:`Router`.
 - :mod:`._controllers` — one controller class compiled into its routes.
 - :mod:`._module` — ``@Module`` and :func:`compile_application`.
@@ -36,6 +38,7 @@ from ._decorators import (
     UseInterceptors,
 )
 from ._di import Container, Provider
+from ._events import EventContract, EventContractError
 from ._module import ApplicationPlan, Module, compile_application
 from ._params import Body, Headers, Param, ParamMarker, Query, Req, RequestLike
 from ._pipeline import (
@@ -61,6 +64,8 @@ __all__ = [
     "Container",
     "Controller",
     "Delete",
+    "EventContract",
+    "EventContractError",
     "ExecutionContext",
     "Get",
     "Headers",

@@ -13,7 +13,7 @@ import collections.abc
 import inspect
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from .._errors import ConfigurationError
@@ -74,6 +74,8 @@ class ParamPlan:
     text: TextConverter | None = None
     #: Converter for the parsed JSON body.
     json: JsonConverter | None = None
+    #: The annotation without its marker (``int | None``), for the OpenAPI document.
+    annotation: object = Any
 
     @property
     def label(self) -> str:
@@ -196,9 +198,10 @@ def _analyse_param(
     marker = markers[0]
     default = UNSET if parameter.default is inspect.Parameter.empty else parameter.default
     try:
-        return _plan_for(parameter.name, marker, annotation, default)
+        plan = _plan_for(parameter.name, marker, annotation, default)
     except UnsupportedType as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
+    return replace(plan, annotation=annotation)
 
 
 def _is_mapping_type(tp: object) -> bool:

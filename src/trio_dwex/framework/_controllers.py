@@ -18,6 +18,7 @@ from ..wire._paths import compile_path, join_paths
 from ._analysis import CallPlan, analyse_handler
 from ._decorators import RouteSpec, controller_spec, guards_of, interceptors_of, route_specs
 from ._di import Container
+from ._events import compile_events
 from ._pipeline import CanActivate, Interceptor
 from ._routing import RoutePlan
 
@@ -112,6 +113,10 @@ def _route_plan(
             f"{route.method} {template.template} captures {captured}; fix the Param(...) name "
             "or add :name to the path"
         )
+    events = None
+    if route.events is not None:
+        label = f"{plan.qualname} ({route.method} {template.template})"
+        events = compile_events(route.events, label)
     return RoutePlan(
         method=route.method,
         path=template.template,
@@ -125,6 +130,7 @@ def _route_plan(
         interceptors=interceptors,
         sse_options=route.sse_options,
         template=template,
+        events=events,
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from .._errors import ConfigurationError
 from .._unset import UNSET, Unset
-from ..streams._runner import StreamSettings
+from ..streams._settings import StreamSettings
 from ..streams._stream import OverflowPolicy
 from ..wire._headers import encode_headers
 
@@ -87,6 +87,8 @@ class RouteSpec:
     kind: RouteKind
     #: SSE options given explicitly on this route (only those given); empty for HTTP routes.
     sse_options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    #: The events an ``@Sse`` route declares (name to data type), or None if it declares none.
+    events: Mapping[str, object] | None = None
 
 
 # -- reading the specs back (used by the compiler) --------------------------------------------
@@ -224,6 +226,7 @@ def Sse(
     overflow: OverflowPolicy | Unset = UNSET,
     max_lifetime: float | Unset | None = UNSET,
     headers: Mapping[str, str] | Unset = UNSET,
+    events: Mapping[str, object] | None = None,
 ) -> Callable[[F], F]:
     """Route ``<method> <prefix>/<path>`` to the decorated method, answered with an event stream.
 
@@ -250,6 +253,11 @@ def Sse(
     - ``max_lifetime``: seconds after which the stream is closed (the client reconnects with
       ``Last-Event-ID``); ``None`` for no limit.
     - ``headers``: extra response headers.
+    - ``events``: the events the stream sends, by name, each with the type of its ``data``
+      (a dataclass, ``TypedDict``, ``msgspec.Struct``, pydantic model, or any annotation the
+      framework knows): ``events={"connected": Hello, "update": Update}``; ``"message"``
+      names the unnamed events. The OpenAPI document describes the stream from it, and the
+      app checks each event against it (``Settings.check_events``).
     """
     verb = method.upper() if isinstance(method, str) else method
     if verb not in SSE_METHODS:
@@ -274,7 +282,24 @@ def Sse(
         raise ConfigurationError(f"@Sse({path!r}): {error}") from None
     if headers is not UNSET:
         options["headers"] = MappingProxyType(dict(headers))
-    return _record_route(RouteSpec(verb, path, "sse", MappingProxyType(options)), "@Sse()")
+    declared = None if events is None else MappingProxyType(_check_events(path, events))
+    spec = RouteSpec(verb, path, "sse", MappingProxyType(options), declared)
+    return _record_route(spec, "@Sse()")
+
+
+def _check_events(path: str, events: object) -> dict[str, object]:
+    if not isinstance(events, Mapping) or not events:
+        raise ConfigurationError(
+            f"@Sse({path!r}, events=...) takes a non-empty mapping of event names to data "
+            f"types, e.g. {{'update': Update}}; got {events!r}"
+        )
+    for name in events:
+        if not isinstance(name, str) or not name or any(c in name for c in "\r\n"):
+            raise ConfigurationError(
+                f"@Sse({path!r}, events=...): event names are non-empty strings on one line, "
+                f"got {name!r}"
+            )
+    return dict(events)
 
 
 # -- enhancers ----------------------------------------------------------------------------------

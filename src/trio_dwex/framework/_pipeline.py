@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from .._errors import ForbiddenException
-from ..streams._runner import aclose_iterator
+from ..streams._iterators import aclose_iterator
 
 __all__ = [
     "CallNext",
@@ -153,7 +153,8 @@ async def map_events(source: AsyncIterable[T], fn: Callable[[T], Any]) -> AsyncG
     When this generator is closed early (the client left, the stream was closed), it closes
     ``source``'s iterator explicitly (`aclose_iterator`), so the handler's
     ``finally`` blocks run now, inside the stream's cancel scope, rather than whenever the
-    garbage collector gets to them.
+    garbage collector gets to them. An `SseStream` ``source`` is run by the response that
+    runs this generator: its tasks and ``on_close`` callbacks are that response's.
     """
     iterator = aiter(source)
     try:

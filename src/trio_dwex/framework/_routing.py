@@ -22,6 +22,7 @@ from .._errors import ConfigurationError, MethodNotAllowedException, NotFoundExc
 from ..wire._paths import PathTemplate, compile_path
 from ._analysis import CallPlan
 from ._decorators import RouteKind
+from ._events import EventContract
 from ._pipeline import CanActivate, Interceptor
 
 __all__ = ["RouteLike", "RoutePlan", "Router"]
@@ -55,6 +56,8 @@ class RoutePlan:
     sse_options: Mapping[str, object]
     #: The compiled path template (``.match``, ``.param_names``).
     template: PathTemplate
+    #: The events an ``@Sse(events=...)`` route declares, compiled; None if it declares none.
+    events: EventContract | None = None
 
     @property
     def name(self) -> str:

@@ -4,6 +4,16 @@ An `SseStream` is a bounded trio memory channel with the guide's API on top. Pro
 events in with `send` (waits for room) or `send_nowait` (for sync callbacks); the stream
 runner takes them out and writes them to the client. Tasks started with `start_soon` run in
 the stream's own nursery, so they are cancelled when the stream ends, whatever ends it.
+
+Its lifecycle (`StreamState` and `CloseReason`, with the table of legal transitions) is in
+``_state.py``; the stream holds both values and changes them only in its own methods. The
+runner drives it through the methods at the end of the class, the only ones it calls.
+
+Who runs a stream: the response whose source it is, or else the response whose source
+iterates it (an interceptor that wraps the handler's stream, with `map_events` or a generator
+of its own). Iterating a stream that has not run yet, inside a response's tasks, hands it to
+that response (`current_run`): its tasks start there and its ``on_close`` callbacks run when
+that response ends.
 """
 
 from __future__ import annotations
@@ -11,14 +21,16 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from contextvars import ContextVar
+from typing import Any, Protocol, cast
 
 import trio
 
 from .._errors import StreamClosed
 from ..wire._sse import SseEvent, to_event
+from ._state import CloseReason, StreamState, next_state
 
-__all__ = ["DEFAULT_BUFFER_SIZE", "OverflowPolicy", "SseStream"]
+__all__ = ["DEFAULT_BUFFER_SIZE", "OverflowPolicy", "SseStream", "StreamOwner", "current_run"]
 
 logger = logging.getLogger("trio_dwex.streams")
 
@@ -30,6 +42,22 @@ _CLOSED = "cannot send on a closed SseStream; check stream.is_closed first"
 
 CloseCallback = Callable[[], object]
 """An `on_close` callback: a plain function, or an async one (its awaitable is awaited)."""
+
+_NEW, _RUNNING, _ENDING, _FINISHED = StreamState
+
+# What a producer may give ``close(reason=...)``; the other reasons are the runner's to give.
+_PRODUCER_REASONS = (CloseReason.CLOSED, CloseReason.OVERFLOW)
+
+
+class StreamOwner(Protocol):
+    """A running response that takes over the streams its source iterates (the runner's run)."""
+
+    def adopt(self, stream: SseStream) -> None:
+        """Run ``stream`` as part of this response: start its tasks, later end and finish it."""
+
+
+current_run: ContextVar[StreamOwner | None] = ContextVar("trio_dwex_current_run", default=None)
+"""The response whose tasks are running, if any; set by the runner for its tasks."""
 
 
 class OverflowPolicy(enum.Enum):
@@ -77,15 +105,13 @@ class SseStream:
         self.overflow = overflow
         # Events, or their bytes once the stream runs (see `_wire`).
         self._sender, self._receiver = trio.open_memory_channel[SseEvent | bytes](buffer_size)
-        self._closed = False
-        self._finished = False
-        self._overflowed = False
+        self._state = _NEW
+        # ``None`` while producers may queue events (see _state.py).
+        self._reason: CloseReason | None = None
         self._callbacks: list[CloseCallback] = []
         self._pending: list[tuple[Callable[..., Awaitable[object]], tuple[Any, ...]]] = []
         self._nursery: trio.Nursery | None = None
-        # Set by the runner the moment the stream starts to end, before its scope is cancelled.
-        self._ending = False
-        # Set by the runner when it writes this stream's buffer to a client: events are then
+        # True when the runner writes this stream's buffer to a client: events are then
         # queued as their encoded bytes, which the writer needs anyway. A buffered event then
         # costs a third of the memory and gives the garbage collector nothing to track, which
         # with hundreds of busy streams saves a fifth of the CPU per event
@@ -111,23 +137,26 @@ class SseStream:
         """
         message = event if type(event) is SseEvent else to_event(event)
         item = message.encode() if self._wire else message
-        if self._closed:
+        if self._reason is not None:
             await trio.lowlevel.checkpoint()
             raise StreamClosed(_CLOSED)
-        if self._offer(item):
-            # A flag costs nothing per event, where a checkpoint costs as much as queueing the
-            # event; before the stream runs, an ordinary cancel point.
-            if self._ending:
-                await trio.lowlevel.checkpoint()
-            elif self._nursery is None:
-                await trio.lowlevel.checkpoint_if_cancelled()
-            return
         try:
-            await self._sender.send(item)
-        except trio.ClosedResourceError:
-            raise StreamClosed(
-                "the SseStream was closed while send() waited for buffer room"
-            ) from None
+            self._sender.send_nowait(item)
+        except trio.WouldBlock:
+            try:
+                await self._sender.send(item)
+            except trio.ClosedResourceError:
+                raise StreamClosed(
+                    "the SseStream was closed while send() waited for buffer room"
+                ) from None
+            return
+        # Reading the state costs nothing per event, where a checkpoint costs as much as
+        # queueing the event; before the stream runs, an ordinary cancel point.
+        if self._state is not _RUNNING:
+            if self._state is _ENDING:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
 
     async def send_data(self, data: Any) -> None:
         """Queue an event that has only data (the client's ``message`` type)."""
@@ -147,7 +176,7 @@ class SseStream:
         """
         message = to_event(event)
         item = message.encode() if self._wire else message
-        if self._closed:
+        if self._reason is not None:
             return False
         try:
             self._sender.send_nowait(item)
@@ -165,25 +194,40 @@ class SseStream:
             "its buffer of %d events is full (overflow policy CLOSE)",
             self.buffer_size,
         )
-        self._overflowed = True
-        self.close()
+        self._close(CloseReason.OVERFLOW)
         return False
 
-    def close(self) -> None:
+    def close(self, *, reason: CloseReason = CloseReason.CLOSED) -> None:
         """Close the stream: events already queued are still delivered, then it ends.
 
-        Safe to call more than once, and from sync code.
+        Safe to call more than once, and from sync code; the first call's ``reason`` stays.
+        ``reason`` is `CloseReason.CLOSED`, or `CloseReason.OVERFLOW` for a producer that
+        drops a client which fell behind (as the broadcast hub does): the response then ends
+        as an overflow.
         """
-        if not self._closed:
-            self._closed = True
-            self._sender.close()
+        if reason not in _PRODUCER_REASONS:
+            raise ValueError(
+                f"SseStream.close(reason=...) takes CloseReason.CLOSED or CloseReason.OVERFLOW, "
+                f"got {reason!r}; the other reasons are the runner's to give"
+            )
+        self._close(reason)
 
     # -- lifetime -----------------------------------------------------------------------------
 
     @property
     def is_closed(self) -> bool:
         """True once the stream is closed; `send` would raise and `send_nowait` return False."""
-        return self._closed
+        return self._reason is not None
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """Why the stream closed: ``None`` while it is open, then the first reason given."""
+        return self._reason
+
+    @property
+    def state(self) -> StreamState:
+        """Where the stream is in its life (see `StreamState`)."""
+        return self._state
 
     def on_close(self, callback: CloseCallback) -> None:
         """Run ``callback`` exactly once when the stream ends, whatever ends it.
@@ -192,7 +236,7 @@ class SseStream:
         An async callback is awaited (shielded from the stream's cancellation, with the
         runner's ``close_timeout``).
         """
-        if self._finished:
+        if self._state is _FINISHED:
             raise StreamClosed("this SseStream has already ended; on_close would never run")
         self._callbacks.append(callback)
 
@@ -203,7 +247,7 @@ class SseStream:
         stream ends. If it raises, the stream ends and the error is logged (or, before the
         first event was sent, answered as an HTTP error).
         """
-        if self._finished:
+        if self._state is _FINISHED:
             raise StreamClosed("this SseStream has already ended; cannot start a task in it")
         if self._nursery is None:
             self._pending.append((fn, args))
@@ -213,41 +257,99 @@ class SseStream:
     def __aiter__(self) -> AsyncIterator[SseEvent]:
         """Its events, as an async iterable: how an interceptor maps an SseStream's events.
 
-        The stream's tasks and ``on_close`` callbacks still belong to the stream; the runner
-        runs them when given the stream as ``owner``.
+        The stream's tasks and ``on_close`` callbacks still belong to the stream: iterated
+        inside a response's tasks before it runs, the stream is run by that response.
         """
         if self._wire:
             raise RuntimeError(
                 "this SseStream is being sent to a client; it cannot be iterated as well"
             )
-        # Only a stream that the runner writes out holds bytes, and that one is refused above.
-        return cast(AsyncIterator[SseEvent], self._receiver.__aiter__())
+        return _StreamEvents(self)
 
-    # -- for the stream runner (same layer) -----------------------------------------------------
+    def _close(self, reason: CloseReason) -> None:
+        if self._reason is None:
+            self._reason = reason
+            self._sender.close()
 
-    def _attach(self, nursery: trio.Nursery) -> None:
-        """Bind the stream to the nursery it runs in and start the queued tasks."""
-        if self._nursery is not None or self._finished:
-            raise RuntimeError("an SseStream can be run only once; return a new one per request")
+    def _join_current_run(self) -> None:
+        """Be run by the response whose tasks iterate this stream, if it has not run yet."""
+        owner = current_run.get()
+        if owner is not None and self._state is _NEW:
+            owner.adopt(self)
+
+    # -- for the stream runner (this package's _runner.py, the only caller) --------------------
+
+    def _start_run(
+        self, nursery: trio.Nursery, *, wire: bool
+    ) -> trio.MemoryReceiveChannel[SseEvent | bytes]:
+        """NEW → RUNNING: start the queued tasks in ``nursery``; the buffer's reading end.
+
+        ``wire``: the runner writes the buffer to a client, so events are queued as bytes from
+        now on (events queued before stay events; the writer takes both).
+        """
+        self._state = next_state(self._state, "start")
         self._nursery = nursery
+        self._wire = wire
         pending, self._pending = self._pending, []
         for fn, args in pending:
             nursery.start_soon(fn, *args)
+        return self._receiver
 
-    def _offer(self, item: SseEvent | bytes) -> bool:
-        """Queue ``item`` if the buffer has room now; ``False`` if it is full."""
-        if self._closed:
-            raise StreamClosed(_CLOSED)
-        try:
-            self._sender.send_nowait(item)
-        except trio.WouldBlock:
-            return False
-        return True
+    def _end_run(self) -> None:
+        """RUNNING → ENDING: the response's nursery is being cancelled.
 
-    def _take_callbacks(self) -> list[CloseCallback]:
-        """Mark the stream finished and hand over its callbacks, so each runs exactly once."""
-        self._finished = True
-        self.close()
+        Marked on the stream so that `send` stops its producers without a checkpoint per event
+        (``CancelScope.cancel_called`` reads the clock each time it is asked).
+        """
+        self._state = next_state(self._state, "end")
+
+    def _finish_run(self, reason: CloseReason) -> list[CloseCallback]:
+        """→ FINISHED: close the stream (with ``reason`` unless it was closed before) and hand
+        over its callbacks, so that each runs exactly once."""
+        self._state = next_state(self._state, "finish")
+        self._close(reason)
         callbacks, self._callbacks = self._callbacks, []
         self._pending.clear()
         return callbacks
+
+
+class _StreamEvents:
+    """What iterating an `SseStream` gives: its events, and the stream they come from.
+
+    Its first step hands the stream to the response whose tasks iterate it, if that stream has
+    not run yet (see the module docstring).
+    """
+
+    __slots__ = ("_first", "_receive", "_receive_nowait", "stream")
+
+    def __init__(self, stream: SseStream) -> None:
+        self.stream = stream
+        # Only a stream that the runner writes out holds bytes, and that one is never iterated.
+        self._receive = cast(
+            Callable[[], Awaitable[SseEvent]],
+            stream._receiver.receive,  # same module: the stream's own buffer
+        )
+        self._receive_nowait = cast(Callable[[], SseEvent], stream._receiver.receive_nowait)
+        self._first = True
+
+    def __aiter__(self) -> _StreamEvents:
+        return self
+
+    async def __anext__(self) -> SseEvent:
+        if self._first:
+            self._first = False
+            self.stream._join_current_run()
+        try:
+            # An event already queued is taken at once: ``receive()`` passes through the
+            # scheduler every time, which costs more than the rest of the event's way to the
+            # client (bench.costs, "typed events, SseStream source"). Whoever iterates still
+            # waits, and so checkpoints, whenever the buffer is empty or its own is full.
+            return self._receive_nowait()
+        except trio.WouldBlock:
+            pass
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        try:
+            return await self._receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None

@@ -1,0 +1,69 @@
+"""`StreamSettings`: every timeout, buffer and limit of a stream, checked once when made."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy
+
+__all__ = ["StreamSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How a stream behaves; every timeout and buffer of the runner is here.
+
+    Attributes:
+        keepalive: seconds without an event after which a ``: keep-alive`` comment is sent, so
+            proxies and load balancers do not close an idle connection. ``None`` disables it.
+        send_timeout: seconds a client may take to accept a write before it is dropped. A
+            stalled client otherwise pins the stream (and its memory) for ever.
+        buffer_size: events buffered per stream between the producer and the socket.
+        overflow: what ``SseStream.send_nowait`` does when that buffer is full.
+        first_event_wait: seconds the runner waits for the first event before it commits the
+            response headers. An error raised within that time becomes a proper HTTP error
+            response; a slower source still gets its headers after this long.
+        max_lifetime: seconds after which the stream is closed so that the client reconnects
+            (how long-lived streams rebalance across servers). ``None``: no limit.
+        close_timeout: seconds that ``on_close`` callbacks get, in total, to finish.
+        max_batch_bytes: upper bound on the bytes coalesced into one write.
+    """
+
+    keepalive: float | None = 15.0
+    send_timeout: float = 30.0
+    buffer_size: int = DEFAULT_BUFFER_SIZE
+    overflow: OverflowPolicy = OverflowPolicy.CLOSE
+    first_event_wait: float = 0.2
+    max_lifetime: float | None = None
+    close_timeout: float = 5.0
+    max_batch_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("send_timeout", "first_event_wait", "close_timeout"):
+            _check_seconds(name, getattr(self, name), allow_none=False)
+        for name in ("keepalive", "max_lifetime"):
+            _check_seconds(name, getattr(self, name), allow_none=True)
+        for name in ("buffer_size", "max_batch_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"stream setting {name} must be a positive int, got {value!r}")
+        if not isinstance(self.overflow, OverflowPolicy):
+            raise ValueError(
+                f"stream setting overflow must be an OverflowPolicy, got {self.overflow!r}"
+            )
+
+
+def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not value > 0
+    ):
+        hint = " or None to disable it" if allow_none else ""
+        raise ValueError(
+            f"stream setting {name} must be a positive number of seconds{hint}, got {value!r}"
+        )

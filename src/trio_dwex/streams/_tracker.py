@@ -1,0 +1,85 @@
+"""`StreamTracker`: an app's open streams, counted by outcome, and ended all at once at shutdown."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable
+from typing import Protocol, TypedDict
+
+from ._state import CloseReason
+
+__all__ = ["Endable", "StreamStats", "StreamTracker"]
+
+
+class Endable(Hashable, Protocol):
+    """A running stream as the tracker sees it: something it can end (the runner's run)."""
+
+    def end(self, reason: CloseReason) -> None:
+        """Begin to end the stream now, for ``reason``; its cleanup runs as for any end."""
+
+
+class StreamStats(TypedDict):
+    """What `StreamTracker.stats` (and ``DwexApp.stats()``) returns: plain JSON-able values."""
+
+    #: Streams running now.
+    open: int
+    #: Streams started since the tracker was made.
+    opened: int
+    #: Streams ended, keyed by `CloseReason` value (every reason present, 0 if none).
+    closed: dict[str, int]
+
+
+class StreamTracker:
+    """Counts an app's streams by outcome, and ends them all at shutdown.
+
+    A stream's run calls `register` when it starts and `unregister` when it is over
+    (`run_stream` does both when given the tracker).
+
+    Attributes:
+        opened: streams started since the tracker was made.
+        closed: streams ended, by `CloseReason`.
+    """
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed: Counter[CloseReason] = Counter()
+        self._open: set[Endable] = set()
+        self._shutting_down = False
+
+    @property
+    def open_count(self) -> int:
+        """Streams running now."""
+        return len(self._open)
+
+    @property
+    def shutting_down(self) -> bool:
+        """True once `close_all` was called; new streams are refused from then on."""
+        return self._shutting_down
+
+    def register(self, stream: Endable) -> None:
+        """Count ``stream`` as open: `close_all` ends it until it is unregistered."""
+        self.opened += 1
+        self._open.add(stream)
+
+    def unregister(self, stream: Endable, reason: CloseReason) -> None:
+        """``stream`` is over, for ``reason``: count it as closed."""
+        self._open.discard(stream)
+        self.closed[reason] += 1
+
+    def close_all(self) -> None:
+        """End every open stream (reason `CloseReason.SHUTDOWN`) and refuse new ones."""
+        self._shutting_down = True
+        for stream in list(self._open):
+            stream.end(CloseReason.SHUTDOWN)
+
+    def accept_new(self) -> None:
+        """Accept new streams again after `close_all` (an app served again, as in tests)."""
+        self._shutting_down = False
+
+    def stats(self) -> StreamStats:
+        """A JSON-able snapshot, for a metrics endpoint or a test."""
+        return {
+            "open": self.open_count,
+            "opened": self.opened,
+            "closed": {reason.value: self.closed[reason] for reason in CloseReason},
+        }
