@@ -47,16 +47,18 @@ class LiveStream:
 
 @asynccontextmanager
 async def open_stream(
-    client: httpx.AsyncClient, url: str, **kwargs: object
+    client: httpx.AsyncClient, url: str, *, method: str = "GET", **kwargs: object
 ) -> AsyncIterator[LiveStream]:
-    async with client.stream("GET", url, **kwargs) as response:  # type: ignore[arg-type]
+    async with client.stream(method, url, **kwargs) as response:  # type: ignore[arg-type]
         yield LiveStream(response)
 
 
-async def read_all_events(client: httpx.AsyncClient, url: str) -> list[MessageEvent]:
+async def read_all_events(
+    client: httpx.AsyncClient, url: str, *, method: str = "GET", **kwargs: object
+) -> list[MessageEvent]:
     decoder = SseDecoder()
     events: list[MessageEvent] = []
-    async with client.stream("GET", url) as response:
+    async with client.stream(method, url, **kwargs) as response:  # type: ignore[arg-type]
         async for chunk in response.aiter_raw():
             events.extend(decoder.feed(chunk))
     return events

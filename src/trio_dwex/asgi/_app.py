@@ -5,6 +5,15 @@ code, so a rejected SSE request never opens a stream); the stream limit for SSE 
 interceptors around parameter conversion and the handler; then the handler's result becomes
 a response. Lifespan startup enters the providers that are async context managers, and
 shutdown closes every open stream before it exits them.
+
+What a result becomes does not depend on the method: a stream (an `SseStream`, an async
+iterable, an `EventSourceResponse` built by the handler) is an event stream on any route,
+counted by the app and ended at its shutdown, and a `Response` is sent as it is. On a plain
+route anything else is JSON (text for ``str``, 204 for ``None``); on an ``@Sse`` route it is a
+mistake (a 500, logged), since answering once there is a decision the handler states by
+returning a `Response`. ``@Sse`` declares that a route streams, so its limit is checked before
+the handler runs and its stream options apply; a plain route whose handler returns a stream is
+checked when it does, under the app's options.
 """
 
 from __future__ import annotations
@@ -132,11 +141,20 @@ class DwexApp:
         context = ExecutionContext(request, route.controller_class, route.handler)
         await run_guards(route.guards, context)
         if route.kind != "sse":
-            return _to_response(await self._call(route, request, context))
+            result = await self._call(route, request, context)
+            if not is_stream(result):
+                return _to_response(result)
+            # Only now is it known to stream: the limit is checked here, with no await between
+            # this check and the stream's registration, as below.
+            await self._admit_late(result)
+            return self._to_stream(route, result)
         self._check_stream_limit()
         self._starting_streams += 1
         try:
-            return self._to_stream(route, await self._call(route, request, context))
+            result = await self._call(route, request, context)
+            if isinstance(result, Response):
+                return result  # the handler chose to answer this request once
+            return self._to_stream(route, result)
         finally:
             # The stream registers with the tracker as soon as its response runs, with no
             # await in between, so the limit is never exceeded by requests in flight.
@@ -164,11 +182,26 @@ class DwexApp:
                 f"too many open event streams (max_streams={limit}); retry later", headers=retry
             )
 
+    async def _admit_late(self, result: object) -> None:
+        """The stream limit for a stream that a plain route returned; a refused one is let go."""
+        try:
+            self._check_stream_limit()
+        except ServiceUnavailableException:
+            await _let_go(result)
+            raise
+
     def _to_stream(self, route: RoutePlan, result: object) -> EventSourceResponse:
+        stream_settings, headers = self._route_streams.get(id(route), (self.settings.streams, None))
+        if isinstance(result, EventSourceResponse):
+            # Built by the handler: counted and ended at shutdown like any stream of the app,
+            # and the options it was not given are the route's and the app's.
+            result.track(self.streams, defaults=stream_settings, headers=headers)
+            return result
         if not isinstance(result, SseStream | AsyncIterable):
             raise TypeError(
-                f"SSE handler {route.name} returned {type(result).__name__}; make it an async "
-                "generator or return an SseStream"
+                f"SSE handler {route.name} returned {type(result).__name__}; yield events or "
+                "return an SseStream (or return a Response, such as a JSONResponse, to answer "
+                "this request once)"
             )
         if route.events is not None and self.settings.check_events:
             # Checked as the stream reads each event (framework/_events.py); a returned
@@ -176,7 +209,6 @@ class DwexApp:
             result = route.events.checked(result)
         # An interceptor may have wrapped the handler's SseStream: the stream is run by this
         # response when its events are iterated (see streams/_stream.py).
-        stream_settings, headers = self._route_streams[id(route)]
         return EventSourceResponse(
             result, settings=stream_settings, headers=headers, tracker=self.streams
         )
@@ -204,6 +236,26 @@ def _stream_options(app_wide: StreamSettings, route: RoutePlan) -> tuple[StreamS
     options: dict[str, Any] = dict(route.sse_options)
     headers = options.pop("headers", None)
     return (replace(app_wide, **options) if options else app_wide), headers
+
+
+def is_stream(result: object) -> bool:
+    """Whether a handler's result is answered with an event stream, on whatever route."""
+    return isinstance(result, SseStream | EventSourceResponse | AsyncIterable)
+
+
+async def _let_go(stream: object) -> None:
+    """Close a stream that will never run, so that no generator is left to the collector.
+
+    It never started: an async generator's body has not run (closing it runs no ``finally``),
+    and an `SseStream`'s tasks were never started.
+    """
+    source = stream.source if isinstance(stream, EventSourceResponse) else stream
+    if isinstance(source, SseStream):
+        source.close()
+        return
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _to_response(result: object) -> Response:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .._errors import BadRequestException, HttpException
+from ..wire._headers import best_match
 from ._types import Receive, Scope
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "Request"]
@@ -82,6 +83,18 @@ class Request:
             value = raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         return headers
+
+    def best_match(self, *media_types: str) -> str | None:
+        """Which of ``media_types`` the client's ``Accept`` header prefers; ``None`` if none.
+
+        The highest quality wins, the first listed on a tie, and a request without ``Accept``
+        gets the first. How one route answers JSON or an event stream as the client asks::
+
+            if request.best_match("application/json", "text/event-stream") == "text/event-stream":
+                return self.events()      # streamed
+            return {"answer": 42}         # JSON
+        """
+        return best_match(self.headers.get("accept"), media_types)
 
     async def body(self) -> bytes:
         """The whole request body; read once, then cached.

@@ -162,7 +162,8 @@ class EventSourceResponse:
         headers: extra response headers (checked; CR/LF in a value raises ``ValueError``).
         serializer: the JSON serializer for data given as plain values; default: the one in
             force (compact stdlib JSON unless the app configured another).
-        tracker: counts the stream and lets the app end it at shutdown.
+        tracker: counts the stream and lets the app end it at shutdown. Returned from a
+            handler, a response without one gets the app's (see `track`).
     """
 
     def __init__(
@@ -201,11 +202,39 @@ class EventSourceResponse:
         }
         base = settings or StreamSettings()
         self.settings = replace(base, **overrides) if overrides else base
+        # What `track` keeps: the options given here win over an app's defaults.
+        self._settings_given = settings is not None
+        self._overrides = overrides
         self.source = source
         self.headers = _SSE_HEADERS + encode_headers(headers)
         self.serializer = serializer
         self.tracker = tracker
         self.close_reason: CloseReason | None = None
+
+    def track(
+        self,
+        tracker: StreamTracker,
+        *,
+        defaults: StreamSettings | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Make this stream one of an app's: counted by ``tracker`` and ended by its `close_all`.
+
+        A `DwexApp` calls it for a response a handler returns, so a stream built by hand is
+        in the app's stats and ends at shutdown like any other. A tracker given to the
+        constructor is kept. ``defaults`` (the route's and the app's stream settings) stand in
+        for the settings this response was not given, one by one or as ``settings``: options
+        given to the constructor still win. ``headers`` are added where this response has no
+        header of the same name. Call it before the response runs.
+        """
+        if self.tracker is None:
+            self.tracker = tracker
+        if defaults is not None and not self._settings_given:
+            overrides = self._overrides
+            self.settings = replace(defaults, **overrides) if overrides else defaults
+        if headers:
+            names = {name for name, _ in self.headers}
+            self.headers += [item for item in encode_headers(headers) if item[0] not in names]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sink = _ASGISink(scope, receive, send, self.headers)

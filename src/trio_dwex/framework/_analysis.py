@@ -133,7 +133,8 @@ def analyse_handler(func: Any, *, qualname: str, sse: bool) -> CallPlan:
     if style == "async_gen" and not sse:
         raise ConfigurationError(
             f"{qualname} is an async generator function but is routed with an HTTP method "
-            "decorator; use @Sse(...) to stream events, or return a value instead of yielding"
+            "decorator; use @Sse(...) to stream events (with method='POST' or another for a "
+            "method other than GET), or return a value instead of yielding"
         )
     try:
         signature = inspect.signature(func)

@@ -64,6 +64,8 @@ def compile_controller(
         plans: dict[bool, CallPlan] = {}
         for route in route_specs(func):
             sse = route.kind == "sse"
+            if not sse and inspect.isasyncgenfunction(func):
+                raise ConfigurationError(_streaming_hint(qualname, route))
             if sse not in plans:
                 plans[sse] = analyse_handler(func, qualname=qualname, sse=sse)
             yield _route_plan(
@@ -76,6 +78,17 @@ def compile_controller(
                 guards,
                 interceptors,
             )
+
+
+def _streaming_hint(qualname: str, route: RouteSpec) -> str:
+    """What to write instead of a plain route decorator on an async generator function."""
+    written = f"@{route.method.capitalize()}({route.path!r})"
+    method = "" if route.method == "GET" else f", method={route.method!r}"
+    return (
+        f"{qualname} is an async generator function routed with {written}, which answers "
+        f"once; to stream its events, write @Sse({route.path!r}{method}) instead (or return "
+        "a value rather than yield)"
+    )
 
 
 def _route_plan(

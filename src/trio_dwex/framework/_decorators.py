@@ -28,6 +28,7 @@ from ..streams._stream import OverflowPolicy
 from ..wire._headers import encode_headers
 
 __all__ = [
+    "SSE_METHODS",
     "Controller",
     "ControllerSpec",
     "Delete",
@@ -53,7 +54,11 @@ C = TypeVar("C", bound=type)
 T = TypeVar("T")
 
 RouteKind = Literal["http", "sse"]
-"""``"sse"`` for ``@Sse`` routes (a GET answered with an event stream), else ``"http"``."""
+"""``"sse"`` for ``@Sse`` routes (answered with an event stream, on any method), else ``"http"``."""
+
+#: The methods an ``@Sse`` route may answer. ``HEAD`` and ``OPTIONS`` are not among them: a
+#: stream has no head without a body, and ``OPTIONS`` is the CORS preflight's.
+SSE_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 _CONTROLLER: Final = "__dwex_controller__"
 _ROUTES: Final = "__dwex_routes__"
@@ -74,7 +79,7 @@ class ControllerSpec:
 class RouteSpec:
     """What a route decorator records on a handler function."""
 
-    #: The HTTP method in upper case; ``GET`` for SSE routes.
+    #: The HTTP method in upper case (``@Sse`` routes: ``GET`` unless ``method=`` says).
     method: str
     #: The path as written in the decorator, relative to the controller prefix.
     path: str
@@ -214,6 +219,7 @@ def Delete(path: str = "") -> Callable[[F], F]:
 def Sse(
     path: str = "",
     *,
+    method: str = "GET",
     keepalive: float | Unset | None = UNSET,
     send_timeout: float | Unset = UNSET,
     buffer_size: int | Unset = UNSET,
@@ -222,10 +228,20 @@ def Sse(
     headers: Mapping[str, str] | Unset = UNSET,
     events: Mapping[str, object] | None = None,
 ) -> Callable[[F], F]:
-    """Route ``GET <prefix>/<path>`` to the decorated method, answered with an event stream.
+    """Route ``<method> <prefix>/<path>`` to the decorated method, answered with an event stream.
 
     The handler is an async generator function (each ``yield`` is an event), or a plain or
-    async function returning an ``SseStream`` or any async iterable of events.
+    async function returning an ``SseStream``, an ``EventSourceResponse`` or any async
+    iterable of events. Such a function may instead return a ``Response`` (a ``JSONResponse``
+    for JSON), which answers that request once: this is how one route answers JSON or a
+    stream, decided per request. Any other value is a mistake (a list is not a stream), which
+    the client sees as a 500 and the log explains.
+
+    ``method`` is ``GET`` (what a browser's ``EventSource`` sends) unless given: ``POST``,
+    ``PUT``, ``PATCH`` or ``DELETE`` streams the answer to a request with a body, read with
+    ``Body()`` as on any route (an LLM's tokens, a tool's progress). Guards, interceptors and
+    parameter conversion run before the response headers are sent whatever the method, so a
+    refusal or a bad body is a plain HTTP error, never a stream.
 
     Options given here override the app's settings for this route only; options left out
     follow the app (they are not recorded, so a later change of the app default applies):
@@ -243,6 +259,12 @@ def Sse(
       names the unnamed events. The OpenAPI document describes the stream from it, and the
       app checks each event against it (``Settings.check_events``).
     """
+    verb = method.upper() if isinstance(method, str) else method
+    if verb not in SSE_METHODS:
+        raise ConfigurationError(
+            f"@Sse({path!r}, method={method!r}): an event stream answers "
+            f"{', '.join(SSE_METHODS)}; use one of them"
+        )
     given = {
         "keepalive": keepalive,
         "send_timeout": send_timeout,
@@ -261,7 +283,7 @@ def Sse(
     if headers is not UNSET:
         options["headers"] = MappingProxyType(dict(headers))
     declared = None if events is None else MappingProxyType(_check_events(path, events))
-    spec = RouteSpec("GET", path, "sse", MappingProxyType(options), declared)
+    spec = RouteSpec(verb, path, "sse", MappingProxyType(options), declared)
     return _record_route(spec, "@Sse()")
 
 

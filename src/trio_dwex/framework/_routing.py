@@ -32,7 +32,7 @@ __all__ = ["RouteLike", "RoutePlan", "Router"]
 class RoutePlan:
     """One compiled route: what to call for a matched request, and what runs around it."""
 
-    #: HTTP method, upper case (``GET`` for SSE routes).
+    #: HTTP method, upper case (``@Sse`` routes: ``GET`` unless their ``method=`` says).
     method: str
     #: The normalised template, ``{name}`` syntax: ``/jobs/progress/{jobId}``.
     path: str

@@ -39,7 +39,8 @@ _RECV_SIZE = 2**16
 
 
 class RawStream:
-    """One HTTP/1.1 ``GET`` on a socket the test controls, with its response head read.
+    """One HTTP/1.1 request (a ``GET`` unless told) on a socket the test controls, with its
+    response head read.
 
     Made by `open_raw_stream` or `open_stalled_stream`. Nothing here has a timeout: wrap
     waits in ``trio.fail_after`` so that a test fails rather than hangs.
@@ -154,6 +155,8 @@ async def open_raw_stream(
     *,
     headers: Mapping[str, str] | None = None,
     receive_buffer: int | None = None,
+    method: str = "GET",
+    body: bytes = b"",
 ) -> AsyncIterator[RawStream]:
     """Send ``GET url`` over a fresh TCP connection and yield it once the head has arrived.
 
@@ -164,8 +167,10 @@ async def open_raw_stream(
             stream.vanish()     # RST: the server must notice and clean up
 
     Only ``http://`` URLs: the point is to own the socket. ``receive_buffer`` sets
-    ``SO_RCVBUF`` before connecting (see `open_stalled_stream`). The socket is closed when
-    the block exits, if the test did not close or reset it first.
+    ``SO_RCVBUF`` before connecting (see `open_stalled_stream`). ``method`` and ``body`` send
+    another request, such as a ``POST`` whose answer streams (give its ``Content-Type`` in
+    ``headers``; ``Content-Length`` is added). The socket is closed when the block exits, if
+    the test did not close or reset it first.
     """
     target = httpx.URL(url)
     if target.scheme != "http":
@@ -187,10 +192,14 @@ async def open_raw_stream(
             ("Accept", "text/event-stream"),
             *(headers or {}).items(),
         ]
+        if body or method not in ("GET", "HEAD"):
+            request_headers.append(("Content-Length", str(len(body))))
         target_path = target.raw_path.decode("ascii")
         data = connection.send(
-            h11.Request(method="GET", target=target_path, headers=request_headers)
+            h11.Request(method=method, target=target_path, headers=request_headers)
         )
+        if body:
+            data += connection.send(h11.Data(data=body))
         data += connection.send(h11.EndOfMessage())
         view = memoryview(data)
         while view:
@@ -202,7 +211,7 @@ async def open_raw_stream(
 
 @asynccontextmanager
 async def open_stalled_stream(
-    url: str, *, headers: Mapping[str, str] | None = None
+    url: str, *, headers: Mapping[str, str] | None = None, method: str = "GET", body: bytes = b""
 ) -> AsyncIterator[RawStream]:
     """Open a stream, read its response head, and never read again while the block runs.
 
@@ -215,7 +224,9 @@ async def open_stalled_stream(
     server's writes block after a few kilobytes plus its own send buffer. Until then a server
     has no way to tell a stalled client from a slow network, which is why its send timeout
     only starts to count once a write blocks. Do not call the reading methods in the block:
-    that would un-stall it.
+    that would un-stall it. ``method`` and ``body`` are as for `open_raw_stream`.
     """
-    async with open_raw_stream(url, headers=headers, receive_buffer=STALL_RECEIVE_BUFFER) as stream:
+    async with open_raw_stream(
+        url, headers=headers, receive_buffer=STALL_RECEIVE_BUFFER, method=method, body=body
+    ) as stream:
         yield stream

@@ -1,11 +1,12 @@
-"""Response headers: checked and encoded once, so a bad one fails where it was written."""
+"""Headers: response headers checked and encoded once, so a bad one fails where it was
+written; and the request's ``Accept`` header, read for content negotiation."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-__all__ = ["encode_headers"]
+__all__ = ["best_match", "encode_headers"]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
@@ -35,3 +36,59 @@ def encode_headers(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes
                 "percent-encode it"
             ) from None
     return encoded
+
+
+def best_match(accept: str | None, offers: Iterable[str]) -> str | None:
+    """The media type of ``offers`` that an ``Accept`` header value prefers (RFC 9110 12.5.1).
+
+    Each offer takes the quality (``q``) of the most specific range that matches it: the exact
+    type, then ``type/*``, then ``*/*``. The offer of the highest quality wins, the first
+    listed on a tie (the server's preference), and ``None`` when the header excludes every
+    offer (no range matches, or ``q=0``). A missing or blank header accepts anything, so the
+    first offer wins. Ranges that do not parse are skipped, as if not sent::
+
+        >>> best_match("text/event-stream, application/json;q=0.5",
+        ...            ["application/json", "text/event-stream"])
+        'text/event-stream'
+    """
+    choices = list(offers)
+    if accept is None or not accept.strip():
+        return choices[0] if choices else None
+    ranges = _accept_ranges(accept)
+    best: str | None = None
+    best_quality = 0.0
+    for offer in choices:
+        kind, _, subtype = offer.partition(";")[0].strip().lower().partition("/")
+        quality = None
+        for specificity in ((kind, subtype), (kind, "*"), ("*", "*")):
+            quality = ranges.get(specificity)
+            if quality is not None:
+                break
+        if quality is not None and quality > best_quality:
+            best, best_quality = offer, quality
+    return best
+
+
+def _accept_ranges(accept: str) -> dict[tuple[str, str], float]:
+    """``(type, subtype)`` to quality for each range of an ``Accept`` value; the first wins."""
+    ranges: dict[tuple[str, str], float] = {}
+    for item in accept.split(","):
+        media_range, *parameters = item.split(";")
+        kind, slash, subtype = media_range.strip().lower().partition("/")
+        if not slash or not _TOKEN.match(kind) or not _TOKEN.match(subtype):
+            continue
+        if kind == "*" and subtype != "*":
+            continue
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = -1.0
+                break
+        if not 0.0 <= quality <= 1.0:
+            continue  # "q=abc", "q=nan" or "q=2": not a quality, so not a range we can weigh
+        ranges.setdefault((kind, subtype), quality)
+    return ranges
