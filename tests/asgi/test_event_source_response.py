@@ -136,7 +136,7 @@ async def test_keepalive_comments_on_an_idle_stream() -> None:
         async with open_stream(client, url) as stream:
             await stream.next_event()
             with trio.fail_after(2):
-                while stream.raw.count(b": keep-alive\n\n") < 3:
+                while stream.raw.count(b": keep-alive\n") < 3:
                     await stream.next_chunk()
 
 

@@ -106,7 +106,7 @@ async def test_keepalive_after_idle_seconds(autojump_clock: trio.testing.MockClo
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_stream, stream, sink, StreamSettings(keepalive=15))
         await trio.sleep(15 * 3 + 1)
-        assert sink.writes.count(b": keep-alive\n\n") == 3
+        assert sink.writes.count(b": keep-alive\n") == 3
         stream.close()
 
 
@@ -159,7 +159,7 @@ async def test_keepalive_counts_idle_time_from_the_last_write(
             await stream.send({"n": 1})
         await trio.sleep(15 * 2 + 1)
         stream.close()
-    keepalives = [at - start for at, data in written_at if data == b": keep-alive\n\n"]
+    keepalives = [at - start for at, data in written_at if data == b": keep-alive\n"]
     assert keepalives == pytest.approx([35, 50])
 
 

@@ -329,8 +329,10 @@ def test_bad_arguments_fail_at_construction() -> None:
         EventSource("http://x", max_events=-1)
     with pytest.raises(ValueError, match="timeout"):
         EventSource("http://x", timeout=float("nan"))
-    with pytest.raises(ValueError, match="CR, LF or NUL"):
+    with pytest.raises(ValueError, match="control characters"):
         EventSource("http://x", last_event_id="1\n2")
+    with pytest.raises(ValueError, match="control characters"):
+        EventSource("http://x", last_event_id="1\x0b2")
 
 
 async def test_ids_persist_across_reconnections_as_in_chromium() -> None:

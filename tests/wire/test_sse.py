@@ -71,9 +71,12 @@ def test_empty_string_data_is_one_empty_data_line() -> None:
     assert SseEvent(data="").encode() == b"data: \n\n"
 
 
-def test_comment_only_event_is_a_keep_alive() -> None:
-    assert SseEvent(comment="keep-alive").encode() == b": keep-alive\n\n"
-    assert SseEvent(comment="").encode() == b": \n\n"
+def test_comment_only_event_is_a_keep_alive_without_a_blank_line() -> None:
+    assert SseEvent(comment="keep-alive").encode() == b": keep-alive\n"
+    assert SseEvent(comment="").encode() == b": \n"
+    assert SseEvent(comment="a\nb").encode() == b": a\n: b\n"
+    # With any other field the comment is part of an event, which the blank line ends.
+    assert SseEvent(comment="c", id="1").encode() == b": c\nid: 1\n\n"
 
 
 def test_multiline_comment_becomes_several_comment_lines() -> None:
@@ -329,7 +332,7 @@ def test_to_event_mapping_of_fields_is_keyword_arguments() -> None:
     event = to_event({"data": {"n": 1}, "event": "update", "id": "1"})
     assert event == SseEvent(data={"n": 1}, event="update", id="1")
     assert event.encode() == b'event: update\nid: 1\ndata: {"n":1}\n\n'
-    assert to_event({"comment": "ping"}).encode() == b": ping\n\n"
+    assert to_event({"comment": "ping"}).encode() == b": ping\n"
 
 
 def test_to_event_other_mappings_are_data() -> None:

@@ -39,7 +39,7 @@ from ._openapi import build_document
 from ._request import Request
 from ._responses import EventSourceResponse, JSONResponse, Response, error_response
 from ._settings import Settings
-from ._types import Receive, Scope, Send
+from ._types import SERVER_EXTENSION, Receive, Scope, Send
 
 __all__ = ["DwexApp", "create_app"]
 
@@ -108,7 +108,7 @@ class DwexApp:
             if scope["type"] == "http":
                 await self._http(scope, receive, send)
             elif scope["type"] == "lifespan":
-                await self._lifespan(receive, send)
+                await self._lifespan(scope, receive, send)
             elif scope["type"] == "websocket":
                 # Not served: closing before accepting answers the handshake with 403.
                 await receive()
@@ -213,8 +213,16 @@ class DwexApp:
             result, settings=stream_settings, headers=headers, tracker=self.streams
         )
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
+        if SERVER_EXTENSION not in (scope.get("extensions") or {}):
+            logger.warning(
+                "this app is not served by trio-dwex's server (plain `hypercorn`?), so some "
+                "clients that leave are never noticed: a client that sends a byte after its "
+                "request and goes keeps its stream and socket open, and a client that stops "
+                "reading can pin a write for ever. Serve it with `trio-dwex run module:app` "
+                "or `trio_dwex.serve(app)`; see docs/troubleshooting.md"
+            )
         self.streams.accept_new()
         started = False
         try:

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .._errors import BadRequestException, HttpException
-from ..wire._headers import best_match
+from ..wire._headers import best_match, decode_header_value
 from ._types import Receive, Scope
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "Request"]
@@ -76,11 +76,15 @@ class Request:
 
     @cached_property
     def headers(self) -> Mapping[str, str]:
-        """Request headers, names lower case; repeated headers joined with ``", "``."""
+        """Request headers, names lower case; repeated headers joined with ``", "``.
+
+        Values are read as UTF-8, as browsers send them (a resent ``Last-Event-ID`` of a
+        non-ASCII id), or as latin-1 when they are not valid UTF-8.
+        """
         headers: dict[str, str] = {}
         for raw_name, raw_value in self.scope.get("headers", []):
             name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
+            value = decode_header_value(raw_value)
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         return headers
 

@@ -7,6 +7,7 @@ from typing import Any, Protocol, TypeAlias
 
 __all__ = [
     "DISCONNECT_EXTENSION",
+    "SERVER_EXTENSION",
     "ASGIApp",
     "DisconnectNotice",
     "Message",
@@ -27,6 +28,14 @@ DISCONNECT_EXTENSION = "trio_dwex.disconnect"
 
 trio-dwex's own server (``trio_dwex.serve``) offers it; with any other server the key is
 absent and a stream waits in ``receive()`` for ``http.disconnect``, as ASGI intends."""
+
+
+SERVER_EXTENSION = "trio_dwex.server"
+"""A key that trio-dwex's own server puts in the lifespan scope's ``extensions``.
+
+Its presence tells the app that it runs with the server's fixes for long-lived streams
+(``serving/_fixes.py``); without it the app logs one warning at startup, since under plain
+``hypercorn`` some departed clients are never noticed (docs/troubleshooting.md)."""
 
 
 class DisconnectNotice(Protocol):

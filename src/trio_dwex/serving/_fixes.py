@@ -97,7 +97,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, LifespanState
 from hypercorn.utils import wrap_app
 
-from ._notice import NoticeTaskGroup
+from ._notice import NoticeTaskGroup, announce_server
 from ._upstream import TCPServer, worker_serve
 
 __all__ = [
@@ -468,7 +468,9 @@ async def serve_hypercorn(
         raise ValueError(f"write_timeout must be a positive number of seconds, not {write_timeout}")
     await worker_serve(
         wrap_app(
-            _HeadSizeLimit(app, config.h11_max_incomplete_size), config.wsgi_max_body_size, "asgi"
+            announce_server(_HeadSizeLimit(app, config.h11_max_incomplete_size)),
+            config.wsgi_max_body_size,
+            "asgi",
         ),
         config,
         sockets=sockets,

@@ -5,6 +5,9 @@ so a stream would need a task parked in ``receive()`` for its whole life just to
 :class:`NoticeTaskGroup` is Hypercorn's per-connection task group with one change: the function
 that queues messages for the app also fires the request's notice, so a stream that handed its
 ``receive()`` over (`DisconnectNotice.hand_over`) is told by a callback instead.
+
+:func:`announce_server` marks the lifespan scope, so an app can tell at startup that it runs
+on this server rather than on plain Hypercorn.
 """
 
 from __future__ import annotations
@@ -16,9 +19,24 @@ from hypercorn.config import Config
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
-from ..asgi._types import DISCONNECT_EXTENSION
+from ..asgi._types import DISCONNECT_EXTENSION, SERVER_EXTENSION, ASGIApp
 
-__all__ = ["NoticeTaskGroup", "RequestNotice"]
+__all__ = ["NoticeTaskGroup", "RequestNotice", "announce_server"]
+
+
+def announce_server(app: ASGIApp) -> Callable[[Any, Any, Any], Awaitable[None]]:
+    """``app`` with `SERVER_EXTENSION` added to its lifespan scope's ``extensions``.
+
+    Loosely typed like the rest of this layer's ASGI glue: Hypercorn's scope and message
+    types are stricter ``TypedDict`` s than the app's mappings.
+    """
+
+    async def announced(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            scope = {**scope, "extensions": {**scope.get("extensions", {}), SERVER_EXTENSION: {}}}
+        await app(scope, receive, send)
+
+    return announced
 
 
 class RequestNotice:

@@ -47,7 +47,7 @@ __all__ = ["KEEPALIVE_COMMENT", "EventSink", "StreamRun", "TaskStarter", "run_st
 
 logger = logging.getLogger("trio_dwex.streams")
 
-KEEPALIVE_COMMENT = b": keep-alive\n\n"
+KEEPALIVE_COMMENT = b": keep-alive\n"
 
 _Buffer = trio.MemoryReceiveChannel[SseEvent | bytes]
 

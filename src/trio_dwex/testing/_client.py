@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
@@ -46,6 +47,8 @@ DEFAULT_RECONNECT_DELAY = 3.0
 _QUOTED_BODY = 300
 #: Seconds spent reading that quote: a wrong response may itself be an endless stream.
 _QUOTE_WAIT = 1.0
+#: Characters no HTTP header value can hold (RFC 9110): C0 controls except TAB, and DEL.
+_HEADER_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 #: The UTF-8 byte order mark, which a stream may start with and which is not part of it.
 _BOM = "\ufeff".encode()
 
@@ -160,9 +163,15 @@ class EventSource:
         ):
             if seconds is not None and not seconds >= 0:  # `not >=` also rejects NaN
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {seconds!r}")
-        if last_event_id and any(char in last_event_id for char in "\r\n\0"):
-            raise ValueError(f"last_event_id cannot hold CR, LF or NUL: {last_event_id!r}")
+        if last_event_id and _HEADER_CONTROL.search(last_event_id):
+            raise ValueError(
+                "last_event_id cannot hold control characters (CR, LF, NUL, VT, ...), which "
+                f"an HTTP header cannot carry: {last_event_id!r}"
+            )
         self.url = url
+        # Where the next connection goes: `url` at first, then wherever redirects led, as a
+        # browser reconnects to the final URL of the previous response.
+        self._target: httpx.URL | str = url
         self.headers = headers
         self.reconnect = reconnect
         self.max_events = max_events
@@ -319,10 +328,12 @@ class EventSource:
 
     async def _connect(self) -> bool:
         """Open the stream; ``False`` if the server said 204. Raises `EventSourceError`."""
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **self.headers}
+        fields = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **self.headers}
+        headers = [(name.encode(), value.encode()) for name, value in fields.items()]
         # Only a spec'd header, and only once the stream (or the caller) set an id.
         if self._decoder.last_event_id:
-            headers["Last-Event-ID"] = self._decoder.last_event_id
+            id_value = _last_event_id_header(self._decoder.last_event_id)
+            headers.append((b"Last-Event-ID", id_value))
         configured = self._client.timeout
         timeout = httpx.Timeout(
             connect=configured.connect,
@@ -331,10 +342,18 @@ class EventSource:
             pool=configured.pool,
         )
         while True:
-            request = self._client.build_request("GET", self.url, headers=headers, timeout=timeout)
+            request = self._client.build_request(
+                "GET", self._target, headers=headers, timeout=timeout
+            )
             try:
                 response = await self._client.send(request, stream=True, follow_redirects=True)
                 break
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as error:
+                # Nothing a retry would change (a scheme httpx cannot speak, a request h11
+                # refuses to send), so fail now rather than reconnect for ever.
+                raise EventSourceError(
+                    f"cannot send GET {request.url}: {type(error).__name__}: {error}"
+                ) from error
             except httpx.TransportError as error:
                 if not await self._wait_to_reconnect():
                     raise EventSourceError(
@@ -342,6 +361,7 @@ class EventSource:
                     ) from error
         self.connections += 1
         self.response = response
+        self._target = response.url
         if response.status_code == 204:
             await response.aclose()
             self.stop_reason = StopReason.NO_CONTENT
@@ -383,6 +403,24 @@ class EventSource:
             await self.response.aclose()
         if chunks is not None:
             await _finish(chunks)
+
+
+def _last_event_id_header(last_event_id: str) -> bytes:
+    """The ``Last-Event-ID`` header's value for an id, sent as a browser sends it.
+
+    Browsers send the id's UTF-8 bytes, without the spaces and tabs at either end that HTTP
+    trims anyway. An id with a control character (a stream may set one: the spec keeps any
+    id without NUL) cannot go in a header at all, so the source fails rather than retry a
+    request that can never be sent.
+    """
+    control = _HEADER_CONTROL.search(last_event_id)
+    if control is not None:
+        raise EventSourceError(
+            f"the stream set the event id {last_event_id!r}, whose control character "
+            f"{control.group()!r} no HTTP header can carry, so it cannot be sent back as "
+            "Last-Event-ID to resume"
+        )
+    return last_event_id.strip(" \t").encode()
 
 
 async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:

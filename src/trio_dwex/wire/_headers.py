@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["best_match", "encode_headers"]
+__all__ = ["best_match", "decode_header_value", "encode_headers"]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
@@ -36,6 +36,20 @@ def encode_headers(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes
                 "percent-encode it"
             ) from None
     return encoded
+
+
+def decode_header_value(raw: bytes) -> str:
+    """A request header's value as text: UTF-8 when it is valid UTF-8, else latin-1.
+
+    Browsers send non-ASCII header values as UTF-8 bytes, the ``Last-Event-ID`` of an event
+    whose id was ``"é-1"`` among them, so reading them as latin-1 (the ASGI default) would
+    hand the handler ``"Ã©-1"`` and resuming would find nothing. Bytes that are not UTF-8
+    can only come from an older client, and latin-1 reads any byte, so nothing is refused.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def best_match(accept: str | None, offers: Iterable[str]) -> str | None:

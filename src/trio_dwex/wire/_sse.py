@@ -48,6 +48,11 @@ _LINE_END: Final = re.compile(r"\r\n|\r|\n")
 # ("lone"): ``json.loads('"\\ud800"')`` makes one, as JavaScript's JSON.parse does. UTF-8 has
 # no encoding for it, so it must be escaped or replaced before text goes on the wire.
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+#: What HTTP trims from both ends of a header value.
+_BLANKS: Final = " \t"
+#: Characters an HTTP header value cannot hold (RFC 9110 field-value): C0 controls but TAB,
+#: and DEL. CR, LF and NUL are refused earlier with their own messages.
+_HEADER_CONTROL: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def json_serializer(value: Any) -> str:
@@ -198,7 +203,11 @@ class SseEvent:
         # ``in`` test per forbidden character rather than a function call.
         if event is not None and (type(event) is not str or "\n" in event or "\r" in event):
             _check_line_field("event", event)
-        if id is not None and (type(id) is not str or "\n" in id or "\r" in id or "\0" in id):
+        # ``isprintable`` is false for every control character (CR, LF, NUL, TAB...), so the
+        # slow check runs only for an id that holds one, or starts or ends with a space.
+        if id is not None and (
+            type(id) is not str or not id.isprintable() or id[:1] == " " or id[-1:] == " "
+        ):
             _check_id(id)
         if retry is not None and (type(retry) is not int or retry < 0):
             _check_retry(retry)
@@ -338,6 +347,11 @@ class SseEvent:
                 text += "".join(f"data: {line}\n" for line in _lines(data_text))
             else:
                 text += f"data: {data_text}\n"
+        elif self._event is None and self._id is None and self._retry is None:
+            # Comments only: no blank line. It would dispatch nothing for the spec, but some
+            # clients (httpx-sse <= 0.4.3) turn a blank line into an empty event once the
+            # stream has set an id; the next event's blank line ends these lines anyway.
+            return text
         return text + "\n"
 
 
@@ -357,10 +371,30 @@ def _refuse_surrogates_in_names(event: str | None, id: str | None) -> None:
 
 
 def _check_id(value: object) -> None:
+    """Refuse an id that a client could not send back unchanged as ``Last-Event-ID``.
+
+    The id's only use is to come back in a request header, so it must survive HTTP: header
+    values cannot hold control characters (h11 and browsers refuse to send them, and the
+    client silently stops resuming), and HTTP trims spaces and tabs at both ends.
+    """
     _check_line_field("id", value)
-    if isinstance(value, str) and "\0" in value:
+    assert isinstance(value, str)  # _check_line_field refused everything else but None
+    if "\0" in value:
         raise ValueError(
             "SseEvent id must not contain NUL: clients silently ignore such an id; remove it"
+        )
+    control = _HEADER_CONTROL.search(value)
+    if control is not None:
+        raise ValueError(
+            f"SseEvent id must not contain the control character {control.group()!r}: a client "
+            f"cannot send it back in a Last-Event-ID header, so it could never resume; "
+            f"got {value!r}"
+        )
+    if value != value.strip(_BLANKS):
+        raise ValueError(
+            f"SseEvent id must not start or end with a space or tab: HTTP trims them, so the "
+            f"client would send back {value.strip(_BLANKS)!r} and resuming would not "
+            f"find {value!r}"
         )
 
 
