@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import hypercorn.protocol
 import hypercorn.trio.run
 import hypercorn.trio.tcp_server
 import pytest
@@ -26,6 +27,8 @@ LINT_ANNOTATION = re.compile(r"\s+# (noqa: [A-Z0-9, ]+|type: ignore\[[a-z-, ]+\]
 COPIES: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
     (hypercorn.trio.run.worker_serve, _upstream.worker_serve),
     (hypercorn.trio.tcp_server.TCPServer.run, _upstream.TCPServer.run),
+    (hypercorn.protocol.ProtocolWrapper.__init__, _upstream.ProtocolWrapper.__init__),
+    (hypercorn.protocol.ProtocolWrapper.handle, _upstream.ProtocolWrapper.handle),
 ]
 
 

@@ -97,8 +97,9 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, LifespanState
 from hypercorn.utils import wrap_app
 
+from ._h2 import DwexH2Protocol
 from ._notice import NoticeTaskGroup, announce_server
-from ._upstream import TCPServer, worker_serve
+from ._upstream import ProtocolWrapper, TCPServer, worker_serve
 
 __all__ = [
     "EOF_DRAIN_GRACE",
@@ -205,6 +206,12 @@ class _ReadAhead:
         return data
 
 
+class _DwexProtocols(ProtocolWrapper):
+    """Hypercorn's protocol selector, with our HTTP/2 protocol."""
+
+    h2_protocol_class = DwexH2Protocol
+
+
 class _DwexTCPServer(TCPServer):
     """Hypercorn's per-connection server, reading past h11's pause and with bounded writes.
 
@@ -214,6 +221,8 @@ class _DwexTCPServer(TCPServer):
 
     #: Runs each request's app with a `DisconnectNotice` in its scope (see ``_notice.py``).
     task_group_class = NoticeTaskGroup
+    #: Speaks HTTP/2 with `DwexH2Protocol` (see ``_h2.py``).
+    protocol_wrapper_class = _DwexProtocols
 
     def __init__(
         self,

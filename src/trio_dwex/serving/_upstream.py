@@ -5,13 +5,17 @@
 * `worker_serve` is ``hypercorn/trio/run.py::worker_serve``, plus a ``tcp_server`` parameter:
   the per-connection server class to use, upstream's ``TCPServer`` by default.
 * `TCPServer.run` is ``hypercorn/trio/tcp_server.py::TCPServer.run``, which makes its
-  ``TaskGroup`` from the class attribute `TCPServer.task_group_class` instead of by name.
+  ``TaskGroup`` from the class attribute `TCPServer.task_group_class`, and its protocol
+  selector from `TCPServer.protocol_wrapper_class`, instead of by name.
+* `ProtocolWrapper` is ``hypercorn/protocol/__init__.py::ProtocolWrapper`` (``__init__`` and
+  ``handle``), which makes its protocols from the class attributes
+  `ProtocolWrapper.h11_protocol_class` and `ProtocolWrapper.h2_protocol_class`.
 
-**Why copies.** Upstream has no hook for either class, and assigning to ``hypercorn``'s
-module globals would change every Hypercorn server in the process, not only ours. So the two
-functions are copied and given those hooks, and nothing else: our own server and task group
-(``_fixes.py``, ``_notice.py``) plug into them. Nothing in this module is trio-dwex's design;
-a bug here is upstream's, or a bad copy.
+**Why copies.** Upstream has no hook for any of these classes, and assigning to ``hypercorn``'s
+module globals would change every Hypercorn server in the process, not only ours. So these
+are copied and given those hooks, and nothing else: our own server, task group and HTTP/2
+protocol (``_fixes.py``, ``_notice.py``, ``_h2.py``) plug into them. Nothing in this module
+is trio-dwex's design; a bug here is upstream's, or a bad copy.
 
 **How a line may differ from upstream.** Only with a ``# trio-dwex:`` comment saying why, or by
 a lint annotation (``# noqa: ...``, ``# type: ignore[...]``) that our ``ruff`` and
@@ -40,7 +44,10 @@ from random import randint
 
 import trio
 from hypercorn.config import Config, Sockets
-from hypercorn.protocol import ProtocolWrapper
+from hypercorn.events import Event, RawData
+from hypercorn.protocol import ProtocolWrapper as UpstreamProtocolWrapper
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H2CProtocolRequiredError, H2ProtocolAssumedError, H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.task_group import TaskGroup
@@ -50,7 +57,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, parse_socket_addr, raise_shutdown, repr_socket_addr
 
-__all__ = ["TCPServer", "TCPServerFactory", "worker_serve"]
+__all__ = ["ProtocolWrapper", "TCPServer", "TCPServerFactory", "worker_serve"]
 
 TCPServerFactory = Callable[
     [AppWrapper, Config, WorkerContext, LifespanState, trio.SSLStream[trio.SocketStream]],
@@ -155,11 +162,108 @@ async def worker_serve(
         lifespan_nursery.cancel_scope.cancel()
 
 
+class ProtocolWrapper(UpstreamProtocolWrapper):
+    """Upstream's protocol selector, with class attributes choosing the two protocol classes."""
+
+    #: The HTTP/1.1 protocol (and the h2c upgrade's first step).
+    h11_protocol_class: type[H11Protocol] = H11Protocol
+    #: The HTTP/2 protocol, by ALPN, prior knowledge or an h2c upgrade.
+    h2_protocol_class: type[H2Protocol] = H2Protocol
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        task_group: TaskGroup,
+        state: ConnectionState,
+        ssl: bool,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        send: Callable[[Event], Awaitable[None]],
+        alpn_protocol: str | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.context = context
+        self.task_group = task_group
+        self.ssl = ssl
+        self.client = client
+        self.server = server
+        self.send = send
+        self.state = state
+        self.protocol: H11Protocol | H2Protocol
+        if alpn_protocol == "h2":
+            self.protocol = self.h2_protocol_class(  # trio-dwex: was H2Protocol
+                self.app,
+                self.config,
+                self.context,
+                self.task_group,
+                self.state,
+                self.ssl,
+                self.client,
+                self.server,
+                self.send,
+            )
+        else:
+            self.protocol = self.h11_protocol_class(  # trio-dwex: was H11Protocol
+                self.app,
+                self.config,
+                self.context,
+                self.task_group,
+                self.state,
+                self.ssl,
+                self.client,
+                self.server,
+                self.send,
+            )
+
+    async def initiate(self) -> None:
+        return await self.protocol.initiate()
+
+    async def handle(self, event: Event) -> None:
+        try:
+            return await self.protocol.handle(event)
+        except H2ProtocolAssumedError as error:
+            self.protocol = self.h2_protocol_class(  # trio-dwex: was H2Protocol
+                self.app,
+                self.config,
+                self.context,
+                self.task_group,
+                self.state,
+                self.ssl,
+                self.client,
+                self.server,
+                self.send,
+            )
+            await self.protocol.initiate()
+            if error.data != b"":
+                return await self.protocol.handle(RawData(data=error.data))
+        except H2CProtocolRequiredError as error:
+            self.protocol = self.h2_protocol_class(  # trio-dwex: was H2Protocol
+                self.app,
+                self.config,
+                self.context,
+                self.task_group,
+                self.state,
+                self.ssl,
+                self.client,
+                self.server,
+                self.send,
+            )
+            await self.protocol.initiate(error.headers, error.settings)
+            if error.data != b"":
+                return await self.protocol.handle(RawData(data=error.data))
+
+
 class TCPServer(UpstreamTCPServer):
-    """Upstream's per-connection server, with a class attribute choosing its task group."""
+    """Upstream's per-connection server, with class attributes choosing its task group and
+    its protocol selector."""
 
     #: The class of the connection's task group, which runs the app for each request.
     task_group_class: type[TaskGroup] = TaskGroup
+    #: The class that picks and runs the connection's protocol (HTTP/1.1 or HTTP/2).
+    protocol_wrapper_class: type[ProtocolWrapper] = ProtocolWrapper
 
     async def run(self) -> None:
         try:
@@ -182,7 +286,7 @@ class TCPServer(UpstreamTCPServer):
 
             async with self.task_group_class() as task_group:  # trio-dwex: was TaskGroup()
                 self._task_group = task_group
-                self.protocol = ProtocolWrapper(
+                self.protocol = self.protocol_wrapper_class(  # trio-dwex: was ProtocolWrapper
                     self.app,
                     self.config,
                     self.context,

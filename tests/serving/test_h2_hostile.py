@@ -1,0 +1,119 @@
+"""HTTP/2 frame sequences that must never take the server down, sent as raw ``h2`` frames.
+
+Each test speaks h2c with prior knowledge over a plain socket, so the exact frames and their
+order are the test's, then checks that the server still serves a fresh client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import h2.config
+import h2.connection
+import h2.events
+import httpx
+import pytest
+import trio
+
+from trio_dwex import Controller, Get, Module, Post, create_app
+from trio_dwex.testing import serve_app
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+DEADLINE = 10
+
+
+@Controller()
+class EarlyController:
+    @Post("early")
+    async def early(self) -> dict[str, bool]:
+        """Answers at once, without reading the request's body."""
+        return {"ok": True}
+
+    @Get("ping")
+    async def ping(self) -> dict[str, bool]:
+        return {"ok": True}
+
+
+@Module(controllers=[EarlyController])
+class EarlyModule:
+    pass
+
+
+class RawH2:
+    """A client-side ``h2`` connection over a trio socket: frames out, events in."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str) -> AsyncIterator[RawH2]:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            client = cls(stream)
+            client.conn.initiate_connection()
+            await client.flush()
+            yield client
+
+    async def flush(self) -> None:
+        await self.stream.send_all(self.conn.data_to_send())
+
+    async def events_until(self, kind: type[h2.events.Event]) -> list[h2.events.Event]:
+        """Read and answer frames until an event of ``kind`` arrives; all events so far."""
+        seen: list[h2.events.Event] = []
+        while not any(isinstance(event, kind) for event in seen):
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise AssertionError(f"the server closed the connection; events: {seen}")
+            seen += self.conn.receive_data(data)
+            await self.flush()
+        return seen
+
+
+async def still_serving(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url + "/ping")
+    assert response.json() == {"ok": True}
+
+
+async def test_data_after_the_response_ended_is_dropped_not_fatal() -> None:
+    # The server answered before reading the body (as for a 401 or 413), so it has finished and
+    # forgotten the stream; the client, which may send its body until it sees END_STREAM and
+    # beyond (the stream is only half closed), sends DATA for it. Upstream Hypercorn looked
+    # the stream up, raised KeyError, and that took down the whole server.
+    async with serve_app(create_app(EarlyModule)) as url:
+        with trio.fail_after(DEADLINE):
+            async with RawH2.open(url) as client:
+                headers = [
+                    (":method", "POST"),
+                    (":path", "/early"),
+                    (":scheme", "http"),
+                    (":authority", "test"),
+                    ("content-type", "application/json"),
+                ]
+                client.conn.send_headers(1, headers)
+                await client.flush()
+                events = await client.events_until(h2.events.StreamEnded)
+                assert any(isinstance(e, h2.events.ResponseReceived) for e in events)
+                client.conn.send_data(1, b'{"late": true}', end_stream=True)
+                await client.flush()
+                # The same connection still serves another request.
+                client.conn.send_headers(
+                    3,
+                    [
+                        (":method", "GET"),
+                        (":path", "/ping"),
+                        (":scheme", "http"),
+                        (":authority", "test"),
+                    ],
+                    end_stream=True,
+                )
+                await client.flush()
+                events = await client.events_until(h2.events.StreamEnded)
+                body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+                assert body == b'{"ok":true}'
+            await still_serving(url)
