@@ -7,16 +7,19 @@ order are the test's, then checks that the server still serves a fresh client.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from contextlib import asynccontextmanager
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.settings
 import httpx
 import pytest
 import trio
 
-from trio_dwex import Controller, Get, Module, Post, create_app
+from trio_dwex import Controller, Get, Module, Post, Sse, SseEvent, create_app
 from trio_dwex.testing import serve_app
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -41,6 +44,43 @@ class EarlyModule:
     pass
 
 
+#: Seconds a stream may go without its client accepting a byte (server and route alike).
+SEND_TIMEOUT = 0.5
+#: One event's data: 1 KiB.
+KIB = "x" * 1024
+
+
+@dataclass
+class Flood:
+    """What the flooding route did: events produced, and whether its cleanup ran."""
+
+    produced: int = 0
+    cleaned_up: trio.Event = field(default_factory=trio.Event)
+
+
+def flood_module(flood: Flood) -> type:
+    @Controller()
+    class FloodController:
+        @Sse("flood", send_timeout=SEND_TIMEOUT)
+        async def flood(self) -> AsyncIterator[SseEvent]:
+            try:
+                while True:
+                    flood.produced += 1
+                    yield SseEvent(data=KIB)
+            finally:
+                flood.cleaned_up.set()
+
+        @Get("ping")
+        async def ping(self) -> dict[str, bool]:
+            return {"ok": True}
+
+    @Module(controllers=[FloodController])
+    class FloodModule:
+        pass
+
+    return FloodModule
+
+
 class RawH2:
     """A client-side ``h2`` connection over a trio socket: frames out, events in."""
 
@@ -50,14 +90,22 @@ class RawH2:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str) -> AsyncIterator[RawH2]:
+    async def open(cls, url: str, *, window: int | None = None) -> AsyncIterator[RawH2]:
+        """Connect; with ``window``, announce that initial stream window (0: grant nothing)."""
         host, port = url.removeprefix("http://").rsplit(":", 1)
         stream = await trio.open_tcp_stream(host, int(port))
         async with stream:
             client = cls(stream)
             client.conn.initiate_connection()
+            if window is not None:
+                client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
             await client.flush()
             yield client
+
+    async def get(self, stream_id: int, path: str) -> None:
+        headers = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "t")]
+        self.conn.send_headers(stream_id, headers, end_stream=True)
+        await self.flush()
 
     async def flush(self) -> None:
         await self.stream.send_all(self.conn.data_to_send())
@@ -117,3 +165,31 @@ async def test_data_after_the_response_ended_is_dropped_not_fatal() -> None:
                 body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
                 assert body == b'{"ok":true}'
             await still_serving(url)
+
+
+async def test_a_stream_whose_client_grants_no_window_is_bounded_then_reset() -> None:
+    # The client grants no flow-control window, so the server can send none of the stream's
+    # bytes. Upstream let every send through regardless and buffered without bound; now the
+    # route's sends wait once 64 KiB are held, its send timeout passes, and the server resets
+    # the stream (RST_STREAM CANCEL) and ends the route, whose cleanup runs.
+    flood = Flood()
+    app = create_app(flood_module(flood))
+    async with serve_app(app, write_timeout=SEND_TIMEOUT) as url:
+        with trio.fail_after(DEADLINE):
+            async with RawH2.open(url, window=0) as client:
+                await client.get(1, "/flood")
+                events = await client.events_until(h2.events.StreamReset)
+                [reset] = [e for e in events if isinstance(e, h2.events.StreamReset)]
+                assert (reset.stream_id, reset.error_code) == (1, h2.errors.ErrorCodes.CANCEL)
+                await flood.cleaned_up.wait()
+                # Bounded: what 64 KiB of HTTP/2 buffer and the stream's own event buffer
+                # hold, not what a tight loop makes in half a second (tens of thousands).
+                assert flood.produced < 2_000, flood.produced
+                # The connection itself lives on: another stream, with a window, is served.
+                await client.get(3, "/ping")
+                client.conn.increment_flow_control_window(65535, stream_id=3)
+                await client.flush()
+                events = await client.events_until(h2.events.StreamEnded)
+                body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+                assert body == b'{"ok":true}'
+        assert app.stats()["open"] == 0

@@ -207,9 +207,14 @@ class _ReadAhead:
 
 
 class _DwexProtocols(ProtocolWrapper):
-    """Hypercorn's protocol selector, with our HTTP/2 protocol."""
+    """Hypercorn's protocol selector, with our HTTP/2 protocol (``_h2.py``).
 
-    h2_protocol_class = DwexH2Protocol
+    ``h2_options`` are `DwexH2Protocol`'s keyword arguments.
+    """
+
+    def __init__(self, *args: Any, h2_options: dict[str, Any], **kwargs: Any) -> None:
+        self.h2_protocol_class = partial(DwexH2Protocol, **h2_options)
+        super().__init__(*args, **kwargs)
 
 
 class _DwexTCPServer(TCPServer):
@@ -221,8 +226,6 @@ class _DwexTCPServer(TCPServer):
 
     #: Runs each request's app with a `DisconnectNotice` in its scope (see ``_notice.py``).
     task_group_class = NoticeTaskGroup
-    #: Speaks HTTP/2 with `DwexH2Protocol` (see ``_h2.py``).
-    protocol_wrapper_class = _DwexProtocols
 
     def __init__(
         self,
@@ -236,6 +239,11 @@ class _DwexTCPServer(TCPServer):
         fast_send_lock: bool = True,
     ) -> None:
         super().__init__(app, config, context, state, stream)
+        # HTTP/2 streams get bounded buffers, and a stream stalled for as long as a write may
+        # wait is reset (see ``_h2.py``).
+        self.protocol_wrapper_class = partial(
+            _DwexProtocols, h2_options={"stall_timeout": write_timeout}
+        )
         self._write_timeout = write_timeout
         self._fast_send_lock = fast_send_lock
         # The running feeder's scope (see `_start_feeder`), and the event the reader waits on

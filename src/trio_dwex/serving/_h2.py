@@ -1,36 +1,118 @@
-"""Our HTTP/2 protocol: Hypercorn's, made safe against frames for streams it has forgotten.
+"""Our HTTP/2 protocol: Hypercorn's, with bounded send buffers and no crash on late frames.
 
-**The crash.** Hypercorn 0.18's ``H2Protocol`` forgets a stream (``self.streams``) as soon as its
-response has ended. HTTP/2 lets the client keep sending on it: a stream whose response ended is
-only half closed, so a client may still send its request body, for instance after the server
-answered early with a 401 or 413 without reading it. ``H2Protocol._handle_events`` then looks
-the stream up with ``self.streams[stream_id]`` and raises ``KeyError``, which nothing catches:
-it ends the connection's task and, through the server's nursery, the whole server, every other
-client with it. One request, no special privilege.
+**Late frames.** Hypercorn 0.18's ``H2Protocol`` forgets a stream (``self.streams``) as soon as
+its response has ended. HTTP/2 lets the client keep sending on it: a stream whose response ended
+is only half closed, so a client may still send its request body, for instance after the server
+answered early with a 401 or 413 without reading it. Upstream then looks the stream up with
+``self.streams[stream_id]`` and raises ``KeyError``, which nothing catches: it ends the
+connection's task and, through the server's nursery, the whole server. `DwexH2Protocol` keeps
+its streams in `_StreamTable`, a ``dict`` whose lookup of a missing stream gives `_FORGOTTEN`,
+a stream that drops what it is handed; Hypercorn then acknowledges the data (so the
+connection's flow-control window is not eaten by bytes nobody reads) and discards it.
 
-**The fix.** `DwexH2Protocol` keeps its streams in `_StreamTable`, a ``dict`` whose lookup of a
-missing stream gives `_FORGOTTEN`, a stream that drops whatever it is handed. Hypercorn then
-goes on as for a known stream: the data is acknowledged (so the connection's flow-control
-window is not eaten by bytes nobody reads) and discarded. Membership tests (``in``), iteration
-and removal are plain ``dict`` ones, so nothing else in upstream's code changes meaning.
+**Unbounded buffers.** Upstream's ``StreamBuffer`` holds a stream's unsent bytes and makes the
+app's ``send`` wait above a high-water mark until a write pops it below the low-water mark.
+But a client that grants no flow-control window (``SETTINGS_INITIAL_WINDOW_SIZE=0``, or no
+``WINDOW_UPDATE``) makes every write pop zero bytes, and a zero-byte pop counts as "below low
+water": each ``send`` is let through at once and the buffer grows without bound (1.2 GB for
+20 streams in the attack of issue 18), while the app's send timeout never fires because no send
+ever waits. `_BoundedBuffer` lets a ``send`` through only once the bytes still held drop below
+the low-water mark, so a stream holds at most ``buffer_bytes`` plus the one write in progress,
+and a connection at most ``h2_max_concurrent_streams`` times that.
+
+**Stalled streams.** A ``send`` (or the end of a response) that waits ``stall_timeout`` seconds
+(our server's ``write_timeout``, by default the app's ``send_timeout``) without a single byte
+of its stream going out raises `_Stalled`. The stream is then reset (``RST_STREAM`` with
+``CANCEL``), its buffer dropped, and the app told ``http.disconnect``, so a stream's runner
+ends it and runs its cleanup; the connection and its other streams go on. A stream the app
+abandons mid-response is reset the same way, so its unsent bytes are not kept until the
+connection closes.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
+from functools import partial
 from typing import Any
 
-from hypercorn.events import Event
-from hypercorn.protocol.h2 import H2Protocol
+import h2.errors
+import h2.exceptions
+import trio
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.h2 import BufferCompleteError, H2Protocol, StreamBuffer
 from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.protocol.ws_stream import WSStream
+from hypercorn.typing import Event as IOEvent
+from priority.priority import MissingStreamError
 
-__all__ = ["DwexH2Protocol"]
+__all__ = ["DEFAULT_H2_BUFFER_BYTES", "DwexH2Protocol"]
+
+#: Bytes an HTTP/2 stream may hold unsent before the app's ``send`` waits for the client.
+#: Upstream's high-water mark is two default frames (32 KiB); SSE writes are small and frequent,
+#: so a little more lets a burst out without a wait per frame, and 100 stalled streams of one
+#: connection still hold only 6.4 MiB.
+DEFAULT_H2_BUFFER_BYTES = 64 * 1024
+
+
+class _Stalled(Exception):
+    """A stream's client accepted no byte of it for ``stall_timeout`` seconds."""
+
+
+class _BoundedBuffer(StreamBuffer):
+    """A stream's unsent bytes, at most ``high_water`` before ``push`` waits (see module doc)."""
+
+    def __init__(self, event_class: type[IOEvent], high_water: int, stall_timeout: float) -> None:
+        super().__init__(event_class)
+        self._high_water = high_water
+        self._low_water = high_water // 2
+        self._stall_timeout = stall_timeout
+        #: Bytes handed to the connection so far: a waiter's measure of progress.
+        self._sent = 0
+
+    async def push(self, data: bytes) -> None:
+        if self._complete:
+            raise BufferCompleteError()
+        self.buffer.extend(data)
+        await self._is_empty.clear()
+        while len(self.buffer) >= self._high_water and not self._complete:
+            await self._paused.clear()
+            await self._wait_for_progress(self._paused)
+
+    async def drain(self) -> None:
+        while self.buffer and not self._complete_and_closed():
+            await self._wait_for_progress(self._is_empty)
+
+    def _complete_and_closed(self) -> bool:
+        return self._complete and not self.buffer
+
+    async def _wait_for_progress(self, event: IOEvent) -> None:
+        """Wait for ``event``; raise `_Stalled` if no byte went out for ``stall_timeout``."""
+        sent_before = self._sent
+        with trio.move_on_after(self._stall_timeout):
+            await event.wait()
+            return
+        if self._sent == sent_before:
+            raise _Stalled()
+
+    async def pop(self, max_length: int) -> bytes:
+        length = min(len(self.buffer), max_length)
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        self._sent += length
+        # Upstream resumes the writer when the *popped chunk* is small, which a zero window
+        # (a zero-byte pop) always is; what matters is how much is still held.
+        if len(self.buffer) < self._low_water:
+            await self._paused.set()
+        if not self.buffer:
+            await self._is_empty.set()
+        return data
 
 
 class _ForgottenStream:
     """What a frame for a finished stream is handed to: it drops it."""
 
-    async def handle(self, event: Event) -> None:
+    async def handle(self, event: StreamEvent) -> None:
         pass  # the stream's response has ended; its late request data has no reader
 
 
@@ -45,8 +127,58 @@ class _StreamTable(dict[int, HTTPStream | WSStream]):
 
 
 class DwexH2Protocol(H2Protocol):
-    """Hypercorn's HTTP/2 protocol that survives frames for streams it has finished."""
+    """Hypercorn's HTTP/2 protocol with bounded stream buffers, reset when stalled.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Args:
+        stall_timeout: seconds a stream's send may wait with no byte going out before the
+            stream is reset.
+        buffer_bytes: bytes a stream may hold unsent before its app's ``send`` waits.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        stall_timeout: float,
+        buffer_bytes: int = DEFAULT_H2_BUFFER_BYTES,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.streams = _StreamTable()
+        self._new_buffer = partial(
+            _BoundedBuffer,
+            self.context.event_class,
+            high_water=buffer_bytes,
+            stall_timeout=stall_timeout,
+        )
+
+    async def _create_stream(self, request: Any) -> None:
+        await super()._create_stream(request)
+        # Upstream made a plain `StreamBuffer` for the new stream; nothing is in it yet.
+        self.stream_buffers[request.stream_id] = self._new_buffer()
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        if isinstance(event, StreamClosed):
+            await self._drop_unfinished(event.stream_id)
+        try:
+            await super().stream_send(event)
+        except _Stalled:
+            await self._reset(event.stream_id)
+            await self._close_stream(event.stream_id)
+
+    async def _drop_unfinished(self, stream_id: int) -> None:
+        """Reset a stream the app closed with bytes unsent or its response unfinished."""
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is not None and not buffer.complete:
+            await self._reset(stream_id)
+
+    async def _reset(self, stream_id: int) -> None:
+        """``RST_STREAM`` (CANCEL) for ``stream_id``, and forget its unsent bytes."""
+        buffer = self.stream_buffers.pop(stream_id, None)
+        if buffer is not None:
+            await buffer.close()
+        with suppress(MissingStreamError):  # the send task already removed it
+            self.priority.remove_stream(stream_id)
+        # A stream the client reset or closed first needs no word from us.
+        with suppress(h2.exceptions.ProtocolError):
+            self.connection.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+        await self._flush()

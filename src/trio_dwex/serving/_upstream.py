@@ -165,10 +165,10 @@ async def worker_serve(
 class ProtocolWrapper(UpstreamProtocolWrapper):
     """Upstream's protocol selector, with class attributes choosing the two protocol classes."""
 
-    #: The HTTP/1.1 protocol (and the h2c upgrade's first step).
-    h11_protocol_class: type[H11Protocol] = H11Protocol
-    #: The HTTP/2 protocol, by ALPN, prior knowledge or an h2c upgrade.
-    h2_protocol_class: type[H2Protocol] = H2Protocol
+    #: Makes the HTTP/1.1 protocol (which also starts an h2c upgrade).
+    h11_protocol_class: Callable[..., H11Protocol] = H11Protocol
+    #: Makes the HTTP/2 protocol, chosen by ALPN, prior knowledge or an h2c upgrade.
+    h2_protocol_class: Callable[..., H2Protocol] = H2Protocol
 
     def __init__(
         self,
@@ -262,8 +262,8 @@ class TCPServer(UpstreamTCPServer):
 
     #: The class of the connection's task group, which runs the app for each request.
     task_group_class: type[TaskGroup] = TaskGroup
-    #: The class that picks and runs the connection's protocol (HTTP/1.1 or HTTP/2).
-    protocol_wrapper_class: type[ProtocolWrapper] = ProtocolWrapper
+    #: Makes what picks and runs the connection's protocol (HTTP/1.1 or HTTP/2).
+    protocol_wrapper_class: Callable[..., ProtocolWrapper] = ProtocolWrapper
 
     async def run(self) -> None:
         try:
