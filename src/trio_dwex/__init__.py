@@ -60,7 +60,7 @@ from .framework import (
     UseInterceptors,
     map_events,
 )
-from .serving import run, serve
+from .serving import H2Limits, ServerLimits, run, serve
 from .streams._settings import StreamSettings
 from .streams._stream import OverflowPolicy, SseStream
 from .wire._sse import SseEvent
@@ -83,6 +83,7 @@ __all__ = [
     "ExecutionContext",
     "ForbiddenException",
     "Get",
+    "H2Limits",
     "Headers",
     "HttpException",
     "Injectable",
@@ -103,6 +104,7 @@ __all__ = [
     "Req",
     "Request",
     "Response",
+    "ServerLimits",
     "ServiceUnavailableException",
     "Settings",
     "Sse",

@@ -7,8 +7,8 @@ order are the test's, then checks that the server still serves a fresh client.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
@@ -19,7 +19,17 @@ import httpx
 import pytest
 import trio
 
-from trio_dwex import Controller, Get, Module, Post, Sse, SseEvent, create_app
+from trio_dwex import (
+    Controller,
+    Get,
+    H2Limits,
+    Module,
+    Post,
+    ServerLimits,
+    Sse,
+    SseEvent,
+    create_app,
+)
 from trio_dwex.testing import serve_app
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -193,3 +203,46 @@ async def test_a_stream_whose_client_grants_no_window_is_bounded_then_reset() ->
                 body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
                 assert body == b'{"ok":true}'
         assert app.stats()["open"] == 0
+
+
+def request_headers(path: str) -> list[tuple[str, str]]:
+    return [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "t")]
+
+
+async def test_a_rapid_reset_flood_gets_goaway_and_the_connection_closed() -> None:
+    # CVE-2023-44487: open a stream, reset it at once, again and again. Past H2Limits the
+    # server answers GOAWAY (ENHANCE_YOUR_CALM) and closes, before acting on that batch.
+    limits = ServerLimits(h2=H2Limits(stream_burst=50, reset_burst=50))
+    flood = Flood()
+    async with serve_app(create_app(flood_module(flood)), limits=limits) as url:
+        with trio.fail_after(DEADLINE):
+            async with RawH2.open(url) as client:
+                for stream_id in range(1, 2 * 500, 2):
+                    client.conn.send_headers(stream_id, request_headers("/ping"), end_stream=True)
+                    client.conn.reset_stream(stream_id)
+                await client.flush()
+                terminated = await client.events_until(h2.events.ConnectionTerminated)
+                [goaway] = [e for e in terminated if isinstance(e, h2.events.ConnectionTerminated)]
+                assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+                assert await client.stream.receive_some(65536) == b""  # and closed
+            await still_serving(url)
+
+
+async def test_a_browser_like_burst_of_streams_and_resets_is_served() -> None:
+    # Within the defaults: a page's worth of streams at once (the concurrency cap, 100), half
+    # of them cancelled, as when a page is left; the connection is not closed.
+    async with serve_app(create_app(EarlyModule)) as url:
+        with trio.fail_after(DEADLINE):
+            async with RawH2.open(url) as client:
+                streams = list(range(1, 2 * 100, 2))
+                for stream_id in streams:
+                    client.conn.send_headers(stream_id, request_headers("/ping"), end_stream=True)
+                for stream_id in streams[::2]:
+                    client.conn.reset_stream(stream_id)
+                await client.flush()
+                ended: set[int] = set()
+                kept = set(streams[1::2])
+                while not kept <= ended:
+                    events = await client.events_until(h2.events.StreamEnded)
+                    ended |= {e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)}
+                    assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)

@@ -10,7 +10,7 @@ from ..streams._settings import StreamSettings
 from ..wire._sse import Serializer, json_serializer
 from ._request import DEFAULT_MAX_BODY_SIZE
 
-__all__ = ["CorsSettings", "OpenAPISettings", "Settings"]
+__all__ = ["DEFAULT_MAX_STREAMS", "CorsSettings", "OpenAPISettings", "Settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,12 @@ class OpenAPISettings:
             raise ValueError("OpenAPISettings.path and docs_path must differ")
 
 
+#: Open streams an app allows by default: as many as our server's connections
+#: (``ServerLimits.max_connections``), which at about 35 KiB an idle stream is ~350 MiB; a
+#: crowd past it gets 503 with ``Retry-After`` rather than exhausting memory or descriptors.
+DEFAULT_MAX_STREAMS = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """App-wide settings, given to ``create_app(AppModule, settings=Settings(...))``.
@@ -128,8 +134,9 @@ class Settings:
         serializer: turns non-string event data and JSON responses into text; compact stdlib
             JSON by default. ``orjson.dumps`` or ``msgspec.json.encode`` plug in as they are.
         cors: cross-origin access; ``None`` (the default) adds no CORS headers.
-        max_streams: open SSE streams allowed at once; beyond it new ones are answered 503
-            with ``Retry-After``. ``None``: no limit.
+        max_streams: open SSE streams allowed at once (`DEFAULT_MAX_STREAMS`); beyond it new
+            ones are answered 503 with ``Retry-After``. ``None``: no limit but the server's
+            (``ServerLimits.max_connections``) and the OS's.
         retry_after: seconds announced in ``Retry-After`` when streams are refused.
         max_body_size: largest request body read, in bytes; larger ones are answered 413.
         openapi: the OpenAPI document and the ``/docs`` page; ``None`` serves neither.
@@ -141,7 +148,7 @@ class Settings:
     streams: StreamSettings = field(default_factory=StreamSettings)
     serializer: Serializer = json_serializer
     cors: CorsSettings | None = None
-    max_streams: int | None = None
+    max_streams: int | None = DEFAULT_MAX_STREAMS
     retry_after: int = 5
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     openapi: OpenAPISettings | None = field(default_factory=OpenAPISettings)

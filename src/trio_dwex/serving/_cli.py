@@ -16,6 +16,7 @@ import trio
 from hypercorn.config import Sockets
 
 from ._fixes import ASGIApp
+from ._limits import DEFAULT_MAX_CONNECTIONS, ServerLimits
 from ._load import AppLoadError, load_app
 from ._serve import (
     DEFAULT_GRACEFUL_TIMEOUT,
@@ -64,10 +65,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     run.add_argument("--certfile", help="TLS certificate (enables HTTPS and HTTP/2)")
     run.add_argument("--keyfile", help="TLS private key")
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"connections served at once, per worker (default {DEFAULT_MAX_CONNECTIONS}); "
+        "more wait in the listen backlog",
+    )
     run.add_argument("--log-level", default="info", help="debug, info, warning or error")
     options = parser.parse_args(argv)
     if options.workers < 1:
         parser.error("--workers must be at least 1")
+    if options.max_connections < 1:
+        parser.error("--max-connections must be at least 1")
+    limits = ServerLimits(max_connections=options.max_connections)
     log_level = options.log_level.upper()
     if not isinstance(logging.getLevelName(log_level), int):
         parser.error(f"--log-level must be debug, info, warning or error, got {options.log_level}")
@@ -82,12 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     tune_gc()
     if options.workers == 1:
         app = _load_app(options.app)
-        trio.run(partial(serve, app, config=make_config(**settings)))
+        trio.run(partial(serve, app, config=make_config(**settings), limits=limits))
     else:
-        _supervise(options.app, options.workers, settings, log_level)
+        _supervise(options.app, options.workers, settings, log_level, limits)
 
 
-def _supervise(target: str, workers: int, settings: dict[str, Any], log_level: str) -> None:
+def _supervise(
+    target: str, workers: int, settings: dict[str, Any], log_level: str, limits: ServerLimits
+) -> None:
     """Run ``workers`` processes that share the listening sockets, until SIGINT or SIGTERM.
 
     The signal may reach the supervisor alone (``kill PID``) or the whole process group
@@ -110,7 +123,9 @@ def _supervise(target: str, workers: int, settings: dict[str, Any], log_level: s
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     processes = [
         context.Process(
-            target=_worker, args=(target, settings, sockets, stop, log_level), daemon=False
+            target=_worker,
+            args=(target, settings, sockets, stop, log_level, limits),
+            daemon=False,
         )
         for _ in range(workers)
     ]
@@ -132,7 +147,12 @@ def _supervise(target: str, workers: int, settings: dict[str, Any], log_level: s
 
 
 def _worker(
-    target: str, settings: dict[str, Any], sockets: Sockets, stop: ProcessEvent, log_level: str
+    target: str,
+    settings: dict[str, Any],
+    sockets: Sockets,
+    stop: ProcessEvent,
+    log_level: str,
+    limits: ServerLimits,
 ) -> None:
     """One worker process: serve the shared sockets until told to stop.
 
@@ -161,6 +181,11 @@ def _worker(
 
     trio.run(
         partial(
-            serve, app, config=make_config(**settings), sockets=sockets, shutdown_trigger=stopped
+            serve,
+            app,
+            config=make_config(**settings),
+            sockets=sockets,
+            shutdown_trigger=stopped,
+            limits=limits,
         )
     )

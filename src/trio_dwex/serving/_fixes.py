@@ -98,6 +98,7 @@ from hypercorn.typing import AppWrapper, LifespanState
 from hypercorn.utils import wrap_app
 
 from ._h2 import DwexH2Protocol
+from ._limits import LimitedListener, ServerLimits
 from ._notice import NoticeTaskGroup, announce_server
 from ._upstream import ProtocolWrapper, TCPServer, worker_serve
 
@@ -112,6 +113,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("trio_dwex.serving")
+
+#: The limits used when none are given (`ServerLimits`' defaults).
+DEFAULT_LIMITS = ServerLimits()
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 """Any ASGI 3 application.
@@ -237,13 +241,20 @@ class _DwexTCPServer(TCPServer):
         *,
         write_timeout: float,
         fast_send_lock: bool = True,
+        limits: ServerLimits = DEFAULT_LIMITS,
+        connection_slots: trio.Semaphore | None = None,
     ) -> None:
         super().__init__(app, config, context, state, stream)
         # HTTP/2 streams get bounded buffers, and a stream stalled for as long as a write may
         # wait is reset (see ``_h2.py``).
-        self.protocol_wrapper_class = partial(
-            _DwexProtocols, h2_options={"stall_timeout": write_timeout}
-        )
+        h2_options = {
+            "stall_timeout": write_timeout,
+            "buffer_bytes": limits.h2_buffer_bytes,
+            "limits": limits.h2,
+        }
+        self.protocol_wrapper_class = partial(_DwexProtocols, h2_options=h2_options)
+        # The slot `LimitedListener` took for this connection, given back when it ends.
+        self._connection_slots = connection_slots
         self._write_timeout = write_timeout
         self._fast_send_lock = fast_send_lock
         # The running feeder's scope (see `_start_feeder`), and the event the reader waits on
@@ -252,6 +263,13 @@ class _DwexTCPServer(TCPServer):
         self._feeder_done: trio.Event | None = None
         # Cancelled once a write found the client gone (see `_connection_lost`).
         self._reading = trio.CancelScope()
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            if self._connection_slots is not None:
+                self._connection_slots.release()
 
     async def _read_data(self) -> None:
         read_ahead = _ReadAhead(READ_AHEAD_LIMIT)
@@ -456,6 +474,7 @@ async def serve_hypercorn(
     *,
     write_timeout: float,
     fast_send_lock: bool = True,
+    limits: ServerLimits = DEFAULT_LIMITS,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     sockets: Sockets | None = None,
@@ -473,7 +492,9 @@ async def serve_hypercorn(
     scheduler (fewer context switches per write; ``False`` restores upstream's behaviour).
 
     ``write_timeout`` (seconds, > 0; ``math.inf`` disables it) drops a client that accepts
-    no data for that long while we write to it.
+    no data for that long while we write to it (for HTTP/2: resets the stream).
+
+    ``limits`` caps connections and what one HTTP/2 connection may ask (`ServerLimits`).
 
     ``sockets`` are already bound and listening sockets (shared by worker processes); by
     default they are made from ``config``.
@@ -483,6 +504,8 @@ async def serve_hypercorn(
     """
     if not write_timeout > 0:  # also rejects NaN
         raise ValueError(f"write_timeout must be a positive number of seconds, not {write_timeout}")
+    # One slot per connection served at once, shared by every listener (see ``_limits.py``).
+    slots = None if limits.max_connections is None else trio.Semaphore(limits.max_connections)
     await worker_serve(
         wrap_app(
             announce_server(_HeadSizeLimit(app, config.h11_max_incomplete_size)),
@@ -494,6 +517,14 @@ async def serve_hypercorn(
         shutdown_trigger=shutdown_trigger,
         task_status=task_status,
         tcp_server=partial(
-            _DwexTCPServer, write_timeout=write_timeout, fast_send_lock=fast_send_lock
+            _DwexTCPServer,
+            write_timeout=write_timeout,
+            fast_send_lock=fast_send_lock,
+            limits=limits,
+            connection_slots=slots,
         ),
+        wrap_listeners=lambda listeners: [
+            LimitedListener(listener, slots, limits.accept_error_log_interval)
+            for listener in listeners
+        ],
     )

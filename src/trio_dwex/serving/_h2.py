@@ -27,17 +27,28 @@ of its stream going out raises `_Stalled`. The stream is then reset (``RST_STREA
 ends it and runs its cleanup; the connection and its other streams go on. A stream the app
 abandons mid-response is reset the same way, so its unsent bytes are not kept until the
 connection closes.
+
+**Rapid reset** (CVE-2023-44487). Opening a stream and resetting it at once costs the client
+two frames and the server a request's whole setup (a task, the app's routing, guards): 300,000
+of them in 11 s kept the loop busy, and other clients waited seconds. A connection may open
+`H2Limits.streams_per_second` streams a second and reset `H2Limits.resets_per_second`, each
+with a burst allowance (token buckets); a connection past either gets ``GOAWAY`` with
+``ENHANCE_YOUR_CALM`` and is closed, before the frames that broke the limit are acted on.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import suppress
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import h2.errors
+import h2.events
 import h2.exceptions
 import trio
+from hypercorn.events import Closed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h2 import BufferCompleteError, H2Protocol, StreamBuffer
@@ -46,13 +57,65 @@ from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.typing import Event as IOEvent
 from priority.priority import MissingStreamError
 
-__all__ = ["DEFAULT_H2_BUFFER_BYTES", "DwexH2Protocol"]
+__all__ = ["DEFAULT_H2_BUFFER_BYTES", "DwexH2Protocol", "H2Limits"]
+
+logger = logging.getLogger("trio_dwex.serving")
 
 #: Bytes an HTTP/2 stream may hold unsent before the app's ``send`` waits for the client.
 #: Upstream's high-water mark is two default frames (32 KiB); SSE writes are small and frequent,
 #: so a little more lets a burst out without a wait per frame, and 100 stalled streams of one
 #: connection still hold only 6.4 MiB.
 DEFAULT_H2_BUFFER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class H2Limits:
+    """How much a client may ask of one HTTP/2 connection before it is closed.
+
+    Browsers open at most a page's worth of streams at once (``h2_max_concurrent_streams``,
+    100 by default, caps them too) and cancel a few when a page changes; the defaults leave
+    them a wide margin while a rapid-reset attacker, who needs thousands a second, hits them
+    within a second.
+
+    Attributes:
+        streams_per_second: new streams a connection may open each second, on average.
+        stream_burst: new streams it may open at once above that average.
+        resets_per_second: streams a connection may reset (``RST_STREAM``) each second.
+        reset_burst: resets it may send at once above that average.
+    """
+
+    streams_per_second: float = 200.0
+    stream_burst: int = 400
+    resets_per_second: float = 100.0
+    reset_burst: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("streams_per_second", "resets_per_second"):
+            value = getattr(self, name)
+            if not value > 0:  # also refuses NaN
+                raise ValueError(f"H2Limits.{name} must be > 0, got {value!r}")
+        for name in ("stream_burst", "reset_burst"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"H2Limits.{name} must be an int >= 1, got {value!r}")
+
+
+class _TokenBucket:
+    """Allows ``rate`` actions a second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = trio.current_time()
+
+    def take(self, count: int) -> bool:
+        """Spend ``count`` tokens; ``False`` if there are not that many."""
+        now = trio.current_time()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        self._tokens -= count
+        return self._tokens >= 0
 
 
 class _Stalled(Exception):
@@ -133,6 +196,7 @@ class DwexH2Protocol(H2Protocol):
         stall_timeout: seconds a stream's send may wait with no byte going out before the
             stream is reset.
         buffer_bytes: bytes a stream may hold unsent before its app's ``send`` waits.
+        limits: the rates of new streams and resets a connection may send.
     """
 
     def __init__(
@@ -140,10 +204,13 @@ class DwexH2Protocol(H2Protocol):
         *args: Any,
         stall_timeout: float,
         buffer_bytes: int = DEFAULT_H2_BUFFER_BYTES,
+        limits: H2Limits = H2Limits(),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.streams = _StreamTable()
+        self._new_streams = _TokenBucket(limits.streams_per_second, limits.stream_burst)
+        self._resets = _TokenBucket(limits.resets_per_second, limits.reset_burst)
         self._new_buffer = partial(
             _BoundedBuffer,
             self.context.event_class,
@@ -155,6 +222,34 @@ class DwexH2Protocol(H2Protocol):
         await super()._create_stream(request)
         # Upstream made a plain `StreamBuffer` for the new stream; nothing is in it yet.
         self.stream_buffers[request.stream_id] = self._new_buffer()
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        opened = reset = 0
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                opened += 1
+            elif isinstance(event, h2.events.StreamReset) and event.remote_reset:
+                reset += 1
+        # Both buckets are charged, so that neither check hides the other's count.
+        within = self._new_streams.take(opened) & self._resets.take(reset)
+        if not within:
+            await self._calm_down(opened, reset)
+            return
+        await super()._handle_events(events)
+
+    async def _calm_down(self, opened: int, reset: int) -> None:
+        """GOAWAY (ENHANCE_YOUR_CALM) and close: the client broke `H2Limits`."""
+        logger.warning(
+            "closing an HTTP/2 connection from %s that opened or reset streams faster than "
+            "H2Limits allows (this batch: %d opened, %d reset)",
+            self.client,
+            opened,
+            reset,
+        )
+        with suppress(h2.exceptions.ProtocolError):
+            self.connection.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        await self._flush()
+        await self.send(Closed())
 
     async def stream_send(self, event: StreamEvent) -> None:
         if isinstance(event, StreamClosed):

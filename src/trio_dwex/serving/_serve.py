@@ -14,6 +14,7 @@ from hypercorn.config import Config, Sockets
 
 from ..asgi._app import DwexApp
 from ._fixes import ASGIApp, serve_hypercorn
+from ._limits import ServerLimits
 
 __all__ = [
     "DEFAULT_GC_THRESHOLD",
@@ -112,6 +113,7 @@ async def serve(
     config: Config | None = None,
     write_timeout: float | None = None,
     fast_send_lock: bool = True,
+    limits: ServerLimits | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     sockets: Sockets | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
@@ -133,6 +135,8 @@ async def serve(
             ignored when it is given.
         fast_send_lock: take a connection's free send lock without a scheduler pass, which
             saves CPU on every write (docs/performance.md); ``False`` is upstream's behaviour.
+        limits: connections served at once, and what one HTTP/2 client may ask
+            (`ServerLimits`; its defaults when ``None``).
         shutdown_trigger: returns when the server should stop; by default, SIGINT or SIGTERM.
     """
     if config is None:
@@ -154,6 +158,7 @@ async def serve(
         config,
         write_timeout=write_timeout,
         fast_send_lock=fast_send_lock,
+        limits=limits or ServerLimits(),
         shutdown_trigger=shut_down,
         sockets=sockets,
         task_status=task_status,
@@ -168,6 +173,7 @@ def run(
     config: Config | None = None,
     write_timeout: float | None = None,
     fast_send_lock: bool = True,
+    limits: ServerLimits | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     gc_threshold: tuple[int, int, int] | None = DEFAULT_GC_THRESHOLD,
 ) -> None:
@@ -208,6 +214,7 @@ def run(
             config=config,
             write_timeout=write_timeout,
             fast_send_lock=fast_send_lock,
+            limits=limits,
             shutdown_trigger=shutdown_trigger,
         )
     )

@@ -2,8 +2,9 @@
 
 **What is copied.** From ``hypercorn`` 0.18.0 (``pyproject.toml`` pins ``>=0.18,<0.19``):
 
-* `worker_serve` is ``hypercorn/trio/run.py::worker_serve``, plus a ``tcp_server`` parameter:
-  the per-connection server class to use, upstream's ``TCPServer`` by default.
+* `worker_serve` is ``hypercorn/trio/run.py::worker_serve``, plus a ``tcp_server`` parameter
+  (the per-connection server class to use, upstream's ``TCPServer`` by default) and a
+  ``wrap_listeners`` one (our connection limit wraps the listeners; by default they are not).
 * `TCPServer.run` is ``hypercorn/trio/tcp_server.py::TCPServer.run``, which makes its
   ``TaskGroup`` from the class attribute `TCPServer.task_group_class`, and its protocol
   selector from `TCPServer.protocol_wrapper_class`, instead of by name.
@@ -41,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from functools import partial
 from random import randint
+from typing import Any
 
 import trio
 from hypercorn.config import Config, Sockets
@@ -66,6 +68,13 @@ TCPServerFactory = Callable[
 """What `worker_serve` calls to serve one accepted connection: upstream's ``TCPServer`` or a
 subclass, maybe with keyword arguments bound by `functools.partial`."""
 
+ListenersWrapper = Callable[
+    [list[trio.SSLListener[trio.SocketStream] | trio.SocketListener]],
+    list[Any],
+]
+"""What `worker_serve` passes its listeners through before serving them: ``list`` (they are
+served as they are), or a function that wraps each (our connection limit)."""
+
 
 async def worker_serve(
     app: AppWrapper,
@@ -75,6 +84,7 @@ async def worker_serve(
     shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     tcp_server: TCPServerFactory = UpstreamTCPServer,  # trio-dwex: the hook for our server
+    wrap_listeners: ListenersWrapper = list,  # trio-dwex: the hook for our listeners
 ) -> None:
     config.set_statsd_logger_class(StatsdLogger)
 
@@ -144,7 +154,7 @@ async def worker_serve(
                                 context,
                                 ConnectionState(lifespan_state.copy()),
                             ),
-                            listeners,
+                            wrap_listeners(listeners),  # trio-dwex: was listeners
                             handler_nursery=server_nursery,
                         ),
                     )

@@ -17,6 +17,7 @@ import trio
 from hypercorn.config import Config
 
 from ..asgi._types import ASGIApp
+from ..serving._limits import ServerLimits
 from ..serving._serve import make_config, serve
 
 __all__ = [
@@ -56,6 +57,7 @@ async def run_test_server(
     shutdown_trigger: Callable[[], Awaitable[None]],
     config: Config | None = None,
     write_timeout: float | None = None,
+    limits: ServerLimits | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on a free loopback port until ``shutdown_trigger`` returns.
@@ -69,6 +71,7 @@ async def run_test_server(
         app,
         config=server_config() if config is None else config,
         write_timeout=write_timeout,
+        limits=limits,
         shutdown_trigger=shutdown_trigger,
         task_status=_FirstBind(task_status),
     )
@@ -92,6 +95,7 @@ async def serve_app(
     *,
     host: str = "127.0.0.1",
     write_timeout: float | None = None,
+    limits: ServerLimits | None = None,
     **settings: Any,
 ) -> AsyncIterator[str]:
     """Serve ``app`` with Hypercorn's Trio worker on a free port of ``host``; yield its base URL.
@@ -110,6 +114,7 @@ async def serve_app(
         host: the loopback address to bind (``"::1"`` for IPv6).
         write_timeout: seconds a client may accept no bytes before the server drops it; by
             default the app's ``send_timeout``. Set it low in tests of stalled clients.
+        limits: the server's `ServerLimits` (connections at once, HTTP/2 rates); defaults.
         settings: attributes of `hypercorn.config.Config`, such as ``certfile`` and
             ``keyfile`` (TLS, and with it HTTP/2 by ALPN), ``keep_alive_timeout``, or
             ``graceful_timeout`` (default `TEST_GRACEFUL_TIMEOUT`). An unknown name raises
@@ -126,6 +131,7 @@ async def serve_app(
                 shutdown_trigger=shutdown.wait,
                 config=config,
                 write_timeout=write_timeout,
+                limits=limits,
             )
         )
         try:
