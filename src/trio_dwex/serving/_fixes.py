@@ -97,7 +97,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, LifespanState
 from hypercorn.utils import wrap_app
 
-from ._h2 import DwexH2Protocol
+from ._h2 import DwexH2Protocol, ResetBudgets
 from ._limits import LimitedListener, ServerLimits
 from ._notice import NoticeTaskGroup, announce_server
 from ._upstream import ProtocolWrapper, TCPServer, worker_serve
@@ -243,6 +243,7 @@ class _DwexTCPServer(TCPServer):
         fast_send_lock: bool = True,
         limits: ServerLimits = DEFAULT_LIMITS,
         connection_slots: trio.Semaphore | None = None,
+        reset_budgets: ResetBudgets | None = None,
     ) -> None:
         super().__init__(app, config, context, state, stream)
         # HTTP/2 streams get bounded buffers, and a stream stalled for as long as a write may
@@ -251,6 +252,7 @@ class _DwexTCPServer(TCPServer):
             "stall_timeout": write_timeout,
             "buffer_bytes": limits.h2_buffer_bytes,
             "limits": limits.h2,
+            "reset_budgets": reset_budgets,
         }
         self.protocol_wrapper_class = partial(_DwexProtocols, h2_options=h2_options)
         # The slot `LimitedListener` took for this connection, given back when it ends.
@@ -522,6 +524,7 @@ async def serve_hypercorn(
             fast_send_lock=fast_send_lock,
             limits=limits,
             connection_slots=slots,
+            reset_budgets=ResetBudgets(limits.h2),
         ),
         wrap_listeners=lambda listeners: [
             LimitedListener(listener, slots, limits.accept_error_log_interval)

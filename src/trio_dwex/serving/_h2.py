@@ -31,9 +31,10 @@ connection closes.
 **Rapid reset** (CVE-2023-44487). Opening a stream and resetting it at once costs the client
 two frames and the server a request's whole setup (a task, the app's routing, guards): 300,000
 of them in 11 s kept the loop busy, and other clients waited seconds. A connection may open
-`H2Limits.streams_per_second` streams a second and reset `H2Limits.resets_per_second`, each
-with a burst allowance (token buckets); a connection past either gets ``GOAWAY`` with
-``ENHANCE_YOUR_CALM`` and is closed, before the frames that broke the limit are acted on.
+`H2Limits.streams_per_second` streams a second, and a client address (all its connections
+together, `ResetBudgets`) may reset `H2Limits.resets_per_second`, each with a burst allowance
+(token buckets); a connection past either gets ``GOAWAY`` with ``ENHANCE_YOUR_CALM`` and is
+closed, before the frames that broke the limit are acted on.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.typing import Event as IOEvent
 from priority.priority import MissingStreamError
 
-__all__ = ["DEFAULT_H2_BUFFER_BYTES", "DwexH2Protocol", "H2Limits"]
+__all__ = ["DEFAULT_H2_BUFFER_BYTES", "DwexH2Protocol", "H2Limits", "ResetBudgets"]
 
 logger = logging.getLogger("trio_dwex.serving")
 
@@ -80,7 +81,8 @@ class H2Limits:
     Attributes:
         streams_per_second: new streams a connection may open each second, on average.
         stream_burst: new streams it may open at once above that average.
-        resets_per_second: streams a connection may reset (``RST_STREAM``) each second.
+        resets_per_second: streams a client address may reset (``RST_STREAM``) each second,
+            over all its connections.
         reset_burst: resets it may send at once above that average.
     """
 
@@ -116,6 +118,44 @@ class _TokenBucket:
         self._last = now
         self._tokens -= count
         return self._tokens >= 0
+
+    def full(self) -> bool:
+        """Whether the bucket has refilled to its burst: its owner has been quiet."""
+        elapsed = trio.current_time() - self._last
+        return self._tokens + elapsed * self._rate >= self._burst
+
+
+class ResetBudgets:
+    """The reset allowance of each client address, shared by all its connections.
+
+    A per-connection allowance alone does not stop a rapid-reset attacker, who reconnects
+    when closed and gets a fresh burst each time (170,000 streams in 6 s over 74 connections,
+    measured with ``python -m bench.attacks``). Legitimate clients reset few streams, so
+    the reset allowance is kept per address; new streams stay per connection, since many
+    users may share one address behind a NAT. Addresses whose allowance is full again are
+    forgotten once more than `MAX_TRACKED` are known, so the table stays bounded.
+    """
+
+    #: Addresses tracked before the idle ones are forgotten.
+    MAX_TRACKED = 10_000
+
+    def __init__(self, limits: H2Limits) -> None:
+        self._limits = limits
+        self._buckets: dict[str, _TokenBucket] = {}
+
+    def for_client(self, host: str) -> _TokenBucket:
+        """The bucket of ``host``, made full on first sight."""
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_TRACKED:
+                self._forget_idle()
+            bucket = _TokenBucket(self._limits.resets_per_second, self._limits.reset_burst)
+            self._buckets[host] = bucket
+        return bucket
+
+    def _forget_idle(self) -> None:
+        for host in [host for host, bucket in self._buckets.items() if bucket.full()]:
+            del self._buckets[host]
 
 
 class _Stalled(Exception):
@@ -196,7 +236,10 @@ class DwexH2Protocol(H2Protocol):
         stall_timeout: seconds a stream's send may wait with no byte going out before the
             stream is reset.
         buffer_bytes: bytes a stream may hold unsent before its app's ``send`` waits.
-        limits: the rates of new streams and resets a connection may send.
+        limits: the rates of new streams a connection, and resets a client address, may
+            send.
+        reset_budgets: the server's table of reset allowances per client address; a table
+            of this connection's own when ``None``.
     """
 
     def __init__(
@@ -205,12 +248,16 @@ class DwexH2Protocol(H2Protocol):
         stall_timeout: float,
         buffer_bytes: int = DEFAULT_H2_BUFFER_BYTES,
         limits: H2Limits = H2Limits(),
+        reset_budgets: ResetBudgets | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.streams = _StreamTable()
         self._new_streams = _TokenBucket(limits.streams_per_second, limits.stream_burst)
-        self._resets = _TokenBucket(limits.resets_per_second, limits.reset_burst)
+        # Resets are counted per client address across its connections (`ResetBudgets`).
+        if reset_budgets is None:
+            reset_budgets = ResetBudgets(limits)
+        self._resets = reset_budgets.for_client(self.client[0] if self.client else "")
         self._new_buffer = partial(
             _BoundedBuffer,
             self.context.event_class,

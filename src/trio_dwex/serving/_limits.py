@@ -49,7 +49,8 @@ class ServerLimits:
             it new connections wait in the listen backlog until one ends.
         accept_error_log_interval: seconds between log lines while ``accept`` fails for lack
             of file descriptors or memory.
-        h2: rates of new and reset streams an HTTP/2 connection may send (`H2Limits`).
+        h2: rates of new streams an HTTP/2 connection, and of resets a client address, may
+            send (`H2Limits`).
         h2_buffer_bytes: bytes an HTTP/2 stream may hold unsent before the app's ``send``
             waits for the client; a stream that then sends nothing for the write timeout is
             reset.
