@@ -65,9 +65,10 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def reliability(session: nox.Session) -> None:
-    """Disconnect storm, slow clients and shutdown at full size (~2 min; docs/reliability.md)."""
+    """Disconnect storm, slow clients, shutdown at full size, HTTP/2 attacks (~3 min)."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "bench.reliability", *session.posargs)
+    session.run("python", "-m", "bench.attacks")  # HTTP/2 attacks, ours and plain Hypercorn
 
 
 @nox.session

@@ -120,7 +120,9 @@ class RawH2:
     async def flush(self) -> None:
         await self.stream.send_all(self.conn.data_to_send())
 
-    async def events_until(self, kind: type[h2.events.Event]) -> list[h2.events.Event]:
+    async def events_until(
+        self, kind: type[h2.events.Event] | tuple[type[h2.events.Event], ...]
+    ) -> list[h2.events.Event]:
         """Read and answer frames until an event of ``kind`` arrives; all events so far."""
         seen: list[h2.events.Event] = []
         while not any(isinstance(event, kind) for event in seen):
@@ -246,3 +248,28 @@ async def test_a_browser_like_burst_of_streams_and_resets_is_served() -> None:
                     events = await client.events_until(h2.events.StreamEnded)
                     ended |= {e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)}
                     assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+
+
+async def test_reconnecting_does_not_refill_the_reset_allowance() -> None:
+    # The reset allowance belongs to the client address, not the connection: an attacker
+    # closed for resetting too much gets no fresh burst by reconnecting.
+    limits = ServerLimits(h2=H2Limits(resets_per_second=1, reset_burst=50))
+
+    async def open_and_reset(client: RawH2, count: int) -> list[h2.events.Event]:
+        for stream_id in range(1, 2 * count, 2):
+            client.conn.send_headers(stream_id, request_headers("/ping"), end_stream=True)
+            client.conn.reset_stream(stream_id)
+        last = 2 * count + 1
+        client.conn.send_headers(last, request_headers("/ping"), end_stream=True)
+        await client.flush()
+        return await client.events_until((h2.events.StreamEnded, h2.events.ConnectionTerminated))
+
+    async with serve_app(create_app(EarlyModule), limits=limits) as url:
+        with trio.fail_after(DEADLINE):
+            async with RawH2.open(url) as first:
+                events = await open_and_reset(first, 40)  # within the burst of 50
+                assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+            async with RawH2.open(url) as second:
+                events = await open_and_reset(second, 40)  # 80 in all: past it
+                [goaway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+                assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
