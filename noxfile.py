@@ -65,10 +65,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def reliability(session: nox.Session) -> None:
-    """Disconnect storm, slow clients, shutdown at full size, HTTP/2 attacks (~3 min)."""
+    """Disconnect storm, slow clients, full-size shutdown, HTTP/2 attacks, stalled clients."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "bench.reliability", *session.posargs)
     session.run("python", "-m", "bench.attacks")  # HTTP/2 attacks, ours and plain Hypercorn
+    session.run("python", "-m", "bench.stalled")  # memory with 2,000 stalled clients
 
 
 @nox.session

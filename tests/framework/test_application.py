@@ -118,6 +118,7 @@ def test_sse_records_only_the_options_given() -> None:
         ({"send_timeout": None}, "send_timeout must be a positive number of seconds, got"),
         ({"buffer_size": 0}, "buffer_size must be a positive int"),
         ({"buffer_size": True}, "buffer_size"),
+        ({"buffer_bytes": 0}, "buffer_bytes must be a positive int"),
         ({"max_lifetime": -1}, "max_lifetime"),
         ({"headers": {"X": 1}}, "response header 'X' must be a str"),
         ({"headers": {"X": "a\nb"}}, "contains CR, LF or NUL"),

@@ -308,6 +308,7 @@ def test_a_stream_is_a_union_of_its_named_events(document: dict[str, Any]) -> No
         "keepaliveSeconds": 5,
         "maxLifetimeSeconds": None,
         "bufferSize": 256,
+        "bufferBytes": 256 * 1024,
         "resumable": True,
     }
     unavailable = document["components"]["responses"]["ServiceUnavailable"]

@@ -108,6 +108,8 @@ async def test_other_accept_errors_still_raise() -> None:
         ({"max_connections": 0}, "max_connections"),
         ({"accept_error_log_interval": float("nan")}, "accept_error_log_interval"),
         ({"h2_buffer_bytes": 10}, "h2_buffer_bytes"),
+        ({"memory_trim_interval": 0}, "memory_trim_interval"),
+        ({"memory_trim_interval": float("inf")}, "memory_trim_interval"),
     ],
 )
 def test_bad_limits_are_refused_by_name(kwargs: dict[str, object], message: str) -> None:

@@ -422,6 +422,7 @@ class _Builder:
             "keepaliveSeconds": keepalive,
             "maxLifetimeSeconds": lifetime,
             "bufferSize": options.get("buffer_size", self.streams.buffer_size),
+            "bufferBytes": options.get("buffer_bytes", self.streams.buffer_bytes),
             "resumable": any(
                 param.source == "header" and param.key == "last-event-id"
                 for param in route.call_plan.params

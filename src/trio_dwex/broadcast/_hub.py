@@ -526,12 +526,16 @@ class Broadcast:
         stream's buffer is the subscriber's buffer (``subscriber_buffer`` events, the hub's
         overflow policy), and a stream closed for overflow ends as ``CloseReason.OVERFLOW``.
         Once the replay is written, events go straight into the stream's buffer, which the
-        stream bounds in events (``subscriber_buffer``); ``subscriber_buffer_bytes`` bounds
-        the live events that wait while the replay is written.
+        stream bounds in events (``subscriber_buffer``) and bytes (``subscriber_buffer_bytes``),
+        as it bounds the live events that wait while the replay is written.
         """
         self._check_open("stream")
         _check_topic(topic)
-        stream = SseStream(buffer_size=self.subscriber_buffer, overflow=self.overflow)
+        stream = SseStream(
+            buffer_size=self.subscriber_buffer,
+            buffer_bytes=self.subscriber_buffer_bytes,
+            overflow=self.overflow,
+        )
         stream.start_soon(self._run_stream, stream, topic, last_event_id)
         return stream
 

@@ -223,6 +223,7 @@ def Sse(
     keepalive: float | Unset | None = UNSET,
     send_timeout: float | Unset = UNSET,
     buffer_size: int | Unset = UNSET,
+    buffer_bytes: int | Unset = UNSET,
     overflow: OverflowPolicy | Unset = UNSET,
     max_lifetime: float | Unset | None = UNSET,
     headers: Mapping[str, str] | Unset = UNSET,
@@ -249,6 +250,7 @@ def Sse(
     - ``keepalive``: seconds of silence before a ``:`` comment is sent; ``None`` disables it.
     - ``send_timeout``: seconds a client may take to accept bytes before it is dropped.
     - ``buffer_size``: events buffered for a client slower than the producer.
+    - ``buffer_bytes``: bytes of events buffered for such a client.
     - ``overflow``: what ``send_nowait`` does when that buffer is full (``OverflowPolicy``).
     - ``max_lifetime``: seconds after which the stream is closed (the client reconnects with
       ``Last-Event-ID``); ``None`` for no limit.
@@ -269,6 +271,7 @@ def Sse(
         "keepalive": keepalive,
         "send_timeout": send_timeout,
         "buffer_size": buffer_size,
+        "buffer_bytes": buffer_bytes,
         "overflow": overflow,
         "max_lifetime": max_lifetime,
     }

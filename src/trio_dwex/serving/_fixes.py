@@ -49,7 +49,12 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` ru
   that the client does not accept within ``write_timeout`` seconds aborts the connection (RST,
   discarding the unsent bytes), and the protocol is told ``Closed()``: the pinned send returns,
   the app sees ``http.disconnect``, and every task of the connection ends. Since the deadline
-  is renewed per chunk, a slow client that keeps accepting data is not dropped.
+  is renewed per chunk, a slow client that keeps accepting data is not dropped. A writer with
+  a deadline of its own (a stream's ``send_timeout``, which a route may set below the server's
+  ``write_timeout``) gets it honoured too: the chunk's deadline is the earlier of the two, and
+  a write that misses it aborts the connection the same way. Without this the shield hid the
+  route's deadline, and a stalled client of a route with ``send_timeout=10`` was kept for the
+  server's 30 s, its buffers full, measured with ``python -m bench.stalled``.
 * tells the protocol ``Closed()`` after a failed write in a shielded scope (bounded by
   ``write_timeout`` too), so that the close cannot be cancelled halfway.
 * answers 431 to an HTTP/1 request head larger than ``h11_max_incomplete_size`` however it
@@ -80,6 +85,7 @@ against a new Hypercorn release reads cleanly; its docstring says how to move to
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import socket
@@ -99,6 +105,7 @@ from hypercorn.utils import wrap_app
 
 from ._h2 import DwexH2Protocol, ResetBudgets
 from ._limits import LimitedListener, ServerLimits
+from ._memory import trim_memory_every
 from ._notice import NoticeTaskGroup, announce_server
 from ._upstream import ProtocolWrapper, TCPServer, worker_serve
 
@@ -169,6 +176,16 @@ class DroppedWrites:
 
 dropped_writes = DroppedWrites()
 """The process's `DroppedWrites`; ``trio_dwex.serving.dropped_writes`` is the same object."""
+
+
+class _Write(enum.Enum):
+    """How a bounded write ended (`_DwexTCPServer._send_all_with_progress_deadline`)."""
+
+    SENT = "sent"
+    #: A chunk made no progress for ``write_timeout`` seconds.
+    STALLED = "stalled"
+    #: The writer's own deadline (a stream's ``send_timeout``) passed first.
+    WRITER_DEADLINE = "writer deadline"
 
 
 class _ReadAhead:
@@ -356,11 +373,13 @@ class _DwexTCPServer(TCPServer):
                 )
                 await self._connection_lost(abort=False)
                 return
-            if not sent:
+            if sent is _Write.STALLED:
                 await self.config.log.warning(
                     f"Closing a connection whose client accepted no data for "
                     f"{self._write_timeout} seconds"
                 )
+            if sent is not _Write.SENT:
+                # The writer's own deadline is its to report (a stream's send_timeout).
                 await self._connection_lost(abort=True)
         finally:
             self.send_lock.release()
@@ -399,22 +418,28 @@ class _DwexTCPServer(TCPServer):
         # its tasks) would outlive the client until the server stops.
         self._reading.cancel()
 
-    async def _send_all_with_progress_deadline(self, data: bytes) -> bool:
-        """Send ``data``; ``False`` if a chunk made no progress within ``write_timeout``.
+    async def _send_all_with_progress_deadline(self, data: bytes) -> _Write:
+        """Send ``data``; or say which deadline a chunk missed.
 
         The shield stays, as upstream wants it: cancelling the sender must not leave half a
-        frame on the wire. The deadline is what upstream lacks.
+        frame on the wire. The deadline is what upstream lacks: ``write_timeout`` per chunk,
+        or the writer's own deadline if that comes first (then the connection is aborted, as
+        the write cannot be finished). A writer already cancelled (``-inf``: shutdown, the
+        client gone) still gets ``write_timeout`` to finish its chunk, as upstream intends.
         """
+        own_deadline = trio.current_effective_deadline()
+        if own_deadline == -math.inf:
+            own_deadline = math.inf
         with memoryview(data) as view:
             # range(..., max(len, 1)) still sends an empty write once, as upstream does, so
             # that a write on a closed stream raises ClosedResourceError here as well.
             for start in range(0, max(len(view), 1), WRITE_CHUNK):
-                deadline = trio.current_time() + self._write_timeout
+                deadline = min(trio.current_time() + self._write_timeout, own_deadline)
                 with trio.CancelScope(shield=True, deadline=deadline) as scope:
                     await self.stream.send_all(view[start : start + WRITE_CHUNK])
                 if scope.cancelled_caught:
-                    return False
-        return True
+                    return _Write.STALLED if deadline < own_deadline else _Write.WRITER_DEADLINE
+        return _Write.SENT
 
     async def _abort(self) -> None:
         """Close the connection with a reset, dropping the bytes the client never read.
@@ -508,26 +533,30 @@ async def serve_hypercorn(
         raise ValueError(f"write_timeout must be a positive number of seconds, not {write_timeout}")
     # One slot per connection served at once, shared by every listener (see ``_limits.py``).
     slots = None if limits.max_connections is None else trio.Semaphore(limits.max_connections)
-    await worker_serve(
-        wrap_app(
-            announce_server(_HeadSizeLimit(app, config.h11_max_incomplete_size)),
-            config.wsgi_max_body_size,
-            "asgi",
-        ),
-        config,
-        sockets=sockets,
-        shutdown_trigger=shutdown_trigger,
-        task_status=task_status,
-        tcp_server=partial(
-            _DwexTCPServer,
-            write_timeout=write_timeout,
-            fast_send_lock=fast_send_lock,
-            limits=limits,
-            connection_slots=slots,
-            reset_budgets=ResetBudgets(limits.h2),
-        ),
-        wrap_listeners=lambda listeners: [
-            LimitedListener(listener, slots, limits.accept_error_log_interval)
-            for listener in listeners
-        ],
-    )
+    async with trio.open_nursery() as housekeeping:
+        if limits.memory_trim_interval is not None:
+            housekeeping.start_soon(trim_memory_every, limits.memory_trim_interval)
+        await worker_serve(
+            wrap_app(
+                announce_server(_HeadSizeLimit(app, config.h11_max_incomplete_size)),
+                config.wsgi_max_body_size,
+                "asgi",
+            ),
+            config,
+            sockets=sockets,
+            shutdown_trigger=shutdown_trigger,
+            task_status=task_status,
+            tcp_server=partial(
+                _DwexTCPServer,
+                write_timeout=write_timeout,
+                fast_send_lock=fast_send_lock,
+                limits=limits,
+                connection_slots=slots,
+                reset_budgets=ResetBudgets(limits.h2),
+            ),
+            wrap_listeners=lambda listeners: [
+                LimitedListener(listener, slots, limits.accept_error_log_interval)
+                for listener in listeners
+            ],
+        )
+        housekeeping.cancel_scope.cancel()

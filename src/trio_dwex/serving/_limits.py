@@ -54,12 +54,16 @@ class ServerLimits:
         h2_buffer_bytes: bytes an HTTP/2 stream may hold unsent before the app's ``send``
             waits for the client; a stream that then sends nothing for the write timeout is
             reset.
+        memory_trim_interval: seconds between calls to glibc's ``malloc_trim``, which give
+            the memory of dropped clients back to the OS (``None``: never; see
+            ``_memory.py``).
     """
 
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     accept_error_log_interval: float = 10.0
     h2: H2Limits = field(default_factory=H2Limits)
     h2_buffer_bytes: int = DEFAULT_H2_BUFFER_BYTES
+    memory_trim_interval: float | None = 30.0
 
     def __post_init__(self) -> None:
         if self.max_connections is not None and (
@@ -73,6 +77,16 @@ class ServerLimits:
             raise ValueError(
                 "ServerLimits.accept_error_log_interval must be >= 0 seconds, "
                 f"got {self.accept_error_log_interval!r}"
+            )
+        interval = self.memory_trim_interval
+        if interval is not None and (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 < interval < math.inf
+        ):
+            raise ValueError(
+                "ServerLimits.memory_trim_interval must be a positive number of seconds or "
+                f"None, got {interval!r}"
             )
         if not isinstance(self.h2, H2Limits):
             raise ValueError(f"ServerLimits.h2 must be an H2Limits, got {self.h2!r}")

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import trio
 
 from ..wire._sse import SseEvent, to_event
+from ._budget import ByteBudget
 from ._state import CloseReason
 
 __all__ = ["MAX_YIELDS_WHILE_CLOSING", "Ending", "aclose_iterator", "pump"]
@@ -31,12 +32,15 @@ class Ending(Protocol):
 async def pump(
     source: AsyncIterable[object],
     buffer: trio.MemorySendChannel[SseEvent | bytes],
+    budget: ByteBudget,
     run: Ending,
 ) -> None:
     """Move a source's items, encoded, into ``buffer``; always finish the source explicitly.
 
     The buffer is the run's own, so nobody else closes it while this runs; it is closed when
-    the source is exhausted, which ends the run once the writer has sent the rest.
+    the source is exhausted, which ends the run once the writer has sent the rest. The source
+    waits while the buffer is full in events, or in bytes (``budget``, which the writer
+    releases).
     """
     iterator = aiter(source)
     next_item = iterator.__anext__
@@ -62,6 +66,10 @@ async def pump(
                 await _resume_once_then_close(iterator)
                 await trio.lowlevel.checkpoint()  # raises the Cancelled
             data = (item if type(item) is SseEvent else to_event(item)).encode()
+            size = len(data)
+            if not budget.fits(size):
+                await budget.wait_for_room(size)
+            budget.add(size)
             try:
                 offer(data)
             except trio.WouldBlock:

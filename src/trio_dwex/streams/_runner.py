@@ -37,6 +37,7 @@ import trio
 
 from .._errors import StreamClosed
 from ..wire._sse import SseEvent
+from ._budget import ByteBudget
 from ._iterators import pump
 from ._settings import StreamSettings
 from ._state import CloseReason
@@ -157,11 +158,11 @@ class StreamRun:
                         self._tracker.register(self)
                     if settings.max_lifetime is not None:
                         nursery.cancel_scope.deadline = trio.current_time() + settings.max_lifetime
-                    buffer = self._open_source(nursery)
+                    buffer, budget = self._open_source(nursery)
                     self._sink.notify_disconnect(
                         partial(self.end, CloseReason.CLIENT_GONE), nursery.start_soon
                     )
-                    ended = await self._write_events(buffer)
+                    ended = await self._write_events(buffer, budget)
                     self.end(self._natural_end if ended is None else ended)
             except* StreamClosed as group:
                 # A task sent on the stream while it was ending; the stream is over anyway.
@@ -191,16 +192,17 @@ class StreamRun:
             for stream in self._streams:
                 await _run_close_callbacks(stream._finish_run(reason), settings.close_timeout)
 
-    def _open_source(self, nursery: trio.Nursery) -> _Buffer:
-        """Start the source in ``nursery``; the buffer that the writer reads."""
+    def _open_source(self, nursery: trio.Nursery) -> tuple[_Buffer, ByteBudget]:
+        """Start the source in ``nursery``; the buffer that the writer reads, and its budget."""
         source = self._source
         if isinstance(source, SseStream):
-            buffer = source._start_run(nursery, wire=True)
+            opened = source._start_run(nursery, wire=True)
             self._streams.append(source)
-            return buffer
+            return opened
         send, receive = trio.open_memory_channel[SseEvent | bytes](self._settings.buffer_size)
-        nursery.start_soon(pump, source, send, self)
-        return receive
+        budget = ByteBudget(self._settings.buffer_bytes)
+        nursery.start_soon(pump, source, send, budget, self)
+        return receive, budget
 
     def _conclude(self) -> None:
         """Settle the reason the run reports, once its nursery is done."""
@@ -224,16 +226,33 @@ class StreamRun:
             deadline = trio.current_time() + settings.send_timeout
             with trio.CancelScope(shield=True, deadline=deadline) as scope:
                 await self._sink.start()
-            if scope.cancelled_caught:
+            if scope.cancelled_caught or self._missed(deadline):
                 return False
         if not data:
             return True
         with trio.move_on_after(settings.send_timeout) as timer:
             await self._sink.write(data)
-        return not timer.cancelled_caught
+        return not (timer.cancelled_caught or self._missed(timer.deadline))
 
-    async def _write_events(self, receiver: _Buffer) -> CloseReason | None:
-        """Move events from the buffer to the client. Returns early with a reason."""
+    def _missed(self, deadline: float) -> bool:
+        """Whether a write that returned had missed ``deadline``, and the client left for it.
+
+        Our server cannot cut a write short halfway (the shield keeps frames whole), so when a
+        write misses its writer's deadline it aborts the connection instead, and the stream
+        hears of it as a client gone. The client was too slow: the run says so.
+        """
+        if self.reason is CloseReason.CLIENT_GONE and trio.current_time() >= deadline:
+            self.reason = CloseReason.SLOW_CLIENT
+            return True
+        return False
+
+    async def _write_events(self, receiver: _Buffer, budget: ByteBudget) -> CloseReason | None:
+        """Move events from the buffer to the client. Returns early with a reason.
+
+        What is taken out is released to ``budget`` once per write, before it is written: the
+        buffer's bound is on what waits there, and a write holds at most ``max_batch_bytes``
+        (plus one event) more.
+        """
         settings = self._settings
         sink = self._sink
         limit = settings.max_batch_bytes
@@ -246,6 +265,7 @@ class StreamRun:
                 first = _coalesce(
                     item if isinstance(item, bytes) else item.encode(), receiver, limit
                 )
+                budget.release(len(first))
             except trio.EndOfChannel:
                 return None
         if not await self._write(first):
@@ -268,8 +288,13 @@ class StreamRun:
                         return None
                     writing = True
                     timer.deadline = trio.current_time() + send_timeout
-                    data = item if isinstance(item, bytes) else item.encode()
-                    await sink.write(_coalesce(data, receiver, limit))
+                    data = _coalesce(
+                        item if isinstance(item, bytes) else item.encode(), receiver, limit
+                    )
+                    budget.release(len(data))
+                    await sink.write(data)
+                    if self.reason is not None and self._missed(timer.deadline):
+                        break
                     writing = False
             if writing or not await self._write(KEEPALIVE_COMMENT):
                 logger.info(

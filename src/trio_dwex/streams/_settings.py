@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ._budget import DEFAULT_BUFFER_BYTES
 from ._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy
 
 __all__ = ["StreamSettings"]
@@ -20,7 +21,10 @@ class StreamSettings:
         send_timeout: seconds a client may take to accept a write before it is dropped. A
             stalled client otherwise pins the stream (and its memory) for ever.
         buffer_size: events buffered per stream between the producer and the socket.
-        overflow: what ``SseStream.send_nowait`` does when that buffer is full.
+        buffer_bytes: bytes of encoded events buffered per stream, besides ``buffer_size``;
+            an empty buffer takes one event of any size.
+        overflow: what ``SseStream.send_nowait`` does when that buffer is full (in events
+            or in bytes).
         first_event_wait: seconds the runner waits for the first event before it commits the
             response headers. An error raised within that time becomes a proper HTTP error
             response; a slower source still gets its headers after this long.
@@ -33,6 +37,7 @@ class StreamSettings:
     keepalive: float | None = 15.0
     send_timeout: float = 30.0
     buffer_size: int = DEFAULT_BUFFER_SIZE
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
     overflow: OverflowPolicy = OverflowPolicy.CLOSE
     first_event_wait: float = 0.2
     max_lifetime: float | None = None
@@ -44,7 +49,7 @@ class StreamSettings:
             _check_seconds(name, getattr(self, name), allow_none=False)
         for name in ("keepalive", "max_lifetime"):
             _check_seconds(name, getattr(self, name), allow_none=True)
-        for name in ("buffer_size", "max_batch_bytes"):
+        for name in ("buffer_size", "buffer_bytes", "max_batch_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"stream setting {name} must be a positive int, got {value!r}")

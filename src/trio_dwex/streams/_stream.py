@@ -1,8 +1,9 @@
 """`SseStream`: the imperative way to feed one client's event stream.
 
-An `SseStream` is a bounded trio memory channel with the guide's API on top. Producers put
-events in with `send` (waits for room) or `send_nowait` (for sync callbacks); the stream
-runner takes them out and writes them to the client. Tasks started with `start_soon` run in
+An `SseStream` is a bounded trio memory channel with the guide's API on top, bounded in bytes
+as well as events (`ByteBudget`). Producers put events in with `send` (waits for room) or
+`send_nowait` (for sync callbacks); the stream runner takes them out and writes them to the
+client. Tasks started with `start_soon` run in
 the stream's own nursery, so they are cancelled when the stream ends, whatever ends it.
 
 Its lifecycle (`StreamState` and `CloseReason`, with the table of legal transitions) is in
@@ -28,6 +29,7 @@ import trio
 
 from .._errors import StreamClosed
 from ..wire._sse import SseEvent, to_event
+from ._budget import DEFAULT_BUFFER_BYTES, ByteBudget, check_buffer_bytes
 from ._state import CloseReason, StreamState, next_state
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "OverflowPolicy", "SseStream", "StreamOwner", "current_run"]
@@ -39,6 +41,7 @@ logger = logging.getLogger("trio_dwex.streams")
 DEFAULT_BUFFER_SIZE = 256
 
 _CLOSED = "cannot send on a closed SseStream; check stream.is_closed first"
+_CLOSED_WHILE_WAITING = "the SseStream was closed while send() waited for buffer room"
 
 CloseCallback = Callable[[], object]
 """An `on_close` callback: a plain function, or an async one (its awaitable is awaited)."""
@@ -63,8 +66,9 @@ current_run: ContextVar[StreamOwner | None] = ContextVar("trio_dwex_current_run"
 class OverflowPolicy(enum.Enum):
     """What `SseStream.send_nowait` does when the stream's buffer is full.
 
-    A full buffer means the client reads slower than the producer writes. Memory stays bounded
-    whichever policy is chosen; they differ in what the client sees.
+    A full buffer (in events or in bytes) means the client reads slower than the producer
+    writes. Memory stays bounded whichever policy is chosen; they differ in what the client
+    sees.
     """
 
     #: Close the stream (the default). The client's EventSource reconnects, and with
@@ -72,7 +76,7 @@ class OverflowPolicy(enum.Enum):
     CLOSE = "close"
     #: Discard the event that did not fit. For streams where only the latest state matters.
     DROP_NEWEST = "drop_newest"
-    #: Discard the oldest buffered event to make room, so the client sees the latest ones.
+    #: Discard the oldest buffered events to make room, so the client sees the latest ones.
     DROP_OLDEST = "drop_oldest"
 
 
@@ -88,13 +92,17 @@ class SseStream:
 
     Args:
         buffer_size: events held for a client that reads slower than they are produced.
-        overflow: what `send_nowait` does when that buffer is full (see `OverflowPolicy`).
+        buffer_bytes: bytes of encoded events held for such a client; an empty buffer takes
+            one event of any size.
+        overflow: what `send_nowait` does when either bound is reached (see
+            `OverflowPolicy`); `send` waits instead.
     """
 
     def __init__(
         self,
         *,
         buffer_size: int = DEFAULT_BUFFER_SIZE,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         overflow: OverflowPolicy = OverflowPolicy.CLOSE,
     ) -> None:
         if not isinstance(buffer_size, int) or isinstance(buffer_size, bool) or buffer_size < 1:
@@ -102,7 +110,10 @@ class SseStream:
         if not isinstance(overflow, OverflowPolicy):
             raise ValueError(f"SseStream overflow must be an OverflowPolicy, got {overflow!r}")
         self.buffer_size = buffer_size
+        self.buffer_bytes = check_buffer_bytes("SseStream", buffer_bytes)
         self.overflow = overflow
+        # The bytes queued: producers add, the writer (or an iterating interceptor) releases.
+        self._budget = ByteBudget(buffer_bytes)
         # Events, or their bytes once the stream runs (see `_wire`).
         self._sender, self._receiver = trio.open_memory_channel[SseEvent | bytes](buffer_size)
         self._state = _NEW
@@ -136,19 +147,26 @@ class SseStream:
             StreamClosed: the stream is closed (client gone, or `close` was called).
         """
         message = event if type(event) is SseEvent else to_event(event)
-        item = message.encode() if self._wire else message
+        data = message.encode()
+        item = data if self._wire else message
         if self._reason is not None:
             await trio.lowlevel.checkpoint()
             raise StreamClosed(_CLOSED)
+        size = len(data)
+        budget = self._budget
+        if not budget.fits(size):
+            await budget.wait_for_room(size)
+            if self._reason is not None:
+                raise StreamClosed(_CLOSED_WHILE_WAITING)
+        budget.add(size)
         try:
             self._sender.send_nowait(item)
         except trio.WouldBlock:
             try:
                 await self._sender.send(item)
             except trio.ClosedResourceError:
-                raise StreamClosed(
-                    "the SseStream was closed while send() waited for buffer room"
-                ) from None
+                budget.release(size)
+                raise StreamClosed(_CLOSED_WHILE_WAITING) from None
             return
         # Reading the state costs nothing per event, where a checkpoint costs as much as
         # queueing the event; before the stream runs, an ordinary cancel point.
@@ -175,24 +193,38 @@ class SseStream:
         feeds many streams.
         """
         message = to_event(event)
-        item = message.encode() if self._wire else message
+        data = message.encode()
+        item = data if self._wire else message
         if self._reason is not None:
             return False
-        try:
-            self._sender.send_nowait(item)
-            return True
-        except trio.WouldBlock:
-            pass
+        size = len(data)
+        budget = self._budget
+        if budget.fits(size):
+            try:
+                self._sender.send_nowait(item)
+            except trio.WouldBlock:
+                pass
+            else:
+                budget.add(size)
+                return True
         if self.overflow is OverflowPolicy.DROP_NEWEST:
             return False
         if self.overflow is OverflowPolicy.DROP_OLDEST:
-            self._receiver.receive_nowait()
-            self._sender.send_nowait(item)
-            return True
+            while True:
+                # Not empty: an empty buffer fits any event and has room for one.
+                budget.release(_size(self._receiver.receive_nowait()))
+                if budget.fits(size):
+                    try:
+                        self._sender.send_nowait(item)
+                    except trio.WouldBlock:
+                        continue
+                    budget.add(size)
+                    return True
         logger.warning(
             "closing an SSE stream: its client reads slower than events are produced and "
-            "its buffer of %d events is full (overflow policy CLOSE)",
+            "its buffer (%d events, %d bytes) is full (overflow policy CLOSE)",
             self.buffer_size,
+            self.buffer_bytes,
         )
         self._close(CloseReason.OVERFLOW)
         return False
@@ -270,6 +302,7 @@ class SseStream:
         if self._reason is None:
             self._reason = reason
             self._sender.close()
+            self._budget.close()
 
     def _join_current_run(self) -> None:
         """Be run by the response whose tasks iterate this stream, if it has not run yet."""
@@ -281,8 +314,9 @@ class SseStream:
 
     def _start_run(
         self, nursery: trio.Nursery, *, wire: bool
-    ) -> trio.MemoryReceiveChannel[SseEvent | bytes]:
-        """NEW → RUNNING: start the queued tasks in ``nursery``; the buffer's reading end.
+    ) -> tuple[trio.MemoryReceiveChannel[SseEvent | bytes], ByteBudget]:
+        """NEW → RUNNING: start the queued tasks in ``nursery``; the buffer's reading end, and
+        its budget, to which the reader releases the bytes it takes.
 
         ``wire``: the runner writes the buffer to a client, so events are queued as bytes from
         now on (events queued before stay events; the writer takes both).
@@ -293,7 +327,7 @@ class SseStream:
         pending, self._pending = self._pending, []
         for fn, args in pending:
             nursery.start_soon(fn, *args)
-        return self._receiver
+        return self._receiver, self._budget
 
     def _end_run(self) -> None:
         """RUNNING → ENDING: the response's nursery is being cancelled.
@@ -320,7 +354,7 @@ class _StreamEvents:
     not run yet (see the module docstring).
     """
 
-    __slots__ = ("_first", "_receive", "_receive_nowait", "stream")
+    __slots__ = ("_budget", "_first", "_receive", "_receive_nowait", "stream")
 
     def __init__(self, stream: SseStream) -> None:
         self.stream = stream
@@ -330,6 +364,7 @@ class _StreamEvents:
             stream._receiver.receive,  # same module: the stream's own buffer
         )
         self._receive_nowait = cast(Callable[[], SseEvent], stream._receiver.receive_nowait)
+        self._budget = stream._budget
         self._first = True
 
     def __aiter__(self) -> _StreamEvents:
@@ -344,12 +379,18 @@ class _StreamEvents:
             # scheduler every time, which costs more than the rest of the event's way to the
             # client (bench.costs, "typed events, SseStream source"). Whoever iterates still
             # waits, and so checkpoints, whenever the buffer is empty or its own is full.
-            return self._receive_nowait()
+            event = self._receive_nowait()
         except trio.WouldBlock:
-            pass
+            try:
+                event = await self._receive()
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
-        try:
-            return await self._receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
+        self._budget.release(len(event.encode()))
+        return event
+
+
+def _size(item: SseEvent | bytes) -> int:
+    """The bytes a buffered item counts for: its encoded size, as queued."""
+    return len(item) if isinstance(item, bytes) else len(item.encode())
