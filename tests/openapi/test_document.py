@@ -226,7 +226,7 @@ def test_a_json_body_guards_and_their_errors(document: dict[str, Any]) -> None:
         "required": ["name"],
         "additionalProperties": False,
     }
-    assert set(operation["responses"]) == {"200", "400", "401", "403", "413", "415"}
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "408", "413", "415"}
     assert operation["responses"]["415"] == {"$ref": "#/components/responses/UnsupportedMediaType"}
     assert operation["security"] == [{"bearer": []}]
     assert operation["x-dwex-guards"] == ["TokenGuard", "PlainGuard"]
@@ -249,7 +249,7 @@ def test_a_raw_body_a_path_parameter_and_no_content(document: dict[str, Any]) ->
     ]
     assert operation["responses"]["204"]["description"].startswith("No Content")
     assert "200" not in operation["responses"]
-    assert set(operation["responses"]) == {"204", "400", "404", "413"}  # bytes: no 415
+    assert set(operation["responses"]) == {"204", "400", "404", "408", "413"}  # bytes: no 415
 
 
 def test_an_unread_path_parameter_and_a_text_response(document: dict[str, Any]) -> None:

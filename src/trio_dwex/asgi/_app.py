@@ -137,7 +137,13 @@ class DwexApp:
             if page is not None:
                 return page
         route, path_params = self.plan.router.match(scope["method"], _raw_path(scope))
-        request = Request(scope, receive, path_params, max_body_size=self.settings.max_body_size)
+        request = Request(
+            scope,
+            receive,
+            path_params,
+            max_body_size=self.settings.max_body_size,
+            body_timeout=self.settings.body_timeout,
+        )
         context = ExecutionContext(request, route.controller_class, route.handler)
         await run_guards(route.guards, context)
         if route.kind != "sse":

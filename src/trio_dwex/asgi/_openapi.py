@@ -16,7 +16,7 @@ What each route contributes:
   ``event`` a ``const`` in each;
 - every error the framework may answer instead, all with the ``HttpError`` body: 400 for a
   parameter or body that does not convert, 401/403 behind guards, 404 when a path parameter
-  is empty, 413 and 415 for bodies, 503 for streams refused (``max_streams``, shutdown).
+  is empty, 408, 413 and 415 for bodies, 503 for streams refused (``max_streams``, shutdown).
 
 What OpenAPI has no word for is in ``x-dwex-`` extensions: the guards of an operation, and a
 stream's keep-alive, lifetime limit and buffer.
@@ -100,6 +100,7 @@ _ERRORS: Final[Mapping[int, tuple[str, str]]] = {
     403: ("Forbidden", "A guard refused the request."),
     404: ("NotFound", "No route has this path (a path parameter was empty, say)."),
     405: ("MethodNotAllowed", "The path exists, but not with this method; see Allow."),
+    408: ("RequestTimeout", "The body did not arrive within the app's body_timeout."),
     413: ("ContentTooLarge", "The body is larger than the app's max_body_size."),
     415: ("UnsupportedMediaType", "A JSON body was sent without a JSON Content-Type."),
     503: ("ServiceUnavailable", "Too many open streams, or the server is shutting down."),
@@ -388,7 +389,7 @@ class _Builder:
         if route.template.param_names:
             statuses.add(404)
         if body is not None:
-            statuses.add(413)
+            statuses.update((408, 413))
             if not body.raw_body:
                 statuses.add(415)
         if route.kind == "sse":

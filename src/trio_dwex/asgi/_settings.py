@@ -8,7 +8,7 @@ from typing import Any
 
 from ..streams._settings import StreamSettings
 from ..wire._sse import Serializer, json_serializer
-from ._request import DEFAULT_MAX_BODY_SIZE
+from ._request import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_SIZE
 
 __all__ = ["DEFAULT_MAX_STREAMS", "CorsSettings", "OpenAPISettings", "Settings"]
 
@@ -138,7 +138,12 @@ class Settings:
             ones are answered 503 with ``Retry-After``. ``None``: no limit but the server's
             (``ServerLimits.max_connections``) and the OS's.
         retry_after: seconds announced in ``Retry-After`` when streams are refused.
-        max_body_size: largest request body read, in bytes; larger ones are answered 413.
+        max_body_size: largest request body read, in bytes; larger ones are answered 413
+            (a declared ``Content-Length`` over it before any byte is read, so a client
+            that sent ``Expect: 100-continue`` is not asked for the body).
+        body_timeout: seconds a request body may take to arrive in full, from the moment
+            a handler asks for it; a slower one is answered 408 and its connection closed
+            (nginx's ``client_body_timeout``, which bounds a body sent a byte at a time).
         openapi: the OpenAPI document and the ``/docs`` page; ``None`` serves neither.
         check_events: check every event of a route that declares its events
             (``@Sse(events=...)``) against that declaration, and end the stream with
@@ -151,6 +156,7 @@ class Settings:
     max_streams: int | None = DEFAULT_MAX_STREAMS
     retry_after: int = 5
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     openapi: OpenAPISettings | None = field(default_factory=OpenAPISettings)
     check_events: bool = True
 
@@ -172,6 +178,15 @@ class Settings:
         ):
             raise ValueError(
                 f"Settings.max_streams must be a positive int or None, got {self.max_streams!r}"
+            )
+        timeout = self.body_timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < float("inf")
+        ):
+            raise ValueError(
+                f"Settings.body_timeout must be a positive number of seconds, got {timeout!r}"
             )
         for name in ("retry_after", "max_body_size"):
             value = getattr(self, name)

@@ -104,6 +104,7 @@ from hypercorn.typing import AppWrapper, LifespanState
 from hypercorn.utils import wrap_app
 
 from ._h2 import DwexH2Protocol, ResetBudgets
+from ._h11 import DwexH11Protocol
 from ._limits import LimitedListener, ServerLimits
 from ._memory import trim_memory_every
 from ._notice import NoticeTaskGroup, announce_server
@@ -228,10 +229,13 @@ class _ReadAhead:
 
 
 class _DwexProtocols(ProtocolWrapper):
-    """Hypercorn's protocol selector, with our HTTP/2 protocol (``_h2.py``).
+    """Hypercorn's protocol selector, with our HTTP/1 and HTTP/2 protocols (``_h11.py``,
+    ``_h2.py``).
 
     ``h2_options`` are `DwexH2Protocol`'s keyword arguments.
     """
+
+    h11_protocol_class = DwexH11Protocol
 
     def __init__(self, *args: Any, h2_options: dict[str, Any], **kwargs: Any) -> None:
         self.h2_protocol_class = partial(DwexH2Protocol, **h2_options)
@@ -476,7 +480,7 @@ class _HeadSizeLimit:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if (
             scope["type"] == "http"
-            and scope.get("http_version") in ("1.0", "1.1")
+            and str(scope.get("http_version", "")).startswith("1.")
             and _head_size(scope) > self._limit
         ):
             headers = [(b"content-length", b"0"), (b"connection", b"close")]

@@ -1,0 +1,112 @@
+"""Our HTTP/1 protocol: Hypercorn's, refusing ambiguous requests and asking for bodies late.
+
+h11 parses liberally, and Hypercorn passes on what h11 accepts. An outside attack found:
+
+**Content-Length and Transfer-Encoding together.** h11 frames such a request by its chunked
+encoding, as RFC 9112 (section 6.3) allows, and Hypercorn answers it and keeps the connection
+open: a request hidden in the bytes that a front proxy counted as body by ``Content-Length``
+was then served as the next one (request smuggling). The RFC says to close the connection
+after answering such a request; we answer 400 and close, as llhttp and nginx do, without
+running the app.
+
+**Transfer-Encoding in HTTP/1.0.** HTTP/1.0 has no transfer codings, so RFC 9112 (section
+6.1) says to treat such a message's framing as faulty and close: 400 and close.
+
+**Versions other than 1.x.** h11 takes any ``HTTP/<digit>.<digit>`` and Hypercorn serves it as
+HTTP/1.1, so ``GET / HTTP/2.0`` or ``HTTP/3.0`` in plain text got a 200. Those are answered
+505 (HTTP Version Not Supported) and closed. ``HTTP/1.2`` and later minor versions are
+served as HTTP/1.1, as RFC 9110 (section 2.5) asks; the head-size limit (``_fixes.py``'s
+``_HeadSizeLimit``) applies to every version that reaches the app.
+
+**``Expect: 100-continue``.** Hypercorn sends ``100 Continue`` as soon as the request head is
+in, so the client uploads its body even when the answer will be 413 (too large), 401 (a
+guard) or 404. We send it when the app first reads the body (its first ``receive()``), as
+uvicorn does: a request refused before that gets its answer without the upload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+from hypercorn.events import Closed
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.typing import AppWrapper, ASGIReceiveEvent
+
+__all__ = ["DwexH11Protocol"]
+
+
+class DwexH11Protocol(H11Protocol):
+    """Hypercorn's ``H11Protocol`` with the checks and the late ``100 Continue`` above."""
+
+    def __init__(self, app: AppWrapper, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_ContinueOnFirstRead(app, self), *args, **kwargs)
+        # Whether this request's app has asked for its body (so 100 Continue may go out).
+        self._continue_wanted = False
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        refusal = _refusal(request)
+        if refusal is not None:
+            await self._send_error_response(refusal)
+            await self.send(Closed())
+            return
+        self._continue_wanted = False
+        await super()._create_stream(request)
+
+    async def _send_h11_event(self, event: Any) -> None:
+        # Hypercorn's event loop offers 100 Continue whenever the client waits for it; it goes
+        # out only once the app has read (see `send_continue`).
+        if (
+            isinstance(event, h11.InformationalResponse)
+            and event.status_code == 100
+            and not self._continue_wanted
+        ):
+            return
+        await super()._send_h11_event(event)
+
+    async def send_continue(self) -> None:
+        """The app reads the body: send ``100 Continue`` if the client waits for it."""
+        self._continue_wanted = True
+        connection = self.connection
+        if isinstance(connection, h11.Connection) and connection.they_are_waiting_for_100_continue:
+            headers = self.config.response_headers("h11")
+            await self._send_h11_event(h11.InformationalResponse(status_code=100, headers=headers))
+
+
+def _refusal(request: h11.Request) -> int | None:
+    """The status that refuses ``request`` before any app sees it, or ``None``."""
+    if not request.http_version.startswith(b"1."):
+        return 505
+    names = {name for name, _ in request.headers}  # h11 lower-cases them
+    if b"transfer-encoding" in names and (
+        b"content-length" in names or request.http_version == b"1.0"
+    ):
+        return 400
+    return None
+
+
+class _ContinueOnFirstRead:
+    """The app, whose first ``receive()`` of an HTTP request tells the protocol it reads."""
+
+    def __init__(self, app: AppWrapper, protocol: DwexH11Protocol) -> None:
+        self._app = app
+        self._protocol = protocol
+
+    async def __call__(
+        self, scope: Any, receive: Any, send: Any, sync_spawn: Any, call_soon: Any
+    ) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send, sync_spawn, call_soon)
+            return
+        protocol = self._protocol
+        first = True
+
+        async def receive_after_continue() -> ASGIReceiveEvent:
+            nonlocal first
+            if first:
+                first = False
+                await protocol.send_continue()
+            message: ASGIReceiveEvent = await receive()
+            return message
+
+        await self._app(scope, receive_after_continue, send, sync_spawn, call_soon)
