@@ -61,6 +61,7 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[bench,redis]")
     session.run("python", "-m", "bench", *session.posargs)
+    session.run("python", "-m", "bench.tokens")  # POST token streams against FastAPI
 
 
 @nox.session

@@ -1,0 +1,241 @@
+"""POST token streams, ours against FastAPI + sse-starlette on uvicorn (issue 13 item 7).
+
+``python -m bench.tokens`` (``nox -s bench`` runs it after the main benchmark):
+
+``--streams`` clients at once each ``POST /v1/chat/completions`` with a JSON body and read an
+OpenAI-style event stream of ``--tokens`` chunks, ``--gap`` seconds apart, then
+``data: [DONE]``. Both servers run the same handler logic in their own process, one worker
+each: ours with ``trio-dwex run bench.tokens:dwex_app``, the peer with
+``uvicorn bench.tokens:fastapi_app``. We report the server process's CPU time per token
+(user + system, from ``/proc``) and the time to first token (from sending the request to
+the first chunk) at p50 and p99, and the ratio of CPU per token.
+
+The client is httpx on trio, in this process; loopback only; bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.reliability.support import free_port, server_process  # noqa: E402
+
+from trio_dwex import Body, Controller, Module, Sse, create_app  # noqa: E402
+
+Row = dict[str, Any]
+
+#: The stream's shape, read by both servers from the request body.
+DEFAULT_TOKENS = 200
+DEFAULT_GAP = 0.005
+
+
+def chunk(index: int, word: str, last: bool) -> dict[str, Any]:
+    """One ``chat.completion.chunk``, as OpenAI's API streams it."""
+    return {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "echo",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"content": f"{word}{index} "},
+                "finish_reason": "stop" if last else None,
+            }
+        ],
+    }
+
+
+# -- ours ---------------------------------------------------------------------------------------
+
+
+@Controller("v1")
+class TokenController:
+    @Sse("chat/completions", method="POST")
+    async def completions(
+        self, body: Annotated[dict[str, Any], Body()]
+    ) -> AsyncIterator[dict[str, Any] | str]:
+        tokens, gap = int(body["tokens"]), float(body["gap"])
+        for index in range(tokens):
+            yield chunk(index, "token", index == tokens - 1)
+            await trio.sleep(gap)
+        yield "[DONE]"
+
+
+@Module(controllers=[TokenController])
+class TokenModule:
+    pass
+
+
+dwex_app = create_app(TokenModule)
+
+
+# -- the peer: FastAPI + sse-starlette ----------------------------------------------------------
+
+
+def make_fastapi_app() -> Any:
+    import asyncio
+
+    from fastapi import FastAPI
+    from sse_starlette import EventSourceResponse
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def completions(body: dict[str, Any]) -> EventSourceResponse:
+        tokens, gap = int(body["tokens"]), float(body["gap"])
+
+        async def events() -> AsyncIterator[str]:
+            for index in range(tokens):
+                yield json.dumps(chunk(index, "token", index == tokens - 1))
+                await asyncio.sleep(gap)
+            yield "[DONE]"
+
+        return EventSourceResponse(events())
+
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # Built on demand, so that importing this module for our app needs no FastAPI.
+    if name == "fastapi_app":
+        return make_fastapi_app()
+    raise AttributeError(name)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def server(kind: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    if kind == "trio-dwex":
+        with server_process("bench.tokens:dwex_app", port, "--log-level", "error") as process:
+            yield process
+        return
+    command = [
+        sys.executable, "-m", "uvicorn", "bench.tokens:fastapi_app", "--port", str(port),
+        "--log-level", "error", "--no-access-log",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/docs", timeout=0.5)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("uvicorn did not start") from None
+                time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+async def one_stream(client: httpx.AsyncClient, tokens: int, gap: float, first: list[float]) -> int:
+    body = {"model": "echo", "stream": True, "tokens": tokens, "gap": gap}
+    started = time.perf_counter()
+    received = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                break
+            if received == 0:
+                first.append(time.perf_counter() - started)
+            json.loads(line[6:])
+            received += 1
+    return received
+
+
+async def measure(kind: str, streams: int, tokens: int, gap: float) -> Row:
+    port = free_port()
+    with server(kind, port) as process:
+        limits = httpx.Limits(max_connections=streams + 10)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+        ) as client:
+            await one_stream(client, 5, 0.0, [])  # warm up
+            first: list[float] = []
+            counts: list[int] = []
+            cpu_before = cpu_seconds(process.pid)
+            wall = time.perf_counter()
+
+            async def run_one() -> None:
+                counts.append(await one_stream(client, tokens, gap, first))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(streams):
+                    nursery.start_soon(run_one)
+            wall = time.perf_counter() - wall
+            cpu = cpu_seconds(process.pid) - cpu_before
+    delivered = sum(counts)
+    assert delivered == streams * tokens, f"{kind}: {delivered} of {streams * tokens} tokens"
+    ordered = sorted(first)
+    return {
+        "server": kind,
+        "streams": streams,
+        "tokens": delivered,
+        "wall_s": round(wall, 2),
+        "cpu_us_per_token": round(cpu / delivered * 1e6, 1),
+        "ttft_p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "ttft_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+    }
+
+
+async def main(options: argparse.Namespace) -> list[Row]:
+    rows = []
+    for kind in ("trio-dwex", "fastapi+sse-starlette"):
+        row = await measure(kind, options.streams, options.tokens, options.gap)
+        print(f"| {kind:<22} | " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        rows.append(row)
+    ratio = rows[1]["cpu_us_per_token"] / rows[0]["cpu_us_per_token"]
+    print(f"CPU per token, FastAPI + sse-starlette / trio-dwex: {ratio:.2f}x", flush=True)
+    return rows
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tokens", description=__doc__)
+    parser.add_argument("--streams", type=int, default=100, help="concurrent streams (100)")
+    parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="tokens each (200)")
+    parser.add_argument("--gap", type=float, default=DEFAULT_GAP, help="seconds between (0.005)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    options = parser.parse_args(argv)
+    rows = trio.run(main, options)
+    if options.json:
+        options.json.write_text(json.dumps({"rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
