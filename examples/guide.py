@@ -212,7 +212,11 @@ class EventsController:
 
     @Sse("data", events={"start": Status, "data": Item, "error": Failure, "end": Status})
     async def data(self) -> AsyncIterator[SseEvent]:
-        """Errors become an event, and the stream still says goodbye."""
+        """Errors become an event, and the stream still says goodbye.
+
+        The event is named ``error`` as in the Dwex guide; in a browser that name also calls
+        the EventSource's ``onerror`` (docs/clients.md says how to tell the two apart).
+        """
         try:
             yield SseEvent(data={"status": "started"}, event="start")
             async with aclosing(self.data_service.stream()) as items:

@@ -273,3 +273,15 @@ async def test_reconnecting_does_not_refill_the_reset_allowance() -> None:
                 events = await open_and_reset(second, 40)  # 80 in all: past it
                 [goaway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
                 assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+@pytest.mark.parametrize(("settings", "cap"), [({}, 100), ({"h2_max_concurrent_streams": 7}, 7)])
+async def test_the_stream_cap_per_connection_is_announced_and_settable(
+    settings: dict[str, int], cap: int
+) -> None:
+    # docs/clients.md: 100 streams per HTTP/2 connection unless set; a browser queues the next.
+    async with serve_app(create_app(EarlyModule), **settings) as url:
+        with trio.fail_after(DEADLINE):
+            async with RawH2.open(url) as client:
+                await client.events_until(h2.events.RemoteSettingsChanged)
+                assert client.conn.remote_settings.max_concurrent_streams == cap
