@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -277,7 +278,7 @@ async def test_reconnecting_does_not_refill_the_reset_allowance() -> None:
 
 @pytest.mark.parametrize(("settings", "cap"), [({}, 100), ({"h2_max_concurrent_streams": 7}, 7)])
 async def test_the_stream_cap_per_connection_is_announced_and_settable(
-    settings: dict[str, int], cap: int
+    settings: dict[str, Any], cap: int
 ) -> None:
     # docs/clients.md: 100 streams per HTTP/2 connection unless set; a browser queues the next.
     async with serve_app(create_app(EarlyModule), **settings) as url:
