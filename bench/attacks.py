@@ -43,7 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.reliability.support import free_port, server_process  # noqa: E402
+from tests.reliability.support import (  # noqa: E402
+    free_port,
+    listening_process,
+    rss_kib,
+    server_process,
+)
 
 from trio_dwex import Controller, Get, Module, Sse, SseEvent, create_app  # noqa: E402
 
@@ -80,28 +85,12 @@ app = create_app(AttackModule)
 @contextmanager
 def plain_hypercorn(port: int) -> Iterator[subprocess.Popen[bytes]]:
     """``hypercorn --worker-class trio bench.attacks:app`` until it listens; killed at the end."""
-    import socket
-
     command = [
         sys.executable, "-m", "hypercorn", "--worker-class", "trio",
         "--bind", f"127.0.0.1:{port}", "--log-level", "error", "bench.attacks:app",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("plain Hypercorn did not start listening") from None
-                time.sleep(0.05)
+    with listening_process(command, port) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 @contextmanager
@@ -112,14 +101,6 @@ def server(kind: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     else:
         with plain_hypercorn(port) as process:
             yield process
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
 
 
 class RawH2:

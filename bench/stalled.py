@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.reliability.support import free_port, server_process  # noqa: E402
+from tests.reliability.support import free_port, rss_kib, server_process  # noqa: E402
 
 from trio_dwex import (  # noqa: E402
     Controller,
@@ -81,14 +81,6 @@ class StalledModule:
 
 
 app = create_app(StalledModule, settings=Settings(max_streams=100_000))
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
 
 
 async def stalled_clients(clients: int, buffer_bytes: int | None) -> Row:

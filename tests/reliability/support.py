@@ -33,6 +33,7 @@ __all__ = [
     "ROOT",
     "Reply",
     "exchange",
+    "listening_process",
     "open_fd_count",
     "rss_kib",
     "running_server",
@@ -167,13 +168,14 @@ def open_fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def rss_kib() -> int:
-    """Resident memory of this process now, in KiB."""
-    with open("/proc/self/status") as status:
+def rss_kib(pid: int | None = None) -> int:
+    """Resident memory of process ``pid`` (this one by default) now, in KiB."""
+    path = f"/proc/{'self' if pid is None else pid}/status"
+    with open(path) as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no VmRSS in {path}")
 
 
 def task_count() -> int:
@@ -275,6 +277,19 @@ def server_process(
     Its stdout and stderr go to one pipe, for the caller to read after the process ended.
     """
     command = [sys.executable, "-m", "trio_dwex", "run", target, "--port", str(port), *args]
+    with listening_process(command, port, env=env) as process:
+        yield process
+
+
+@contextmanager
+def listening_process(
+    command: Sequence[str], port: int, *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` (in the repository, which is on its ``PYTHONPATH``) until it accepts
+    connections on the loopback ``port``; killed at the end.
+
+    Its stdout and stderr go to one pipe, for the caller to read after the process ended.
+    """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     process = subprocess.Popen(
         command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
