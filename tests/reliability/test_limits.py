@@ -4,7 +4,7 @@
 
 Where each limit lives: the request head is Hypercorn's ``h11_max_incomplete_size`` (16 KiB by
 default; pass it to ``make_config``), enforced by h11 while a head is incomplete and by
-``serving._fixes._HeadSizeLimit`` once it is complete. The body is the app's
+``serving._h11.DwexH11Protocol`` once it is complete. The body is the app's
 ``Settings.max_body_size`` (1 MiB by default): Hypercorn has no body limit for ASGI apps
 (``wsgi_max_body_size`` is for WSGI only). The lifetime is ``StreamSettings.max_lifetime``.
 """

@@ -57,9 +57,9 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` ru
   server's 30 s, its buffers full, measured with ``python -m bench.stalled``.
 * tells the protocol ``Closed()`` after a failed write in a shielded scope (bounded by
   ``write_timeout`` too), so that the close cannot be cancelled halfway.
-* answers 431 to an HTTP/1 request head larger than ``h11_max_incomplete_size`` however it
-  arrived (:class:`_HeadSizeLimit`): h11 enforces that limit only on a head still incomplete,
-  so one that came in a single read of up to 64 KiB got through.
+* speaks HTTP/1 with ``_h11.DwexH11Protocol``, which refuses ambiguous requests and heads
+  larger than ``h11_max_incomplete_size`` however they arrived (h11 enforces that limit only
+  on a head still incomplete, so one that came in a single read of up to 64 KiB got through).
 * gives each HTTP request the `DisconnectNotice` of ``_notice.py``, through its task group
   (``_upstream.TCPServer.run`` is upstream's, copied to take the task group's class), so a
   stream hears of its client's departure without a task parked in ``receive()``.
@@ -462,43 +462,6 @@ class _DwexTCPServer(TCPServer):
         await stream.aclose()
 
 
-class _HeadSizeLimit:
-    """Answers 431 to an HTTP/1 request whose head exceeds ``config.h11_max_incomplete_size``.
-
-    Hypercorn documents that setting as the largest request line plus headers, but h11 checks
-    it only while a head is still *incomplete*: a head that arrives whole in one read (up to
-    ``MAX_RECV``, 64 KiB) is accepted at any size, so the limit depended on how the client's
-    bytes were split. Heads that arrive in pieces still get h11's own 431; this wrapper
-    applies the same limit to the ones h11 let through, before the app sees them. HTTP/2 is
-    left alone: h2 enforces ``h2_max_header_list_size`` itself.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self._app = app
-        self._limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and str(scope.get("http_version", "")).startswith("1.")
-            and _head_size(scope) > self._limit
-        ):
-            headers = [(b"content-length", b"0"), (b"connection", b"close")]
-            await send({"type": "http.response.start", "status": 431, "headers": headers})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        await self._app(scope, receive, send)
-
-
-def _head_size(scope: Any) -> int:
-    """The bytes of a request line and headers as the client sent them (give or take spaces)."""
-    query = scope.get("query_string", b"")
-    target = len(scope.get("raw_path", b"")) + (1 + len(query) if query else 0)
-    # "METHOD target HTTP/1.1\r\n", then "name: value\r\n" per header, then "\r\n".
-    size = len(scope["method"]) + 1 + target + 1 + len("HTTP/1.1\r\n") + 2
-    return size + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
-
-
 async def serve_hypercorn(
     app: ASGIApp,
     config: Config,
@@ -513,7 +476,7 @@ async def serve_hypercorn(
     """Serve the ASGI ``app`` with Hypercorn's Trio worker and the fixes of this module.
 
     This is ``hypercorn.trio.serve`` with ``TCPServer`` replaced by :class:`_DwexTCPServer`
-    and the app wrapped in :class:`_HeadSizeLimit`:
+    and HTTP/1 spoken by ``_h11.DwexH11Protocol``:
     the same lifespan handling, binds (``config.bind``, ``insecure_bind``, ``quic_bind``),
     TLS and graceful shutdown (after ``shutdown_trigger`` returns, open connections get
     ``config.graceful_timeout`` seconds). Options about processes (``workers``, ``debug``,
@@ -542,7 +505,7 @@ async def serve_hypercorn(
             housekeeping.start_soon(trim_memory_every, limits.memory_trim_interval)
         await worker_serve(
             wrap_app(
-                announce_server(_HeadSizeLimit(app, config.h11_max_incomplete_size)),
+                announce_server(app),
                 config.wsgi_max_body_size,
                 "asgi",
             ),

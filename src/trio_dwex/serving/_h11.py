@@ -15,8 +15,13 @@ running the app.
 **Versions other than 1.x.** h11 takes any ``HTTP/<digit>.<digit>`` and Hypercorn serves it as
 HTTP/1.1, so ``GET / HTTP/2.0`` or ``HTTP/3.0`` in plain text got a 200. Those are answered
 505 (HTTP Version Not Supported) and closed. ``HTTP/1.2`` and later minor versions are
-served as HTTP/1.1, as RFC 9110 (section 2.5) asks; the head-size limit (``_fixes.py``'s
-``_HeadSizeLimit``) applies to every version that reaches the app.
+served as HTTP/1.1, as RFC 9110 (section 2.5) asks.
+
+**Heads over ``h11_max_incomplete_size``.** Hypercorn documents that setting as the largest
+request line plus headers, but h11 checks it only while a head is still *incomplete*: a head
+that arrives whole in one read (up to ``MAX_RECV``, 64 KiB) was accepted at any size, so the
+limit depended on how the client's bytes were split. Heads that arrive in pieces still get
+h11's own 431; we apply the same limit to the ones h11 let through: 431 and close.
 
 **``Expect: 100-continue``.** Hypercorn sends ``100 Continue`` as soon as the request head is
 in, so the client uploads its body even when the answer will be 413 (too large), 401 (a
@@ -45,7 +50,7 @@ class DwexH11Protocol(H11Protocol):
         self._continue_wanted = False
 
     async def _create_stream(self, request: h11.Request) -> None:
-        refusal = _refusal(request)
+        refusal = _refusal(request, self.config.h11_max_incomplete_size)
         if refusal is not None:
             await self._send_error_response(refusal)
             await self.send(Closed())
@@ -73,7 +78,7 @@ class DwexH11Protocol(H11Protocol):
             await self._send_h11_event(h11.InformationalResponse(status_code=100, headers=headers))
 
 
-def _refusal(request: h11.Request) -> int | None:
+def _refusal(request: h11.Request, head_limit: int) -> int | None:
     """The status that refuses ``request`` before any app sees it, or ``None``."""
     if not request.http_version.startswith(b"1."):
         return 505
@@ -82,7 +87,16 @@ def _refusal(request: h11.Request) -> int | None:
         b"content-length" in names or request.http_version == b"1.0"
     ):
         return 400
+    if _head_size(request) > head_limit:
+        return 431
     return None
+
+
+def _head_size(request: h11.Request) -> int:
+    """The bytes of a request line and headers as the client sent them (give or take spaces)."""
+    # "METHOD target HTTP/1.1\r\n", then "name: value\r\n" per header, then "\r\n".
+    size = len(request.method) + 1 + len(request.target) + 1 + len(b"HTTP/1.1\r\n") + 2
+    return size + sum(len(name) + len(value) + 4 for name, value in request.headers)
 
 
 class _ContinueOnFirstRead:
