@@ -33,14 +33,22 @@ from ._errors import (
 )
 from ._unset import UNSET
 from .asgi._app import DwexApp, create_app
+from .asgi._files import FileResponse, StaticFiles
 from .asgi._request import Request
-from .asgi._responses import EventSourceResponse, JSONResponse, Response
+from .asgi._responses import (
+    EventSourceResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from .asgi._settings import CorsSettings, OpenAPISettings, Settings
 from .asgi._types import ASGIApp
 from .framework import (
     Body,
     CallNext,
     Controller,
+    Cookie,
     Delete,
     EventContractError,
     ExecutionContext,
@@ -74,6 +82,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictException",
     "Controller",
+    "Cookie",
     "CorsSettings",
     "Delete",
     "DwexApp",
@@ -81,9 +90,11 @@ __all__ = [
     "EventContractError",
     "EventSourceResponse",
     "ExecutionContext",
+    "FileResponse",
     "ForbiddenException",
     "Get",
     "H2Limits",
+    "HTMLResponse",
     "Headers",
     "HttpException",
     "Injectable",
@@ -101,6 +112,7 @@ __all__ = [
     "ProviderNotFound",
     "Put",
     "Query",
+    "RedirectResponse",
     "Req",
     "Request",
     "Response",
@@ -110,6 +122,7 @@ __all__ = [
     "Sse",
     "SseEvent",
     "SseStream",
+    "StaticFiles",
     "StreamClosed",
     "StreamSettings",
     "TooManyRequestsException",

@@ -27,6 +27,6 @@ def make_request() -> MakeRequest:
         lowered = {key.lower(): value for key, value in (headers or {}).items()}
         if body:
             lowered.setdefault("content-type", "application/json")
-        return FakeRequest(dict(path or {}), list(query), lowered, body)
+        return FakeRequest(dict(path or {}), list(query), lowered, raw_body=body)
 
     return make

@@ -16,6 +16,7 @@ class FakeRequest:
     path_params: Mapping[str, str] = field(default_factory=dict)
     query_params: Sequence[tuple[str, str]] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
     raw_body: bytes = b""
     body_reads: int = 0
 

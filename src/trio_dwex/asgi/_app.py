@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .._errors import HttpException, ServiceUnavailableException
+from .._errors import ConfigurationError, HttpException, ServiceUnavailableException
 from ..framework._module import ApplicationPlan, compile_application
 from ..framework._pipeline import ExecutionContext, run_guards, run_interceptors
 from ..framework._routing import RoutePlan
@@ -35,29 +35,44 @@ from ..streams._tracker import StreamStats, StreamTracker
 from ..wire._sse import use_serializer
 from ._cors import Cors, origin_of
 from ._docs import OpenAPIPages
+from ._files import FileResponse
+from ._mounts import Mounts
 from ._openapi import build_document
 from ._request import Request
 from ._responses import EventSourceResponse, JSONResponse, Response, error_response
 from ._settings import Settings
-from ._types import SERVER_EXTENSION, Receive, Scope, Send
+from ._types import SERVER_EXTENSION, ASGIApp, Receive, Scope, Send
 
 __all__ = ["DwexApp", "create_app"]
 
 logger = logging.getLogger("trio_dwex.asgi")
 
-_Answer = Response | EventSourceResponse
+_Answer = Response | EventSourceResponse | FileResponse
 
 
-def create_app(root_module: type, *, settings: Settings | None = None) -> DwexApp:
+def create_app(
+    root_module: type,
+    *,
+    settings: Settings | None = None,
+    mounts: Mapping[str, ASGIApp] | None = None,
+) -> DwexApp:
     """Build the ASGI application for ``root_module`` and the modules it imports.
 
     Every mistake of wiring (a missing provider, a cycle, a bad route or parameter) raises
     `ConfigurationError` here, before the server takes a request. The OpenAPI document is
     built here too (`Settings.openapi`).
+
+    ``mounts`` serves other ASGI apps under path prefixes, ahead of the routes:
+    ``{"/static": StaticFiles("static")}``, or another framework's app. Their lifespans run
+    inside the app's (see docs/responses.md).
     """
     if settings is not None and not isinstance(settings, Settings):
         raise TypeError(f"create_app(settings=...) takes a Settings, got {settings!r}")
-    return DwexApp(compile_application(root_module), settings or Settings())
+    try:
+        mounted = Mounts(mounts or {})
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return DwexApp(compile_application(root_module), settings or Settings(), mounted)
 
 
 class DwexApp:
@@ -73,9 +88,12 @@ class DwexApp:
             ``Settings(openapi=None)``.
     """
 
-    def __init__(self, plan: ApplicationPlan, settings: Settings) -> None:
+    def __init__(
+        self, plan: ApplicationPlan, settings: Settings, mounts: Mounts | None = None
+    ) -> None:
         self.plan = plan
         self.settings = settings
+        self.mounts = mounts or Mounts({})
         self.streams = StreamTracker()
         self._cors = None if settings.cors is None else Cors(settings.cors)
         self._starting_streams = 0
@@ -115,6 +133,11 @@ class DwexApp:
                 await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        mount = self.mounts.find(scope["path"]) if self.mounts.apps else None
+        if mount is not None:
+            prefix, mounted = mount
+            await mounted(self.mounts.scope_for(scope, prefix), receive, send)
+            return
         origin = origin_of(scope) if self._cors is not None else None
         if self._cors is not None and origin is not None:
             asked = _header(scope, b"access-control-request-method")
@@ -149,7 +172,7 @@ class DwexApp:
         if route.kind != "sse":
             result = await self._call(route, request, context)
             if not is_stream(result):
-                return _to_response(result)
+                return _to_response(result, route.status)
             # Only now is it known to stream: the limit is checked here, with no await between
             # this check and the stream's registration, as below.
             await self._admit_late(result)
@@ -158,7 +181,7 @@ class DwexApp:
         self._starting_streams += 1
         try:
             result = await self._call(route, request, context)
-            if isinstance(result, Response):
+            if isinstance(result, Response | FileResponse):
                 return result  # the handler chose to answer this request once
             return self._to_stream(route, result)
         finally:
@@ -232,7 +255,7 @@ class DwexApp:
         self.streams.accept_new()
         started = False
         try:
-            async with self.plan.container.lifespan():
+            async with self.plan.container.lifespan(), self.mounts.lifespan():
                 await send({"type": "lifespan.startup.complete"})
                 started = True
                 await receive()  # lifespan.shutdown
@@ -272,17 +295,17 @@ async def _let_go(stream: object) -> None:
         await aclose()
 
 
-def _to_response(result: object) -> Response:
-    """A plain route's return value as a response."""
-    if isinstance(result, Response):
+def _to_response(result: object, status: int | None) -> Response | FileResponse:
+    """A plain route's return value as a response; ``status`` is the route's, if it set one."""
+    if isinstance(result, Response | FileResponse):
         return result
     if result is None:
-        return Response(b"", 204)
+        return Response(b"", status or 204)
     if isinstance(result, str):
-        return Response(result)
+        return Response(result, status or 200)
     if isinstance(result, bytes):
-        return Response(result, media_type="application/octet-stream")
-    return JSONResponse(result)
+        return Response(result, status or 200, media_type="application/octet-stream")
+    return JSONResponse(result, status or 200)
 
 
 def _raw_path(scope: Scope) -> str:

@@ -30,6 +30,7 @@ import json
 import math
 import typing
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from typing import Any, Final
 
 from .._errors import ConfigurationError
@@ -325,11 +326,16 @@ class _Builder:
 
     def _plain_responses(self, route: RoutePlan) -> dict[str, Any]:
         returns = _return_annotation(route.handler)
+        code = str(route.status or 200)
+        ok = {"description": HTTPStatus(route.status or 200).phrase}
         if returns is None:
-            return {"200": {"description": "OK"}}
+            return {code: ok}
         responses: dict[str, Any] = {}
         if is_optional(returns) or returns is type(None):
-            responses["204"] = {"description": "No Content (the handler returned None)."}
+            phrase = HTTPStatus(route.status or 204).phrase
+            responses[str(route.status or 204)] = {
+                "description": f"{phrase} (the handler returned None)."
+            }
             returns = strip_optional(returns)
             if returns is type(None):
                 return responses
@@ -338,14 +344,14 @@ class _Builder:
         elif returns is bytes:
             content = {"application/octet-stream": {"schema": {}}}
         elif isinstance(returns, type) and issubclass(returns, Response):
-            return {"200": {"description": "OK"}, **responses}
+            return {code: ok, **responses}
         else:
             try:
                 content = {"application/json": {"schema": self.registry.schema(returns)}}
             except UnsupportedType:
                 # The return annotation is for the type checker; not describing it is no error.
-                return {"200": {"description": "OK"}, **responses}
-        return {"200": {"description": "OK", "content": content}, **responses}
+                return {code: ok, **responses}
+        return {code: {**ok, "content": content}, **responses}
 
     def _stream_response(self, route: RoutePlan) -> dict[str, Any]:
         self.has_streams = True

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 import trio
 
 from .._errors import BadRequestException, HttpException
+from ..wire._cookies import parse_cookies
 from ..wire._headers import best_match, decode_header_value
 from ._types import Receive, Scope
 
@@ -94,6 +95,18 @@ class Request:
             value = decode_header_value(raw_value)
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         return headers
+
+    @cached_property
+    def cookies(self) -> Mapping[str, str]:
+        """The request's cookies by name, from its ``Cookie`` header (or headers, as HTTP/2
+        may split it). A pair that does not parse is skipped; a repeated name keeps its first
+        value. Values are as sent: decode them if the app encoded them."""
+        lines = [
+            decode_header_value(value)
+            for name, value in self.scope.get("headers", [])
+            if name.lower() == b"cookie"
+        ]
+        return parse_cookies(lines)
 
     def best_match(self, *media_types: str) -> str | None:
         """Which of ``media_types`` the client's ``Accept`` header prefers; ``None`` if none.

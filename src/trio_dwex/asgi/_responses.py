@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, cast
+from urllib.parse import quote
 
 from .._errors import HttpException
 from .._unset import UNSET, Unset
@@ -23,7 +25,8 @@ from ..streams._settings import StreamSettings
 from ..streams._state import CloseReason
 from ..streams._stream import OverflowPolicy, SseStream
 from ..streams._tracker import StreamTracker
-from ..wire._headers import encode_headers
+from ..wire._cookies import SameSite, set_cookie_value
+from ..wire._headers import HeadersInput, encode_headers
 from ..wire._sse import (
     Serializer,
     current_serializer,
@@ -35,7 +38,9 @@ from ._types import DISCONNECT_EXTENSION, DisconnectNotice, Receive, Scope, Send
 
 __all__ = [
     "EventSourceResponse",
+    "HTMLResponse",
     "JSONResponse",
+    "RedirectResponse",
     "Response",
     "error_response",
 ]
@@ -43,11 +48,81 @@ __all__ = [
 logger = logging.getLogger("trio_dwex.asgi")
 
 
-class Response:
+class SetsCookies:
+    """``set_cookie`` and ``delete_cookie`` for a response whose ``headers`` are encoded pairs."""
+
+    headers: list[tuple[bytes, bytes]]
+
+    def set_cookie(
+        self,
+        name: str,
+        value: str = "",
+        *,
+        max_age: int | None = None,
+        expires: datetime | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = True,
+        samesite: SameSite | None = "lax",
+        partitioned: bool = False,
+    ) -> None:
+        """Add a ``Set-Cookie`` header; call it once per cookie.
+
+        The defaults are the safe ones: ``HttpOnly`` (page scripts cannot read it, so an
+        injected script cannot steal it) and ``SameSite=Lax`` (other sites' forms and scripts
+        do not send it). Set ``secure=True`` when served over HTTPS. A value must be cookie
+        text (no space, ``"``, ``,``, ``;``, ``\\`` or non-ASCII): encode others first.
+
+        Raises:
+            ValueError: a bad name or value, or ``samesite="none"`` without ``secure``.
+        """
+        header = set_cookie_value(
+            name,
+            value,
+            max_age=max_age,
+            expires=expires,
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+            partitioned=partitioned,
+        )
+        self.headers.append((b"set-cookie", header.encode("ascii")))
+
+    def delete_cookie(
+        self,
+        name: str,
+        *,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = True,
+        samesite: SameSite | None = "lax",
+    ) -> None:
+        """Tell the browser to forget a cookie; ``path`` and ``domain`` must be those it was set
+        with, or the browser keeps it."""
+        self.set_cookie(
+            name,
+            "",
+            max_age=0,
+            expires=datetime(1970, 1, 1, tzinfo=UTC),
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+        )
+
+
+class Response(SetsCookies):
     """A complete HTTP response: status, headers and a body sent in one piece.
 
     ``content`` that is ``str`` is sent as UTF-8, with ``media_type`` text/plain unless given;
-    a lone surrogate in it, which UTF-8 cannot carry, is sent as U+FFFD.
+    a lone surrogate in it, which UTF-8 cannot carry, is sent as U+FFFD. ``headers`` is a
+    mapping, or ``(name, value)`` pairs when a name repeats; cookies are best added with
+    `set_cookie`.
     """
 
     media_type: str | None = None
@@ -56,7 +131,7 @@ class Response:
         self,
         content: bytes | str = b"",
         status: int = 200,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         media_type: str | None = None,
     ) -> None:
         if not isinstance(status, int) or not 100 <= status <= 599:
@@ -100,7 +175,7 @@ class JSONResponse(Response):
         self,
         content: Any,
         status: int = 200,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         *,
         serializer: Serializer | None = None,
     ) -> None:
@@ -116,6 +191,38 @@ class JSONResponse(Response):
         else:
             body = text
         super().__init__(body, status, headers)
+
+
+class HTMLResponse(Response):
+    """An HTML page: ``str`` content sent as UTF-8 with ``text/html; charset=utf-8``."""
+
+    media_type = "text/html; charset=utf-8"
+
+    def __init__(
+        self, content: bytes | str, status: int = 200, headers: HeadersInput | None = None
+    ) -> None:
+        super().__init__(content, status, headers)
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class RedirectResponse(Response):
+    """A redirect to ``url`` (absolute, or a path on this server).
+
+    The default, ``303 See Other``, is what a form's POST wants: the browser follows it with a
+    GET. ``307``/``308`` repeat the method and body; ``301``/``302`` are for old clients.
+    Characters a header cannot carry (non-ASCII, spaces) are percent-encoded.
+    """
+
+    def __init__(self, url: str, status: int = 303, headers: HeadersInput | None = None) -> None:
+        if status not in _REDIRECTS:
+            raise ValueError(f"a redirect's status is one of {_REDIRECTS}, got {status!r}")
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"a redirect needs a URL, got {url!r}")
+        super().__init__(b"", status, headers)
+        location = quote(url, safe=":/?#[]@!$&'()*+,;=%~")
+        self.headers.append((b"location", location.encode("ascii")))
 
 
 def _utf8(text: str) -> bytes:
@@ -146,7 +253,7 @@ _SSE_HEADERS = [
 ]
 
 
-class EventSourceResponse:
+class EventSourceResponse(SetsCookies):
     """A ``text/event-stream`` response that runs its source in its own nursery.
 
     ``source`` is an `SseStream`, or an async iterable (typically an async generator) whose
@@ -178,7 +285,7 @@ class EventSourceResponse:
         first_event_wait: float | Unset = UNSET,
         max_lifetime: float | Unset | None = UNSET,
         close_timeout: float | Unset = UNSET,
-        headers: Mapping[str, str] | None = None,
+        headers: HeadersInput | None = None,
         settings: StreamSettings | None = None,
         serializer: Serializer | None = None,
         tracker: StreamTracker | None = None,

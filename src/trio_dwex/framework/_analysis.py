@@ -44,6 +44,7 @@ _SOURCE_WORDS: Final[Mapping[ParamSource, str]] = {
     "query": "query parameter",
     "path": "path parameter",
     "header": "header",
+    "cookie": "cookie",
     "body": "body",
     "request": "request",
 }

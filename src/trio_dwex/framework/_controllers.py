@@ -131,6 +131,7 @@ def _route_plan(
         sse_options=route.sse_options,
         template=template,
         events=events,
+        status=route.status,
     )
 
 

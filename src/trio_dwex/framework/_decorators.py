@@ -89,6 +89,8 @@ class RouteSpec:
     sse_options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     #: The events an ``@Sse`` route declares (name to data type), or None if it declares none.
     events: Mapping[str, object] | None = None
+    #: The status of a plain route's answer when the handler returns a value (not a Response).
+    status: int | None = None
 
 
 # -- reading the specs back (used by the compiler) --------------------------------------------
@@ -191,29 +193,42 @@ def _record_route(spec: RouteSpec, decorator: str) -> Callable[[F], F]:
     return decorate
 
 
-def Get(path: str = "") -> Callable[[F], F]:
-    """Route ``GET <prefix>/<path>`` to the decorated method; ``:name``/``{name}`` capture."""
-    return _record_route(RouteSpec("GET", path, "http"), "@Get()")
+def _status(status: int | None) -> int | None:
+    if status is not None and (
+        isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599
+    ):
+        raise ConfigurationError(f"a route's status is an int from 200 to 599, got {status!r}")
+    return status
 
 
-def Post(path: str = "") -> Callable[[F], F]:
+def Get(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
+    """Route ``GET <prefix>/<path>`` to the decorated method; ``:name``/``{name}`` capture.
+
+    ``status`` is the status of the answer when the handler returns a value (``201`` for a
+    ``POST`` that creates something); a returned ``Response`` keeps its own. The same holds
+    for every method decorator.
+    """
+    return _record_route(RouteSpec("GET", path, "http", status=_status(status)), "@Get()")
+
+
+def Post(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
     """Route ``POST <prefix>/<path>`` to the decorated method."""
-    return _record_route(RouteSpec("POST", path, "http"), "@Post()")
+    return _record_route(RouteSpec("POST", path, "http", status=_status(status)), "@Post()")
 
 
-def Put(path: str = "") -> Callable[[F], F]:
+def Put(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
     """Route ``PUT <prefix>/<path>`` to the decorated method."""
-    return _record_route(RouteSpec("PUT", path, "http"), "@Put()")
+    return _record_route(RouteSpec("PUT", path, "http", status=_status(status)), "@Put()")
 
 
-def Patch(path: str = "") -> Callable[[F], F]:
+def Patch(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
     """Route ``PATCH <prefix>/<path>`` to the decorated method."""
-    return _record_route(RouteSpec("PATCH", path, "http"), "@Patch()")
+    return _record_route(RouteSpec("PATCH", path, "http", status=_status(status)), "@Patch()")
 
 
-def Delete(path: str = "") -> Callable[[F], F]:
+def Delete(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
     """Route ``DELETE <prefix>/<path>`` to the decorated method."""
-    return _record_route(RouteSpec("DELETE", path, "http"), "@Delete()")
+    return _record_route(RouteSpec("DELETE", path, "http", status=_status(status)), "@Delete()")
 
 
 def Sse(

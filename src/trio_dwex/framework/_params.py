@@ -24,6 +24,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "Body",
+    "Cookie",
     "Headers",
     "Param",
     "ParamMarker",
@@ -33,7 +34,7 @@ __all__ = [
     "RequestLike",
 ]
 
-ParamSource = Literal["query", "path", "header", "body", "request"]
+ParamSource = Literal["query", "path", "header", "cookie", "body", "request"]
 """Where a marker takes its value from; also the word used in 400 messages."""
 
 
@@ -51,6 +52,7 @@ class RequestLike(Protocol):
       (``urllib.parse.parse_qsl(query, keep_blank_values=True)``), and it loses nothing.
     - ``headers``: header names in lower case; a header sent several times is one value,
       joined with ``", "`` as RFC 9110 allows.
+    - ``cookies``: the ``Cookie`` header's pairs by name (the first of a repeated name).
     - ``body()``: the whole request body (``b""`` when there is none). The framework calls it
       at most once per request.
     """
@@ -68,6 +70,11 @@ class RequestLike(Protocol):
     @property
     def headers(self) -> Mapping[str, str]:
         """Request headers, names in lower case."""
+        ...
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        """The request's cookies by name."""
         ...
 
     async def body(self) -> bytes:
@@ -132,6 +139,20 @@ class Headers(ParamMarker):
     def __init__(self, name: str | None = None) -> None:
         _check_name("Headers", name)
         super().__init__("header", None if name is None else name.lower())
+
+
+class Cookie(ParamMarker):
+    """A cookie's value: ``Annotated[str | None, Cookie("session")] = None``.
+
+    ``name`` defaults to the Python parameter name. The value is converted like a query value;
+    a missing cookie takes the default, and without one is a 400 naming it.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, name: str | None = None) -> None:
+        _check_name("Cookie", name)
+        super().__init__("cookie", name)
 
 
 class Body(ParamMarker):

@@ -58,6 +58,8 @@ class RoutePlan:
     template: PathTemplate
     #: The events an ``@Sse(events=...)`` route declares, compiled; None if it declares none.
     events: EventContract | None = None
+    #: The status of a plain route's answer when the handler returns a value; None: 200.
+    status: int | None = None
 
     @property
     def name(self) -> str:

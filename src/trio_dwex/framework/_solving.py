@@ -58,6 +58,9 @@ async def solve_params(plan: CallPlan, request: RequestLike) -> dict[str, Any]:
         elif source == "path":
             found = request.path_params.get(param.key)
             values = [] if found is None else [found]
+        elif source == "cookie":
+            found = request.cookies.get(param.key)
+            values = [] if found is None else [found]
         else:
             found = request.headers.get(param.key)
             values = [] if found is None else [found]

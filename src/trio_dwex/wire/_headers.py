@@ -6,22 +6,38 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["best_match", "decode_header_value", "encode_headers"]
+__all__ = ["HeadersInput", "best_match", "decode_header_value", "encode_headers"]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
-def encode_headers(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
+HeadersInput = Mapping[str, str] | Iterable[tuple[str, str]]
+"""Response headers as given: a mapping, or ``(name, value)`` pairs where a name may repeat
+(two ``Set-Cookie`` headers)."""
+
+
+def encode_headers(headers: HeadersInput | None) -> list[tuple[bytes, bytes]]:
     """Check and encode response headers; a bad one raises ``ValueError`` naming it.
 
     A CR or LF in a value would let it forge other headers (response splitting), so it is
     refused here rather than left to the server.
     """
-    if headers is not None and not isinstance(headers, Mapping):
-        raise ValueError(f"response headers must be a mapping of str to str, got {headers!r}")
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        pairs: Iterable[object] = headers.items()
+    elif isinstance(headers, str | bytes) or not isinstance(headers, Iterable):
+        raise ValueError(
+            f"response headers must be a mapping or (name, value) pairs, got {headers!r}"
+        )
+    else:
+        pairs = headers
     encoded: list[tuple[bytes, bytes]] = []
-    for name, value in (headers or {}).items():
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise ValueError(f"a response header must be a (name, value) pair, got {pair!r}")
+        name, value = pair
         if not isinstance(name, str) or not _TOKEN.match(name):
             raise ValueError(f"invalid response header name {name!r}: use letters, digits and -")
         if not isinstance(value, str):
