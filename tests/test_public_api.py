@@ -56,6 +56,7 @@ ROOT = [
     "RedirectResponse",
     "Req",
     "Request",
+    "RequestValidationError",
     "Response",
     "ServerLimits",
     "ServiceUnavailableException",

@@ -8,6 +8,7 @@ The hierarchy::
     ├── StreamClosed               send() on an SseStream that is already closed
     └── HttpException              answered to the client as JSON {"statusCode", "error", "message"}
         ├── BadRequestException            400
+        │   └── RequestValidationError     400, with "errors": every problem of the request
         ├── UnauthorizedException          401
         ├── ForbiddenException             403
         ├── NotFoundException              404
@@ -23,7 +24,7 @@ This module imports nothing else from trio-dwex, so every layer can use it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import ClassVar, Final
 
@@ -38,6 +39,7 @@ __all__ = [
     "MethodNotAllowedException",
     "NotFoundException",
     "ProviderNotFound",
+    "RequestValidationError",
     "ServiceUnavailableException",
     "StreamClosed",
     "TooManyRequestsException",
@@ -134,6 +136,51 @@ class BadRequestException(_FixedStatusException):
     """400 Bad Request."""
 
     default_status = 400
+
+
+class RequestValidationError(BadRequestException):
+    """400: the request does not fit the handler's parameters; every problem, at once.
+
+    The body adds ``errors``, one ``{"location", "message"}`` per problem, where the location
+    says where the value came from and, in a JSON body, where inside it: ``query.limit``,
+    ``path.jobId``, ``header.x-request-id``, ``cookie.session``, ``body``, ``body.quantity``,
+    ``body.items[2].name``; the message completes it (``must be an integer, got 'two'``).
+    ``message`` is one sentence per problem (at most `MAX_LISTED` of them).
+    """
+
+    #: The problems listed in ``message`` and ``errors``; a request with more says how many.
+    MAX_LISTED: ClassVar[int] = 20
+
+    def __init__(
+        self, problems: Sequence[tuple[str, str, str]], *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """``problems``: ``(location, message, sentence)`` triples, at least one."""
+        if not problems:
+            raise ValueError("a RequestValidationError needs at least one problem")
+        self.problems = tuple(problems)
+        listed = self.problems[: self.MAX_LISTED]
+        sentences = "; ".join(sentence for _, _, sentence in listed)
+        if len(self.problems) == 1:
+            summary = sentences
+        else:
+            more = len(self.problems) - len(listed)
+            tail = f"; and {more} more" if more else ""
+            summary = f"{len(self.problems)} problems: {sentences}{tail}"
+        super().__init__(summary, headers=headers)
+
+    @classmethod
+    def merge(cls, errors: Sequence[RequestValidationError]) -> RequestValidationError:
+        """One error listing the problems of all of ``errors``, in order."""
+        return cls([problem for error in errors for problem in error.problems])
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        """The problems as the client sees them (at most `MAX_LISTED`)."""
+        listed = self.problems[: self.MAX_LISTED]
+        return [{"location": location, "message": message} for location, message, _ in listed]
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "errors": self.errors}
 
 
 class UnauthorizedException(_FixedStatusException):

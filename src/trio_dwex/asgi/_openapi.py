@@ -68,6 +68,18 @@ _ERROR_SCHEMA: Final[JsonSchema] = {
         "statusCode": {"type": "integer", "minimum": 400, "maximum": 599},
         "error": {"type": "string", "description": "The status's reason phrase."},
         "message": {"type": "string", "description": "What went wrong, for a person."},
+        "errors": {
+            "type": "array",
+            "description": (
+                "A 400 for a request that does not fit: every problem, where it is "
+                "(query.limit, body.items[2].name) and what is wrong there."
+            ),
+            "items": {
+                "type": "object",
+                "properties": {"location": {"type": "string"}, "message": {"type": "string"}},
+                "required": ["location", "message"],
+            },
+        },
     },
     "required": ["statusCode", "error", "message"],
 }

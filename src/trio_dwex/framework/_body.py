@@ -6,10 +6,10 @@ import collections.abc
 import json
 from typing import Any, Final
 
-from .._errors import BadRequestException, HttpException, clip
+from .._errors import HttpException, RequestValidationError, clip
 from ._convert import ConversionError, JsonConverter, describe_json_error
 
-__all__ = ["MAX_BODY_DEPTH", "check_json_media_type", "decode_json_body"]
+__all__ = ["MAX_BODY_DEPTH", "body_problems", "check_json_media_type", "decode_json_body"]
 
 #: The deepest nesting of arrays and objects a JSON body may have. Deeper bodies are answered
 #: with a 400: real payloads are shallow, and a deep one is an attempt to exhaust the stack.
@@ -20,26 +20,37 @@ def decode_json_body(raw: bytes, converter: JsonConverter) -> Any:
     """Parse ``raw`` (a non-blank body) as JSON and convert it with ``converter``.
 
     Raises:
-        BadRequestException: the body is not JSON, is nested deeper than
-            :data:`MAX_BODY_DEPTH`, or does not convert; the message says which, and where in
+        RequestValidationError: the body is not JSON, is nested deeper than
+            :data:`MAX_BODY_DEPTH`, or does not convert; every problem, each with its place in
             the document (``body field 'owner.name' must be a string, got 3``).
     """
+    too_deep = f"is nested too deeply (the limit is {MAX_BODY_DEPTH} levels)"
     try:
         document = json.loads(raw)
     except RecursionError:
-        raise BadRequestException(
-            f"request body is nested too deeply (the limit is {MAX_BODY_DEPTH} levels)"
-        ) from None
+        raise _whole_body(too_deep) from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise BadRequestException(f"request body is not valid JSON: {exc}") from None
+        raise _whole_body(f"is not valid JSON: {exc}") from None
     if _depth_exceeds(document, MAX_BODY_DEPTH):
-        raise BadRequestException(
-            f"request body is nested too deeply (the limit is {MAX_BODY_DEPTH} levels)"
-        )
+        raise _whole_body(too_deep)
     try:
         return converter(document, "")
     except ConversionError as exc:
-        raise BadRequestException(describe_json_error(exc)) from None
+        raise RequestValidationError(body_problems(exc)) from None
+
+
+def body_problems(error: ConversionError) -> list[tuple[str, str, str]]:
+    """A body's conversion problems as ``(location, message, sentence)`` triples."""
+    problems = []
+    for field, problem in error.problems:
+        single = ConversionError(problem, field)
+        location = f"body.{field}" if field and not field.startswith("[") else f"body{field}"
+        problems.append((location, problem, describe_json_error(single)))
+    return problems
+
+
+def _whole_body(problem: str) -> RequestValidationError:
+    return RequestValidationError([("body", problem, f"request body {problem}")])
 
 
 def check_json_media_type(content_type: str | None) -> None:

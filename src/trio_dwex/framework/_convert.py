@@ -16,12 +16,16 @@ as is), and ``T | None``. Supported for JSON (request bodies): the same scalars,
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import enum
 import json
 import math
 import re
+import sys
 import types
 import typing
+import uuid
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -52,12 +56,45 @@ class ConversionError(Exception):
     """A value did not convert; ``problem`` completes a sentence such as "must be an integer".
 
     ``field`` is the dotted path inside a JSON body where the problem is (``""`` at the top).
+    A JSON value with several problems (two fields of a dataclass wrong, one missing) raises
+    one error carrying them all in ``problems``, as ``(field, problem)`` pairs in document
+    order; ``problem`` and ``field`` are the first.
     """
 
     def __init__(self, problem: str, field: str = "") -> None:
         super().__init__(problem)
         self.problem = problem
         self.field = field
+        self.problems: tuple[tuple[str, str], ...] = ((field, problem),)
+
+    @classmethod
+    def of(cls, problems: Sequence[tuple[str, str]]) -> ConversionError:
+        """One error for several ``(field, problem)`` pairs (at least one)."""
+        field, problem = problems[0]
+        error = cls(problem, field)
+        error.problems = tuple(problems)
+        return error
+
+
+class _Collector:
+    """Gathers the problems of a value's parts, so that all of them are reported at once."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+
+    def convert(self, converter: JsonConverter, value: Any, field: str) -> Any:
+        try:
+            return converter(value, field)
+        except ConversionError as error:
+            self.problems.extend(error.problems)
+            return None
+
+    def add(self, problem: str, field: str) -> None:
+        self.problems.append((field, problem))
+
+    def raise_any(self) -> None:
+        if self.problems:
+            raise ConversionError.of(self.problems)
 
 
 class UnsupportedType(Exception):
@@ -219,7 +256,39 @@ def _json_none(value: Any, field: str) -> None:
         raise ConversionError(f"must be null, got {_json_shown(value)}", field)
 
 
+def _from_text(parse: Callable[[str], Any], noun: str) -> JsonConverter:
+    """A converter for a type JSON carries as a string (what ``json_serializer`` writes)."""
+
+    def convert(value: Any, field: str) -> Any:
+        if isinstance(value, str):
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+        raise ConversionError(f"must be {noun}, got {_json_shown(value)}", field)
+
+    return convert
+
+
+def _to_decimal(value: Any, field: str) -> decimal.Decimal:
+    # A string keeps every digit; a JSON number is taken by its text, never as a binary float.
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        try:
+            number = decimal.Decimal(value if isinstance(value, str) else str(value))
+        except decimal.InvalidOperation:
+            pass
+        else:
+            if number.is_finite():
+                return number
+    raise ConversionError(f"must be a decimal number, got {_json_shown(value)}", field)
+
+
 _JSON_SCALARS: dict[object, JsonConverter] = {
+    datetime.datetime: _from_text(datetime.datetime.fromisoformat, "an ISO 8601 date-time"),
+    datetime.date: _from_text(datetime.date.fromisoformat, "an ISO 8601 date"),
+    datetime.time: _from_text(datetime.time.fromisoformat, "an ISO 8601 time"),
+    uuid.UUID: _from_text(uuid.UUID, "a UUID"),
+    decimal.Decimal: _to_decimal,
     str: _json_scalar(str, "a string"),
     int: _json_scalar(int, "an integer"),
     float: _json_scalar(float, "a number"),
@@ -267,6 +336,10 @@ def _json_converter(tp: object, memo: MutableMapping[type, JsonConverter]) -> Js
                 ) from None
 
         return to_enum
+    if is_struct(tp):
+        return _struct_converter(typing.cast(type, tp))
+    if is_pydantic_model(tp):
+        return _pydantic_converter(typing.cast(type, tp))
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _dataclass_converter(tp, memo)
     origin = typing.get_origin(tp)
@@ -300,7 +373,13 @@ def _list_converter(item: JsonConverter) -> JsonConverter:
     def convert(value: Any, field: str) -> list[Any]:
         if not isinstance(value, list):
             raise ConversionError(f"must be an array, got {_json_shown(value)}", field)
-        return [item(element, f"{field}[{index}]") for index, element in enumerate(value)]
+        collector = _Collector()
+        items = [
+            collector.convert(item, element, f"{field}[{index}]")
+            for index, element in enumerate(value)
+        ]
+        collector.raise_any()
+        return items
 
     return convert
 
@@ -309,7 +388,13 @@ def _dict_converter(item: JsonConverter) -> JsonConverter:
     def convert(value: Any, field: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise ConversionError(f"must be an object, got {_json_shown(value)}", field)
-        return {key: item(element, _join(field, key)) for key, element in value.items()}
+        collector = _Collector()
+        items = {
+            key: collector.convert(item, element, _join(field, key))
+            for key, element in value.items()
+        }
+        collector.raise_any()
+        return items
 
     return convert
 
@@ -326,18 +411,20 @@ def _dataclass_converter(cls: type, memo: MutableMapping[type, JsonConverter]) -
     def convert(value: Any, field: str) -> Any:
         if not isinstance(value, dict):
             raise ConversionError(f"must be a JSON object, got {_json_shown(value)}", field)
-        unknown = [key for key in value if key not in fields]
-        if unknown:
-            raise ConversionError(
-                f"is not a field of {cls.__name__} (expected: {', '.join(fields) or 'none'})",
-                _join(field, unknown[0]),
-            )
+        collector = _Collector()
+        expected = ", ".join(fields) or "none"
+        for key in value:
+            if key not in fields:
+                collector.add(
+                    f"is not a field of {cls.__name__} (expected: {expected})", _join(field, key)
+                )
         kwargs: dict[str, Any] = {}
         for name, (converter, required) in fields.items():
             if name in value:
-                kwargs[name] = converter(value[name], _join(field, name))
+                kwargs[name] = collector.convert(converter, value[name], _join(field, name))
             elif required:
-                raise ConversionError("is required", _join(field, name))
+                collector.add("is required", _join(field, name))
+        collector.raise_any()
         try:
             return cls(**kwargs)
         except ValueError as exc:  # a __post_init__ check: the client's mistake, so a 400
@@ -362,6 +449,88 @@ def _dataclass_converter(cls: type, memo: MutableMapping[type, JsonConverter]) -
             fields[spec.name] = (_json_converter(hints[spec.name], memo), required)
         except UnsupportedType as exc:
             raise UnsupportedType(f"field {cls.__name__}.{spec.name}: {exc}") from None
+    return convert
+
+
+# -- msgspec and pydantic, when installed ---------------------------------------------------------
+
+
+def _optional_library(name: str, attribute: str) -> type | None:
+    # Never imported here: a class can only be a Struct or a model if its library is loaded.
+    module = sys.modules.get(name)
+    found = getattr(module, attribute, None) if module is not None else None
+    return found if isinstance(found, type) else None
+
+
+def is_struct(tp: object) -> bool:
+    """Whether ``tp`` is a ``msgspec.Struct`` class."""
+    struct = _optional_library("msgspec", "Struct")
+    return struct is not None and isinstance(tp, type) and issubclass(tp, struct)
+
+
+def is_pydantic_model(tp: object) -> bool:
+    """Whether ``tp`` is a pydantic model class."""
+    model = _optional_library("pydantic", "BaseModel")
+    return model is not None and isinstance(tp, type) and issubclass(tp, model)
+
+
+_MSGSPEC_PATH: typing.Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def msgspec_problem(error: Exception, field: str) -> ConversionError:
+    """A ``msgspec.ValidationError`` as our error: its message, at its path inside ``field``."""
+    message = str(error)
+    match = _MSGSPEC_PATH.search(message)
+    inner = ""
+    if match:
+        message = message[: match.start()]
+        inner = match["path"].lstrip(".")
+    if message.startswith("Expected"):
+        message = "must be" + message.removeprefix("Expected")
+    elif message.startswith("Object missing required field"):
+        name = message.removeprefix("Object missing required field").strip(" `")
+        message, inner = "is required", _join(inner, name)
+    return ConversionError(message, _join(field, inner) if inner else field)
+
+
+def pydantic_problems(errors: Sequence[Mapping[str, Any]], field: str) -> ConversionError:
+    """A pydantic ``ValidationError``'s errors as ours, each at its path inside ``field``."""
+    problems = []
+    for error in errors:
+        path = field
+        for part in error.get("loc", ()):
+            path = f"{path}[{part}]" if isinstance(part, int) else _join(path, str(part))
+        message = str(error.get("msg", "is not valid"))
+        if message == "Field required":
+            message = "is required"
+        problems.append((path, message))
+    return ConversionError.of(problems or [(field, "is not valid")])
+
+
+def _struct_converter(tp: type) -> JsonConverter:
+    import msgspec  # imported already: tp is one of its Structs
+
+    def convert(value: Any, field: str) -> Any:
+        try:
+            return msgspec.convert(value, tp)
+        except msgspec.ValidationError as exc:
+            # msgspec stops at the first problem, so that is the one reported.
+            raise msgspec_problem(exc, field) from None
+
+    return convert
+
+
+def _pydantic_converter(tp: type) -> JsonConverter:
+    import pydantic  # imported already: tp is one of its models
+
+    adapter: Any = pydantic.TypeAdapter(tp)
+
+    def convert(value: Any, field: str) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise pydantic_problems(exc.errors(), field) from None
+
     return convert
 
 

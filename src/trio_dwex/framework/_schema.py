@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import decimal
 import enum
 import json
 import math
 import re
-import sys
 import types
 import typing
 import uuid
@@ -36,7 +36,15 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
 from .._errors import clip
-from ._convert import ConversionError, UnsupportedType, type_name
+from ._convert import (
+    ConversionError,
+    UnsupportedType,
+    is_pydantic_model,
+    is_struct,
+    msgspec_problem,
+    pydantic_problems,
+    type_name,
+)
 
 __all__ = ["Check", "JsonSchema", "SchemaRegistry", "value_checker"]
 
@@ -64,23 +72,10 @@ _SCALAR_SCHEMAS: Final[Mapping[object, JsonSchema]] = {
     datetime.date: {"type": "string", "format": "date"},
     datetime.time: {"type": "string", "format": "time"},
     uuid.UUID: {"type": "string", "format": "uuid"},
+    # The OpenAPI format registry's "decimal": digits kept exactly, sent as a string (our
+    # serializer's choice) or a number (which a body may use).
+    decimal.Decimal: {"type": ["string", "number"], "format": "decimal"},
 }
-
-
-def _optional_library(name: str, attribute: str) -> type | None:
-    module = sys.modules.get(name)
-    found = getattr(module, attribute, None) if module is not None else None
-    return found if isinstance(found, type) else None
-
-
-def _is_struct(tp: object) -> bool:
-    struct = _optional_library("msgspec", "Struct")
-    return struct is not None and isinstance(tp, type) and issubclass(tp, struct)
-
-
-def _is_pydantic_model(tp: object) -> bool:
-    model = _optional_library("pydantic", "BaseModel")
-    return model is not None and isinstance(tp, type) and issubclass(tp, model)
 
 
 def _is_union(tp: object) -> bool:
@@ -147,9 +142,9 @@ class SchemaRegistry:
             return self._named(tp, self._dataclass_schema)
         if typing.is_typeddict(tp):
             return self._named(typing.cast(type, tp), self._typeddict_schema)
-        if _is_struct(tp):
+        if is_struct(tp):
             return self._library_schema(typing.cast(type, tp), _struct_schemas)
-        if _is_pydantic_model(tp):
+        if is_pydantic_model(tp):
             return self._library_schema(typing.cast(type, tp), _pydantic_schemas)
         raise UnsupportedType(
             f"no JSON Schema for {type_name(tp)}; use a dataclass, TypedDict, msgspec.Struct, "
@@ -431,10 +426,10 @@ def _checker(tp: object, memo: MutableMapping[object, Check]) -> Check:
     if typing.is_typeddict(tp):
         assert isinstance(tp, type)
         return _fields_checker(tp, _typeddict_fields(tp), memo, instance_of=None)
-    if _is_struct(tp):
+    if is_struct(tp):
         assert isinstance(tp, type)
         return _struct_checker(tp)
-    if _is_pydantic_model(tp):
+    if is_pydantic_model(tp):
         assert isinstance(tp, type)
         return _pydantic_checker(tp)
     raise UnsupportedType(
@@ -582,9 +577,6 @@ def _fields_checker(
     return check
 
 
-_MSGSPEC_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
-
-
 def _struct_checker(tp: type) -> Check:
     import msgspec  # imported already: tp is one of its Structs
 
@@ -594,15 +586,7 @@ def _struct_checker(tp: type) -> Check:
                 value = msgspec.to_builtins(value)
             msgspec.convert(value, tp)
         except msgspec.ValidationError as exc:
-            message = str(exc)
-            match = _MSGSPEC_PATH.search(message)
-            inner = ""
-            if match:
-                message = message[: match.start()]
-                inner = match["path"].lstrip(".")
-            if message.startswith("Expected"):
-                message = "must be" + message.removeprefix("Expected")
-            raise ConversionError(message, _join(field, inner) if inner else field) from None
+            raise msgspec_problem(exc, field) from None
 
     return check
 
@@ -618,9 +602,6 @@ def _pydantic_checker(tp: type) -> Check:
         try:
             adapter.validate_python(value, strict=True)
         except pydantic.ValidationError as exc:
-            error = exc.errors()[0]
-            inner = ".".join(str(part) for part in error.get("loc", ()))
-            message = str(error.get("msg", "is not valid"))
-            raise ConversionError(message, _join(field, inner) if inner else field) from None
+            raise pydantic_problems(exc.errors(), field) from None
 
     return check

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import BadRequestException
+from .._errors import RequestValidationError
 from .._unset import UNSET
 from ._analysis import CallPlan, ParamPlan
 from ._body import check_json_media_type, decode_json_body
@@ -26,51 +26,67 @@ async def solve_params(plan: CallPlan, request: RequestLike) -> dict[str, Any]:
     without one, ``T | None`` gets None, ``list[T]`` an empty list, and anything else is
     required. A scalar query parameter given several times takes the last value.
 
+    Every parameter is solved before an error is raised, so that the client learns of every
+    problem at once.
+
     Raises:
-        BadRequestException: a value that does not convert, a missing required value, or a
+        RequestValidationError: values that do not convert, missing required values, or a
             body that is not JSON (or is empty when required, or nested deeper than
-            :data:`~._body.MAX_BODY_DEPTH`); the message names the parameter and where it
+            :data:`~._body.MAX_BODY_DEPTH`); each problem names the parameter and where it
             comes from, e.g. ``query parameter 'count' must be an integer, got 'abc'``.
         HttpException: 415 for a non-empty body read as JSON whose ``Content-Type`` is not
             ``application/json`` or ``application/*+json`` (or is missing).
     """
     kwargs: dict[str, Any] = {}
-    query: dict[str, list[str]] | None = None
+    errors: list[RequestValidationError] = []
+    query: dict[str, list[str]] = {}
+    if any(param.source == "query" for param in plan.params):
+        for key, value in request.query_params:
+            query.setdefault(key, []).append(value)
     for param in plan.params:
-        source = param.source
-        if source == "request":
-            kwargs[param.name] = request
-            continue
-        if source == "body":
-            kwargs[param.name] = await _solve_body(param, request)
-            continue
-        if param.whole_mapping:
-            kwargs[param.name] = dict(request.headers)
-            continue
-        assert param.key is not None
-        values: list[str]
-        if source == "query":
-            if query is None:
-                query = {}
-                for key, value in request.query_params:
-                    query.setdefault(key, []).append(value)
-            values = query.get(param.key, [])
-        elif source == "path":
+        try:
+            if param.source == "body":
+                kwargs[param.name] = await _solve_body(param, request)
+            else:
+                kwargs[param.name] = _solve(param, request, query)
+        except RequestValidationError as error:
+            errors.append(error)
+    if errors:
+        raise errors[0] if len(errors) == 1 else RequestValidationError.merge(errors)
+    return kwargs
+
+
+def _solve(param: ParamPlan, request: RequestLike, query: dict[str, list[str]]) -> Any:
+    source = param.source
+    if source == "request":
+        return request
+    if param.whole_mapping:
+        return dict(request.headers)
+    assert param.key is not None
+    values: list[str]
+    if source == "query":
+        values = query.get(param.key, [])
+    else:
+        if source == "path":
             found = request.path_params.get(param.key)
-            values = [] if found is None else [found]
         elif source == "cookie":
             found = request.cookies.get(param.key)
-            values = [] if found is None else [found]
         else:
             found = request.headers.get(param.key)
-            values = [] if found is None else [found]
-        if param.many and values:
-            kwargs[param.name] = [_convert_text(param, value) for value in values]
-        elif values:
-            kwargs[param.name] = _convert_text(param, values[-1])
-        else:
-            kwargs[param.name] = _missing(param)
-    return kwargs
+        values = [] if found is None else [found]
+    if param.many and values:
+        return [_convert_text(param, value) for value in values]
+    if values:
+        return _convert_text(param, values[-1])
+    return _missing(param)
+
+
+def _location(param: ParamPlan) -> str:
+    return param.source if param.key is None else f"{param.source}.{param.key}"
+
+
+def _problem(param: ParamPlan, problem: str) -> RequestValidationError:
+    return RequestValidationError([(_location(param), problem, f"{param.label} {problem}")])
 
 
 def _convert_text(param: ParamPlan, value: str) -> Any:
@@ -78,7 +94,7 @@ def _convert_text(param: ParamPlan, value: str) -> Any:
     try:
         return param.text(value)
     except ConversionError as exc:
-        raise BadRequestException(f"{param.label} {exc.problem}") from None
+        raise _problem(param, exc.problem) from None
 
 
 def _missing(param: ParamPlan) -> Any:
@@ -89,8 +105,9 @@ def _missing(param: ParamPlan) -> Any:
     if param.many:
         return []
     if param.source == "body":
-        raise BadRequestException("request body is required; send a JSON document")
-    raise BadRequestException(f"{param.label} is required")
+        problem = "is required; send a JSON document"
+        raise RequestValidationError([("body", problem, f"request body {problem}")])
+    raise _problem(param, "is required")
 
 
 async def _solve_body(param: ParamPlan, request: RequestLike) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import datetime
+import decimal
 import enum
 import json
 import re
@@ -60,7 +61,9 @@ def json_serializer(value: Any) -> str:
 
     Beyond what ``json`` takes, it encodes what orjson encodes natively, so that swapping one
     for the other changes speed, not output: dataclass instances as objects, ``datetime``,
-    ``date`` and ``time`` in ISO 8601, enums by value, UUIDs as strings.
+    ``date`` and ``time`` in ISO 8601, enums by value, UUIDs as strings; and, which orjson
+    refuses, a ``Decimal`` as a string of its digits. A handler's ``Body()`` decodes each of
+    them back from what this writes.
 
     ``allow_nan=False`` because ``NaN`` and ``Infinity`` are not JSON and ``JSON.parse`` in the
     browser would reject the event; better to fail where the value was made.
@@ -113,8 +116,8 @@ def _json_default(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, uuid.UUID):
-        return str(value)
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)  # a Decimal as a string keeps every digit, which a JSON number may not
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
