@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -55,8 +55,11 @@ def create_app(
     *,
     settings: Settings | None = None,
     mounts: Mapping[str, ASGIApp] | None = None,
+    overrides: Sequence[object] = (),
+    guards: Sequence[object] = (),
+    interceptors: Sequence[object] = (),
 ) -> DwexApp:
-    """Build the ASGI application for ``root_module`` and the modules it imports.
+    r"""Build the ASGI application for ``root_module`` and the modules it imports.
 
     Every mistake of wiring (a missing provider, a cycle, a bad route or parameter) raises
     `ConfigurationError` here, before the server takes a request. The OpenAPI document is
@@ -65,6 +68,11 @@ def create_app(
     ``mounts`` serves other ASGI apps under path prefixes, ahead of the routes:
     ``{"/static": StaticFiles("static")}``, or another framework's app. Their lifespans run
     inside the app's (see docs/responses.md).
+
+    ``guards`` and ``interceptors`` apply to every route (classes are created through the
+    container, like ``@UseGuards`` entries), before the controllers' own. ``overrides`` are
+    ``Provider`` entries (or ``@Injectable()`` classes) that replace the modules' providers of the
+    same type: how a test swaps a config or a clock (docs/testing.md).
     """
     if settings is not None and not isinstance(settings, Settings):
         raise TypeError(f"create_app(settings=...) takes a Settings, got {settings!r}")
@@ -72,7 +80,10 @@ def create_app(
         mounted = Mounts(mounts or {})
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    return DwexApp(compile_application(root_module), settings or Settings(), mounted)
+    plan = compile_application(
+        root_module, overrides=overrides, guards=guards, interceptors=interceptors
+    )
+    return DwexApp(plan, settings or Settings(), mounted)
 
 
 class DwexApp:

@@ -22,16 +22,22 @@ from ._events import compile_events
 from ._pipeline import CanActivate, Interceptor
 from ._routing import RoutePlan
 
-__all__ = ["compile_controller"]
+__all__ = ["app_enhancers", "compile_controller"]
 
 
 def compile_controller(
-    container: Container, module: type, controller_class: object
+    container: Container,
+    module: type,
+    controller_class: object,
+    *,
+    app_guards: tuple[CanActivate, ...] = (),
+    app_interceptors: tuple[Interceptor, ...] = (),
 ) -> Iterator[RoutePlan]:
     """The routes of ``controller_class``, listed in ``module``'s ``controllers=[...]``.
 
     Routes come in declaration order, inherited ones first. The controller, and guards and
     interceptors given as classes, are created through ``container`` (once per app).
+    ``app_guards`` and ``app_interceptors`` (see `app_enhancers`) run before the controller's.
     """
     if not isinstance(controller_class, type):
         raise ConfigurationError(
@@ -46,9 +52,11 @@ def compile_controller(
         )
     controller: object = container.instantiate(controller_class)
     where = f"@UseGuards on {controller_class.__name__}"
-    class_guards = _guards(container, guards_of(controller_class), where)
+    class_guards = app_guards + _guards(container, guards_of(controller_class), where)
     where = f"@UseInterceptors on {controller_class.__name__}"
-    class_interceptors = _interceptors(container, interceptors_of(controller_class), where)
+    class_interceptors = app_interceptors + _interceptors(
+        container, interceptors_of(controller_class), where
+    )
     handlers = _handlers(controller_class)
     if not handlers:
         raise ConfigurationError(
@@ -149,6 +157,17 @@ def _handlers(controller_class: type) -> dict[str, Callable[..., Any]]:
 
 def _enhancer(container: Container, item: object) -> object:
     return container.instantiate(item) if isinstance(item, type) else item
+
+
+def app_enhancers(
+    container: Container, guards: tuple[object, ...], interceptors: tuple[object, ...]
+) -> tuple[tuple[CanActivate, ...], tuple[Interceptor, ...]]:
+    """The app-wide guards and interceptors (classes created through ``container``, or
+    instances), checked as ``@UseGuards`` and ``@UseInterceptors`` entries are."""
+    return (
+        _guards(container, guards, "create_app(guards=...)"),
+        _interceptors(container, interceptors, "create_app(interceptors=...)"),
+    )
 
 
 def _guards(container: Container, items: tuple[object, ...], where: str) -> tuple[CanActivate, ...]:

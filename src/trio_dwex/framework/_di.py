@@ -146,6 +146,7 @@ class Container:
         self._unlisted: dict[type, object] = {}
         self._created: list[object] = []
         self._running = False
+        self._overridden: set[object] = set()
 
     # -- building --------------------------------------------------------------------------
 
@@ -169,6 +170,8 @@ class Container:
                 f"{origin} lists {provider!r} in providers=[...]; an entry is an "
                 "@Injectable() class or a Provider(token, use_value=/use_class=/use_factory=)"
             )
+        if provider.token in self._overridden:
+            return  # an override replaces the modules' own provider of this type
         existing = self._registry.get(provider.token)
         if existing is not None:
             if existing.provider.same_recipe(provider):
@@ -179,6 +182,22 @@ class Container:
                 "is flat: one provider per type for the whole app)"
             )
         self._registry[provider.token] = _Registration(provider, origin)
+
+    def override(self, provider: object) -> None:
+        """Register ``provider`` in place of whatever the modules list for its type.
+
+        Call it before the modules' providers are registered: their entries for an overridden
+        type are then skipped. Overriding a class that no module lists (a guard, a
+        controller's dependency created unlisted) works too.
+
+        Raises:
+            ConfigurationError: ``provider`` is not a provider, or its type is overridden twice.
+        """
+        token = provider.token if isinstance(provider, Provider) else provider
+        if token in self._overridden:
+            raise ConfigurationError(f"{_name(token)} is overridden twice; keep one override")
+        self.register(provider, origin="create_app(overrides=...)")
+        self._overridden.add(token)
 
     def instantiate_all(self) -> None:
         """Create every registered provider now, dependencies first, so errors surface early."""

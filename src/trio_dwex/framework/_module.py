@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from .._errors import ConfigurationError
-from ._controllers import compile_controller
+from ._controllers import app_enhancers, compile_controller
 from ._di import Container
 from ._routing import RoutePlan, Router
 
@@ -161,8 +161,18 @@ class ApplicationPlan:
         return self.container.lifespan()
 
 
-def compile_application(root_module: type) -> ApplicationPlan:
+def compile_application(
+    root_module: type,
+    *,
+    overrides: Sequence[object] = (),
+    guards: Sequence[object] = (),
+    interceptors: Sequence[object] = (),
+) -> ApplicationPlan:
     """Walk ``root_module``'s graph, create providers and controllers, compile the routes.
+
+    ``overrides`` are providers that replace the modules' own for the same type (a test's
+    fake clock, a config pointing at a test database), wherever those are listed. ``guards``
+    and ``interceptors`` apply to every route, before (outside) the controllers' own.
 
     Raises:
         ConfigurationError: anything wired wrong: a non-module import, a controller without
@@ -173,6 +183,8 @@ def compile_application(root_module: type) -> ApplicationPlan:
     """
     modules = collect_modules(root_module)
     container = Container()
+    for override in overrides:
+        container.override(override)
     for module, spec in modules:
         for provider in spec.providers:
             container.register(provider, origin=module.__name__)
@@ -180,6 +192,7 @@ def compile_application(root_module: type) -> ApplicationPlan:
     # Controllers first: a missing provider or a cycle that a controller needs is reported
     # with the controller at the head of the chain ("EventsController -> Egg -> Chicken ->
     # Egg"), which says where to look. Providers no controller needs are created after.
+    app_guards, app_interceptors = app_enhancers(container, tuple(guards), tuple(interceptors))
     routes: list[RoutePlan] = []
     seen_controllers: set[type] = set()
     for module, spec in modules:
@@ -187,7 +200,15 @@ def compile_application(root_module: type) -> ApplicationPlan:
             if controller_class in seen_controllers:
                 continue
             seen_controllers.add(controller_class)
-            routes.extend(compile_controller(container, module, controller_class))
+            routes.extend(
+                compile_controller(
+                    container,
+                    module,
+                    controller_class,
+                    app_guards=app_guards,
+                    app_interceptors=app_interceptors,
+                )
+            )
     container.instantiate_all()
     return ApplicationPlan(
         root_module=root_module,
