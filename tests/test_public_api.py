@@ -37,6 +37,7 @@ ROOT = [
     "H2Limits",
     "HTMLResponse",
     "Headers",
+    "Inject",
     "HttpException",
     "Injectable",
     "InternalServerErrorException",

@@ -24,10 +24,14 @@ from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import trio
+
 from .._errors import ConfigurationError, HttpException, ServiceUnavailableException
 from ..framework._module import ApplicationPlan, compile_application
+from ..framework._params import Release
 from ..framework._pipeline import ExecutionContext, run_guards, run_interceptors
 from ..framework._routing import RoutePlan
+from ..framework._scope import RequestScope
 from ..framework._solving import solve_params
 from ..streams._settings import StreamSettings
 from ..streams._stream import SseStream
@@ -41,7 +45,7 @@ from ._openapi import build_document
 from ._request import Request
 from ._responses import EventSourceResponse, JSONResponse, Response, error_response
 from ._settings import Settings
-from ._types import SERVER_EXTENSION, ASGIApp, Receive, Scope, Send
+from ._types import SERVER_EXTENSION, ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["DwexApp", "create_app"]
 
@@ -157,15 +161,47 @@ class DwexApp:
                 await self._cors.preflight(origin, asked, requested)(scope, receive, send)
                 return
             send = self._cors.wrap_send(origin, send)
+        providers = RequestScope(self.plan.container)
         try:
-            answer = await self._dispatch(scope, receive)
-        except Exception as exc:
-            if not isinstance(exc, HttpException):
-                logger.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc)
-            answer = error_response(exc)
-        await answer(scope, receive, send)
+            try:
+                answer = await self._dispatch(scope, receive, providers)
+            except Exception as exc:
+                if not isinstance(exc, HttpException):
+                    logger.error(
+                        "%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc
+                    )
+                answer = error_response(exc)
+            if isinstance(answer, Response):
+                # Complete already: released before it is sent, so that a client's next
+                # request finds the connection back in its pool.
+                await self._release(providers, "response")
+            elif providers.holds("headers"):
+                send = self._releasing_at_start(send, providers)
+            await answer(scope, receive, send)
+        finally:
+            await self._release(providers, "response")
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> _Answer:
+    def _releasing_at_start(self, send: Send, providers: RequestScope) -> Send:
+        """``send`` that exits the providers injected with ``release="headers"`` as the
+        response's headers are committed: just before they are sent, so that a client that
+        has them knows the resource is free."""
+
+        async def release_then_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await self._release(providers, "headers")
+            await send(message)
+
+        return release_then_send
+
+    async def _release(self, providers: RequestScope, when: Release) -> None:
+        # Shielded: a client that left must not stop a connection going back to its pool;
+        # bounded by close_timeout, as a stream's own cleanup is.
+        if providers.holds(when) or (when == "response" and providers.holds("headers")):
+            with trio.CancelScope(shield=True) as shield:
+                shield.deadline = trio.current_time() + self.settings.streams.close_timeout
+                await providers.release(when)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, providers: RequestScope) -> _Answer:
         if self._pages is not None:
             page = self._pages.answer(scope["method"], scope["path"])
             if page is not None:
@@ -181,7 +217,7 @@ class DwexApp:
         context = ExecutionContext(request, route.controller_class, route.handler)
         await run_guards(route.guards, context)
         if route.kind != "sse":
-            result = await self._call(route, request, context)
+            result = await self._call(route, request, context, providers)
             if not is_stream(result):
                 return _to_response(result, route.status)
             # Only now is it known to stream: the limit is checked here, with no await between
@@ -191,7 +227,7 @@ class DwexApp:
         self._check_stream_limit()
         self._starting_streams += 1
         try:
-            result = await self._call(route, request, context)
+            result = await self._call(route, request, context, providers)
             if isinstance(result, Response | FileResponse):
                 return result  # the handler chose to answer this request once
             return self._to_stream(route, result)
@@ -200,11 +236,17 @@ class DwexApp:
             # await in between, so the limit is never exceeded by requests in flight.
             self._starting_streams -= 1
 
-    async def _call(self, route: RoutePlan, request: Request, context: ExecutionContext) -> Any:
+    async def _call(
+        self,
+        route: RoutePlan,
+        request: Request,
+        context: ExecutionContext,
+        providers: RequestScope,
+    ) -> Any:
         """Run the interceptors around the handler; what they returned."""
 
         async def call_handler() -> Any:
-            arguments = await solve_params(route.call_plan, request)
+            arguments = await solve_params(route.call_plan, request, providers)
             result = route.endpoint(**arguments)
             if inspect.isawaitable(result):
                 result = await result

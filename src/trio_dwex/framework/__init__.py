@@ -40,7 +40,7 @@ from ._decorators import (
 from ._di import Container, Provider
 from ._events import EventContract, EventContractError
 from ._module import ApplicationPlan, Module, compile_application
-from ._params import Body, Cookie, Headers, Param, ParamMarker, Query, Req, RequestLike
+from ._params import Body, Cookie, Headers, Inject, Param, ParamMarker, Query, Req, RequestLike
 from ._pipeline import (
     CallNext,
     CanActivate,
@@ -70,6 +70,7 @@ __all__ = [
     "ExecutionContext",
     "Get",
     "Headers",
+    "Inject",
     "Injectable",
     "Interceptor",
     "Module",

@@ -27,7 +27,7 @@ from ._convert import (
     strip_optional,
     text_converter,
 )
-from ._params import ParamMarker, ParamSource
+from ._params import Inject, ParamMarker, ParamSource, Release
 
 __all__ = [
     "CallPlan",
@@ -47,6 +47,7 @@ _SOURCE_WORDS: Final[Mapping[ParamSource, str]] = {
     "cookie": "cookie",
     "body": "body",
     "request": "request",
+    "inject": "provider",
 }
 
 
@@ -77,6 +78,13 @@ class ParamPlan:
     json: JsonConverter | None = None
     #: The annotation without its marker (``int | None``), for the OpenAPI document.
     annotation: object = Any
+    #: ``Inject()``: when a per-request provider is exited.
+    release: Release = "response"
+
+    @property
+    def token(self) -> object:
+        """``Inject()``: the provider's type, the annotation without ``| None``."""
+        return strip_optional(self.annotation)
 
     @property
     def label(self) -> str:
@@ -215,6 +223,8 @@ def _plan_for(name: str, marker: ParamMarker, annotation: object, default: objec
     source = marker.source
     if source == "request":
         return ParamPlan(name, source, None, default)
+    if isinstance(marker, Inject):
+        return ParamPlan(name, source, None, default, optional=optional, release=marker.release)
     if source == "body":
         if inner is bytes:
             return ParamPlan(name, source, None, default, optional=optional, raw_body=True)

@@ -44,7 +44,9 @@ def body_problems(error: ConversionError) -> list[tuple[str, str, str]]:
     problems = []
     for field, problem in error.problems:
         single = ConversionError(problem, field)
-        location = f"body.{field}" if field and not field.startswith("[") else f"body{field}"
+        # A field's path holds the client's keys, which may be kilobytes long: clipped.
+        shown = clip(field)
+        location = f"body.{shown}" if field and not field.startswith("[") else f"body{shown}"
         problems.append((location, problem, describe_json_error(single)))
     return problems
 

@@ -76,6 +76,7 @@ def compile_controller(
                 raise ConfigurationError(_streaming_hint(qualname, route))
             if sse not in plans:
                 plans[sse] = analyse_handler(func, qualname=qualname, sse=sse)
+                _check_injected(container, plans[sse])
             yield _route_plan(
                 route,
                 spec.prefix,
@@ -85,6 +86,17 @@ def compile_controller(
                 plans[sse],
                 guards,
                 interceptors,
+            )
+
+
+def _check_injected(container: Container, plan: CallPlan) -> None:
+    """Every ``Inject()`` parameter names a provider: a missing one fails now, not per request."""
+    for param in plan.params:
+        if param.source == "inject" and container.provider_of(param.token) is None:
+            name = getattr(param.token, "__qualname__", repr(param.token))
+            raise ConfigurationError(
+                f"parameter {param.name!r} of {plan.qualname} injects {name}, which no module "
+                "provides; add it to providers=[...] of a module"
             )
 
 

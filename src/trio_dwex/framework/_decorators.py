@@ -122,6 +122,11 @@ def is_injectable(cls: type) -> bool:
     return bool(vars(cls).get(_INJECTABLE, False))
 
 
+def injectable_scope(cls: type) -> Literal["app", "request"]:
+    """The scope ``@Injectable(scope=...)`` gave ``cls``."""
+    return "request" if vars(cls).get(_INJECTABLE) == "request" else "app"
+
+
 def _own_attrs(target: object) -> Mapping[str, Any]:
     return vars(target) if isinstance(target, type) else getattr(target, "__dict__", {})
 
@@ -147,18 +152,24 @@ def Controller(prefix: str = "") -> Callable[[C], C]:
     return decorate
 
 
-def Injectable() -> Callable[[C], C]:
-    """Mark a class as a provider: one instance per application, injected by type.
+def Injectable(*, scope: Literal["app", "request"] = "app") -> Callable[[C], C]:
+    """Mark a class as a provider, injected by type.
 
-    Its constructor's parameters are resolved from their type hints. If the instance is an
-    async context manager it is entered when the app starts and exited when it stops, which
-    is how a long-running service owns background tasks (open a nursery in ``__aenter__``).
-    List the class in ``Module(providers=[...])``.
+    Its constructor's parameters are resolved from their type hints. With the default
+    ``scope="app"`` there is one instance per application; if it is an async context manager
+    it is entered when the app starts and exited when it stops, which is how a long-running
+    service owns background tasks (open a nursery in ``__aenter__``). With
+    ``scope="request"`` each request that asks for it (``Annotated[T, Inject()]``) gets its
+    own instance, entered before the handler runs and exited when the response has ended
+    (or once its headers are sent: ``Inject(release="headers")``). List the class in
+    ``Module(providers=[...])``.
     """
+    if scope not in ("app", "request"):
+        raise ConfigurationError(f"@Injectable(scope=...) is 'app' or 'request', got {scope!r}")
 
     def decorate(cls: C) -> C:
         _require_class(cls, "@Injectable()")
-        setattr(cls, _INJECTABLE, True)
+        setattr(cls, _INJECTABLE, scope)
         return cls
 
     return decorate

@@ -31,7 +31,7 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 from .._errors import ConfigurationError, ProviderNotFound
 from .._unset import UNSET
 from ._convert import is_optional, strip_optional
-from ._decorators import is_injectable
+from ._decorators import injectable_scope, is_injectable
 
 __all__ = ["Container", "Provider"]
 
@@ -55,14 +55,22 @@ class Provider(Generic[T]):
       their type hints like a constructor's.
     """
 
-    __slots__ = ("kind", "target", "token")
+    __slots__ = ("kind", "scope", "target", "token")
 
     @overload
     def __init__(self, token: type[T], *, use_value: T) -> None: ...
     @overload
-    def __init__(self, token: type[T], *, use_class: type[T]) -> None: ...
+    def __init__(
+        self, token: type[T], *, use_class: type[T], scope: Literal["app", "request"] = "app"
+    ) -> None: ...
     @overload
-    def __init__(self, token: type[T], *, use_factory: Callable[..., T]) -> None: ...
+    def __init__(
+        self,
+        token: type[T],
+        *,
+        use_factory: Callable[..., T],
+        scope: Literal["app", "request"] = "app",
+    ) -> None: ...
 
     def __init__(
         self,
@@ -71,6 +79,7 @@ class Provider(Generic[T]):
         use_value: object = UNSET,
         use_class: object = UNSET,
         use_factory: object = UNSET,
+        scope: Literal["app", "request"] = "app",
     ) -> None:
         given = {
             kind: target
@@ -107,16 +116,29 @@ class Provider(Generic[T]):
                     f"Provider({_name(token)}, use_value=...) got a {type(target).__name__}, "
                     f"which is not a {_name(token)}"
                 )
+        if scope not in ("app", "request"):
+            raise ConfigurationError(
+                f"Provider({_name(token)}, scope=...) is 'app' or 'request', got {scope!r}"
+            )
+        if scope == "request" and kind == "value":
+            raise ConfigurationError(
+                f"Provider({_name(token)}, use_value=..., scope='request'): a value is one "
+                "object for the whole app; give use_class= or use_factory= to make one per request"
+            )
         self.token: object = token
         self.kind: Literal["value", "class", "factory"] = cast(Any, kind)
         self.target: object = target
+        #: ``"app"``: one instance for the app; ``"request"``: one per request that asks.
+        self.scope: Literal["app", "request"] = scope
 
     def same_recipe(self, other: Provider[Any]) -> bool:
         """Whether ``other`` provides the same token the same way (listing twice is fine)."""
-        return (self.token, self.kind) == (other.token, other.kind) and self.target is other.target
+        same = (self.token, self.kind, self.scope) == (other.token, other.kind, other.scope)
+        return same and self.target is other.target
 
     def __repr__(self) -> str:
-        return f"Provider({_name(self.token)}, use_{self.kind}={self.target!r})"
+        scope = ", scope='request'" if self.scope == "request" else ""
+        return f"Provider({_name(self.token)}, use_{self.kind}={self.target!r}{scope})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +186,7 @@ class Container:
                     f"marked @Injectable(); decorate the class, or list "
                     f"Provider({provider.__name__}, use_class={provider.__name__})"
                 )
-            provider = Provider(provider, use_class=provider)
+            provider = Provider(provider, use_class=provider, scope=injectable_scope(provider))
         if not isinstance(provider, Provider):
             raise ConfigurationError(
                 f"{origin} lists {provider!r} in providers=[...]; an entry is an "
@@ -200,9 +222,43 @@ class Container:
         self._overridden.add(token)
 
     def instantiate_all(self) -> None:
-        """Create every registered provider now, dependencies first, so errors surface early."""
-        for token in list(self._registry):
-            self._get(token, ())
+        """Create every app-wide provider now, dependencies first, so errors surface early;
+        check that a per-request provider's dependencies have providers."""
+        for token, registration in list(self._registry.items()):
+            if registration.provider.scope == "request":
+                self._check_request_scoped(token, (token,))
+            else:
+                self._get(token, ())
+
+    def provider_of(self, token: object) -> Provider[Any] | None:
+        """The provider registered for ``token``, if any."""
+        registration = self._registry.get(token)
+        return None if registration is None else registration.provider
+
+    def dependencies_of(self, provider: Provider[Any]) -> list[tuple[str, object, bool, bool]]:
+        """``(name, token, has_default, optional)`` for each injected parameter of a provider's
+        class or factory (none for a value)."""
+        if provider.kind == "value":
+            return []
+        target = cast(Callable[..., object], provider.target)
+        return [
+            (dep.name, dep.token, dep.has_default, dep.optional)
+            for dep in _dependencies(target, self._names())
+        ]
+
+    def _check_request_scoped(self, token: object, chain: tuple[object, ...]) -> None:
+        provider = self._registry[token].provider
+        for _, dependency, has_default, optional in self.dependencies_of(provider):
+            found = self._registry.get(dependency)
+            if found is None:
+                if not (has_default or optional):
+                    self._get(dependency, chain)  # raises ProviderNotFound with the chain
+            elif found.provider.scope == "request":
+                if dependency in chain:
+                    self._get(dependency, chain)  # raises the cycle error
+                self._check_request_scoped(dependency, (*chain, dependency))
+            else:
+                self._get(dependency, chain)
 
     def instantiate(self, cls: type[T]) -> T:
         """The app's single instance of ``cls``, a controller, guard or interceptor class.
@@ -290,6 +346,13 @@ class Container:
                 + ("" if path else " (or list the module that provides it in imports=[...])")
             )
         provider = registration.provider
+        if provider.scope == "request":
+            needs = _name(path[-1]) if path else "the app"
+            raise ConfigurationError(
+                f"cannot resolve {' -> '.join(map(_name, chain))}: {_name(token)} lives per "
+                f"request (scope='request'), and {needs} is created once for the app; take it "
+                f"in a handler instead: `Annotated[{_name(token)}, Inject()]`"
+            )
         if provider.kind == "value":
             instance = provider.target
         else:

@@ -26,15 +26,17 @@ __all__ = [
     "Body",
     "Cookie",
     "Headers",
+    "Inject",
     "Param",
     "ParamMarker",
     "ParamSource",
     "Query",
+    "Release",
     "Req",
     "RequestLike",
 ]
 
-ParamSource = Literal["query", "path", "header", "cookie", "body", "request"]
+ParamSource = Literal["query", "path", "header", "cookie", "body", "request", "inject"]
 """Where a marker takes its value from; also the word used in 400 messages."""
 
 
@@ -167,6 +169,44 @@ class Body(ParamMarker):
 
     def __init__(self) -> None:
         super().__init__("body", None)
+
+
+Release = Literal["response", "headers"]
+"""When a per-request provider is exited: when the response has ended, or once its headers
+are sent (for a stream, before its events: setup-only resources)."""
+
+
+class Inject(ParamMarker):
+    """A provider, by the parameter's type: ``db: Annotated[DbSession, Inject()]``.
+
+    For an app-wide provider it is the app's instance. A provider declared with
+    ``scope="request"`` is made for this request: created (with its own dependencies) before
+    the handler runs, entered if it is an async context manager, and exited when the response
+    has ended, which for a stream is when the stream ends. ``release="headers"`` exits it as
+    soon as the response's headers are sent instead: for a stream, a resource used to set it
+    up (a database session that loads the first page) is not held while the stream runs.
+    """
+
+    __slots__ = ("release",)
+
+    def __init__(self, *, release: Release = "response") -> None:
+        if release not in ("response", "headers"):
+            raise TypeError(f"Inject(release=...) is 'response' or 'headers', got {release!r}")
+        super().__init__("inject", None)
+        #: When a per-request provider is exited.
+        self.release: Release
+        object.__setattr__(self, "release", release)
+
+    def __repr__(self) -> str:
+        return f"Inject(release={self.release!r})"
+
+    # typing caches Annotated[...] by its metadata's equality: two Inject()s that differ only
+    # in release must not compare equal, or one handler would get the other's.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Inject) and other.release == self.release
+
+    def __hash__(self) -> int:
+        return hash(("inject", self.release))
 
 
 class Req(ParamMarker):

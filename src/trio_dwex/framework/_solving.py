@@ -15,16 +15,22 @@ from ._analysis import CallPlan, ParamPlan
 from ._body import check_json_media_type, decode_json_body
 from ._convert import ConversionError
 from ._params import RequestLike
+from ._scope import RequestScope
 
 __all__ = ["solve_params"]
 
 
-async def solve_params(plan: CallPlan, request: RequestLike) -> dict[str, Any]:
+async def solve_params(
+    plan: CallPlan, request: RequestLike, scope: RequestScope | None = None
+) -> dict[str, Any]:
     """The keyword arguments to call the handler of ``plan`` with, for ``request``.
 
     Values are converted to the annotated types. A missing value takes the parameter's default;
     without one, ``T | None`` gets None, ``list[T]`` an empty list, and anything else is
     required. A scalar query parameter given several times takes the last value.
+
+    ``Inject()`` parameters are taken from ``scope``, the request's providers, once every
+    other parameter has been solved without a problem.
 
     Every parameter is solved before an error is raised, so that the client learns of every
     problem at once.
@@ -47,12 +53,20 @@ async def solve_params(plan: CallPlan, request: RequestLike) -> dict[str, Any]:
         try:
             if param.source == "body":
                 kwargs[param.name] = await _solve_body(param, request)
+            elif param.source == "inject":
+                continue  # after the request has been found valid, below
             else:
                 kwargs[param.name] = _solve(param, request, query)
         except RequestValidationError as error:
             errors.append(error)
     if errors:
         raise errors[0] if len(errors) == 1 else RequestValidationError.merge(errors)
+    # Providers last: a request that does not fit never takes a database connection.
+    for param in plan.params:
+        if param.source == "inject":
+            if scope is None:
+                raise RuntimeError(f"{plan.qualname} injects providers: pass a RequestScope")
+            kwargs[param.name] = await scope.get(param.token, param.release)
     return kwargs
 
 
