@@ -201,6 +201,15 @@ class BroadcastBackend(abc.ABC):
         ``unknown``), never an error. The answer may be one page (`Replay.more`).
         """
 
+    async def history(self, topic: str) -> Replay:
+        """Every retained event of ``topic``, oldest first: what a new subscriber that asks for
+        history gets before the live events (never a reset: nothing was missed).
+
+        The answer may be one page (`Replay.more`); the hub asks for the next with `replay`
+        after the page's last id. A backend that keeps no history need not override this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot replay a topic's history")
+
     @abc.abstractmethod
     def id_key(self, event_id: str) -> IdKey | None:
         """``event_id`` as an ordered key, or ``None`` if it is not an id this backend makes.

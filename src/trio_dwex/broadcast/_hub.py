@@ -214,9 +214,13 @@ class Subscription:
     backend cannot be reached for a later page.
     """
 
-    def __init__(self, hub: Broadcast, topic: str, last_event_id: str | None) -> None:
+    def __init__(
+        self, hub: Broadcast, topic: str, last_event_id: str | None, *, history: bool = False
+    ) -> None:
         self.topic = topic
         self.last_event_id = last_event_id or None
+        #: Whether the topic's retained events come first when there is no ``last_event_id``.
+        self.history = history
         self._hub = hub
         #: The replay's current page (or one reset event), not yet taken.
         self._replay: deque[SseEvent] = deque()
@@ -238,6 +242,8 @@ class Subscription:
         try:
             if self.last_event_id is not None:
                 await self._load_replay(self.last_event_id)
+            elif self.history:
+                await self._load_replay(None)
         except BaseException:
             self._hub._unregister(self.topic, self._subscriber)
             raise
@@ -253,13 +259,17 @@ class Subscription:
             self._subscriber.end()
             self._hub._unregister(self.topic, self._subscriber)
 
-    async def _load_replay(self, last_event_id: str) -> None:
-        """Fetch the page of replay after ``last_event_id`` (or the reset that replaces it)."""
+    async def _load_replay(self, last_event_id: str | None) -> None:
+        """Fetch the page of replay after ``last_event_id`` (or the reset that replaces it);
+        ``None``: the first page of the topic's history."""
         assert self._subscriber is not None
         backend = self._hub.backend
         try:
             with trio.fail_after(self._hub.replay_timeout):
-                replay = await backend.replay(self.topic, last_event_id)
+                if last_event_id is None:
+                    replay = await backend.history(self.topic)
+                else:
+                    replay = await backend.replay(self.topic, last_event_id)
         except trio.TooSlowError:
             raise BroadcastUnavailable(
                 f"the replay of topic {self.topic!r} took longer than "
@@ -272,7 +282,7 @@ class Subscription:
             if replay.more and replay.events:  # a page with no event would never end
                 self._replay_after = last
         else:
-            self._replay.append(self._hub._reset_event(replay, last_event_id))
+            self._replay.append(self._hub._reset_event(replay, last_event_id or ""))
             last = replay.latest_id
         self._subscriber.set_high_water(backend.id_key(last or ""))
 
@@ -506,19 +516,25 @@ class Broadcast:
 
     # -- subscribing --------------------------------------------------------------------------
 
-    def subscribe(self, topic: str, last_event_id: str | None = None) -> Subscription:
+    def subscribe(
+        self, topic: str, last_event_id: str | None = None, *, history: bool = False
+    ) -> Subscription:
         """The events of ``topic``, as an async context manager that yields an async iterator.
 
         With ``last_event_id`` (the client's ``Last-Event-ID``), the retained events after it
         come first, then the live ones, with no gap and no duplicate; if it cannot be replayed,
-        one `RESET_EVENT` comes first instead. ``None`` or ``""``: live events only. Any text
-        is taken: one that is no id of the topic (malformed, out of range) gets the reset
-        (reason ``unknown``), as an id from before a restart does.
+        one `RESET_EVENT` comes first instead. ``None`` or ``""``: live events only, unless
+        ``history`` is true: then every event the topic retains comes first (a page that opens
+        shows what happened before it), with the same guarantee. Any text is taken as an id:
+        one that is no id of the topic (malformed, out of range) gets the reset (reason
+        ``unknown``), as an id from before a restart does.
         """
         _check_topic(topic)
-        return Subscription(self, topic, last_event_id)
+        return Subscription(self, topic, last_event_id, history=history)
 
-    def stream(self, topic: str, last_event_id: str | None = None) -> SseStream:
+    def stream(
+        self, topic: str, last_event_id: str | None = None, *, history: bool = False
+    ) -> SseStream:
         """An `SseStream` of ``topic`` to return from an ``@Sse`` handler.
 
         Its subscription is opened by a task in the stream's own nursery, so it exists only
@@ -527,7 +543,8 @@ class Broadcast:
         overflow policy), and a stream closed for overflow ends as ``CloseReason.OVERFLOW``.
         Once the replay is written, events go straight into the stream's buffer, which the
         stream bounds in events (``subscriber_buffer``) and bytes (``subscriber_buffer_bytes``),
-        as it bounds the live events that wait while the replay is written.
+        as it bounds the live events that wait while the replay is written. ``history``: as
+        for `subscribe`.
         """
         self._check_open("stream")
         _check_topic(topic)
@@ -536,11 +553,13 @@ class Broadcast:
             buffer_bytes=self.subscriber_buffer_bytes,
             overflow=self.overflow,
         )
-        stream.start_soon(self._run_stream, stream, topic, last_event_id)
+        stream.start_soon(self._run_stream, stream, topic, last_event_id, history)
         return stream
 
-    async def _run_stream(self, stream: SseStream, topic: str, last_event_id: str | None) -> None:
-        async with self.subscribe(topic, last_event_id) as subscription:
+    async def _run_stream(
+        self, stream: SseStream, topic: str, last_event_id: str | None, history: bool
+    ) -> None:
+        async with self.subscribe(topic, last_event_id, history=history) as subscription:
             await subscription._feed(stream)
 
     def subscriber_count(self, topic: str) -> int:

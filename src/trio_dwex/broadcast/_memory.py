@@ -200,5 +200,15 @@ class MemoryBackend(BroadcastBackend):
         # References to the retained events, not copies: one page, whatever its size.
         return Replay([item[2] for item in itertools.islice(retained, start, None)], None, latest)
 
+    async def history(self, topic: str) -> Replay:
+        await trio.lowlevel.checkpoint()
+        self._sweep()
+        state = self._topics.get(topic)
+        if state is None:
+            return Replay([], None, "")
+        self._trim(state)
+        latest = f"{state.generation}-{state.seq}" if state.seq else ""
+        return Replay([item[2] for item in state.retained], None, latest)
+
     def id_key(self, event_id: str) -> IdKey | None:
         return parse_stream_id(event_id)

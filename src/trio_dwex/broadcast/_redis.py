@@ -850,8 +850,35 @@ class RedisBackend(BroadcastBackend):
             never_trimmed = _int(info.get("entries-added")) == _int(info.get("length"))
             reason = ResetReason.UNKNOWN if never_trimmed else ResetReason.TOO_OLD
             return Replay([], reason, latest)
+        events = self._decode_page(topic, page.entries)
+        if page.more and not events:
+            # Every entry of the page was skipped: go on after the last of them, since the
+            # hub asks for the next page after the last event it was given.
+            return await self.replay(topic, page.entries[-1][0])
+        return Replay(events, None, latest, more=page.more)
+
+    async def history(self, topic: str) -> Replay:
+        client = self._require_client()
+        try:
+            with trio.fail_after(self.command_timeout):
+                page = await self._read_page(client, self._key(topic), "-")  # from the oldest
+        except _UNAVAILABLE as exc:
+            raise BroadcastUnavailable(
+                f"could not read the history of topic {topic!r}: Redis at {self.url} is "
+                f"unavailable ({exc!r})"
+            ) from exc
+        if page.info is None:
+            return Replay([], None, "")
+        latest = _text(page.info.get("last-generated-id") or "")
+        events = self._decode_page(topic, page.entries)
+        if page.more and not events:
+            return await self.replay(topic, page.entries[-1][0])
+        return Replay(events, None, "" if latest == "0-0" else latest, more=page.more)
+
+    def _decode_page(self, topic: str, entries: list[tuple[str, Any]]) -> list[SseEvent]:
+        """The events of a page's entries; one that cannot be decoded is logged and skipped."""
         events = []
-        for entry_id, fields in page.entries:
+        for entry_id, fields in entries:
             try:
                 event = _decode(entry_id, fields)
             except Exception:
@@ -864,11 +891,7 @@ class RedisBackend(BroadcastBackend):
                 continue
             if event is not None:
                 events.append(event)
-        if page.more and not events:
-            # Every entry of the page was skipped: go on after the last of them, since the
-            # hub asks for the next page after the last event it was given.
-            return await self.replay(topic, page.entries[-1][0])
-        return Replay(events, None, latest, more=page.more)
+        return events
 
     async def _read_page(self, client: Any, key: str, after: str) -> _Page:
         """One page of the stream after the id ``after``, with its counts (`_READ_PAGE`)."""
