@@ -36,6 +36,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -49,7 +50,9 @@ from trio_dwex import (
     DwexApp,
     ExecutionContext,
     ForbiddenException,
+    Get,
     Headers,
+    HTMLResponse,
     Injectable,
     Module,
     OpenAPISettings,
@@ -63,12 +66,15 @@ from trio_dwex import (
     Sse,
     SseEvent,
     SseStream,
+    StaticFiles,
     UnauthorizedException,
     UseGuards,
     create_app,
 )
 
 TICK = float(os.environ.get("GUIDE_TICK", "1"))
+#: The front page and its script (``GET /``): every stream of the app, live.
+STATIC = Path(__file__).with_name("guide_static")
 JOB_ID = re.compile(r"[\w.-]{1,64}")
 STARTED = time.monotonic()
 
@@ -607,6 +613,18 @@ class PrivateEventsController:
         return notification_events(self.notifications, req.user.id)
 
 
+# -- The front page: GET / --------------------------------------------------------------------
+
+
+@Controller()
+class WelcomeController:
+    @Get()
+    def welcome(self) -> HTMLResponse:
+        """The demo's front page: it lists the app's streams (from ``/openapi.json``) and shows
+        each one live (``examples/guide_static/``)."""
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+
 #: The broadcast hub's URL for the activity example; unset: the in-process emitter.
 BROADCAST = os.environ.get("GUIDE_BROADCAST") or None
 
@@ -635,6 +653,7 @@ def guide_module(broadcast: str | None = None) -> type:
             *activity,
             NotificationsController,
             PrivateEventsController,
+            WelcomeController,
         ],
         providers=[
             DataService,
@@ -655,7 +674,7 @@ def make_app(broadcast: str | None = None) -> DwexApp:
 
     Each call makes a new app: two apps on one Redis URL behave like two worker processes.
     """
-    return create_app(guide_module(broadcast), settings=guide_settings())
+    return create_app(guide_module(broadcast), settings=guide_settings(), mounts=guide_mounts())
 
 
 def guide_settings() -> Settings:
@@ -671,8 +690,13 @@ def guide_settings() -> Settings:
     )
 
 
+def guide_mounts() -> dict[str, StaticFiles]:
+    """The front page's script, stylesheet and icon, under ``/static``."""
+    return {"/static": StaticFiles(STATIC)}
+
+
 AppModule = guide_module(BROADCAST)
-app = create_app(AppModule, settings=guide_settings())
+app = create_app(AppModule, settings=guide_settings(), mounts=guide_mounts())
 
 
 def main(argv: list[str] | None = None) -> None:
