@@ -215,3 +215,13 @@ def test_cookie_values_are_checked_where_they_are_set() -> None:
     assert response.headers.count((b"set-cookie", response.headers[-1][1])) == 1
     with pytest.raises(ValueError, match=r"\(name, value\) pairs"):
         Response(headers="X-A: 1")  # type: ignore[arg-type]
+
+
+async def test_an_oversized_cookie_is_a_431_and_the_server_carries_on(
+    client: httpx.AsyncClient,
+) -> None:
+    huge = {"Cookie": "session=" + "x" * 200_000}
+    refused = await client.get("/me", headers=huge)
+    assert refused.status_code == 431
+    fine = await client.get("/me", headers={"Cookie": "session=ok"})
+    assert fine.status_code == 200
