@@ -279,3 +279,20 @@ def test_mount_prefixes_are_checked() -> None:
     for prefix in ("static", "/static/", "/", "", "/a/../b", "/a b"):
         with pytest.raises(ConfigurationError, match="a mount prefix is a path"):
             create_app(PageModule, mounts={prefix: no_lifespan_app})
+
+
+async def test_the_mcp_sdks_own_server_can_be_mounted() -> None:
+    # Its session manager runs in its lifespan: served without it, every request would fail.
+    import mcp
+    from mcp.server.mcpserver import MCPServer
+
+    sdk = MCPServer("mounted")
+
+    @sdk.tool()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    app = create_app(PageModule, mounts={"/sdk": sdk.streamable_http_app()})
+    async with serve_app(app) as url, mcp.Client(url + "/sdk/mcp") as client:
+        result = await client.call_tool("add", {"a": 2, "b": 3})
+    assert result.structured_content == {"result": 5}
