@@ -203,6 +203,58 @@ that no subscriber overflows and every event is delivered (the overflow policies
 tests/broadcast, not measured here)."""
 
 
+def make_sse_starlette_fanout_app() -> Any:
+    """The fan-out routes as a user of sse-starlette writes them: an ``asyncio.Queue`` per
+    subscriber, filled by the publisher, drained by each subscriber's ``EventSourceResponse``.
+
+    Same routes and answers as `make_fanout_app` (``/fan``, ``/prime``, ``/publish``), so the
+    same load generator drives both. There is no replay: ``/publish`` waits until every
+    subscriber is registered, so none misses an event; ``/prime``'s id is ignored.
+    """
+    import asyncio
+    import time
+
+    from sse_starlette import EventSourceResponse, ServerSentEvent
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    subscribers: set[asyncio.Queue[ServerSentEvent]] = set()
+
+    async def events(queue: asyncio.Queue[ServerSentEvent]) -> AsyncIterator[ServerSentEvent]:
+        subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            subscribers.discard(queue)
+
+    async def fan(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(events(asyncio.Queue(maxsize=FANOUT_BUFFER)))
+
+    async def prime(request: Request) -> JSONResponse:
+        return JSONResponse({"id": "0"})
+
+    async def publish(request: Request) -> JSONResponse:
+        subs = int(request.query_params.get("subs", "1"))
+        n = int(request.query_params.get("n", "1"))
+        gap = float(request.query_params.get("gap", "0"))
+        async with asyncio.timeout(60):
+            while len(subscribers) < subs:  # noqa: ASYNC110 (as our hub, polled)
+                await asyncio.sleep(0.005)
+        start = time.monotonic()
+        for i in range(n):
+            event = ServerSentEvent(data=f"{i} {time.monotonic():.6f}", id=str(i + 1))
+            for queue in list(subscribers):
+                queue.put_nowait(event)
+            await asyncio.sleep(gap)  # 0: one pass of the event loop, as ours
+        return JSONResponse({"start": start, "end": time.monotonic()})
+
+    routes = [Route("/fan", fan), Route("/prime", prime), Route("/publish", publish)]
+    return Starlette(routes=routes)
+
+
 def make_fanout_app(backend_url: str) -> Any:
     """One ``@Sse`` route streaming a broadcast topic, and the routes that drive its publisher.
 

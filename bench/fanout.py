@@ -55,7 +55,9 @@ FANOUT_MODES = {
     "smoke": FanoutMode(10, 20, 20.0),
 }
 
-BACKENDS = ("memory", "redis")
+BACKENDS = ("memory", "redis", "sse-starlette")
+"""Our hub on each backend, and the peer: sse-starlette on uvicorn with an ``asyncio.Queue`` per
+subscriber (``bench.apps.make_sse_starlette_fanout_app``)."""
 
 
 @dataclass
@@ -254,6 +256,7 @@ def median(results: list[FanoutResult]) -> FanoutResult:
 LABELS = {
     "memory": "trio-dwex Broadcast, MemoryBackend",
     "redis": "trio-dwex Broadcast, RedisBackend (local redis-server)",
+    "sse-starlette": "sse-starlette on uvicorn, an asyncio.Queue per subscriber",
 }
 
 
@@ -277,4 +280,24 @@ def render(results: list[FanoutResult], mode_name: str, reps: int) -> str:
             f"| {LABELS[r.backend]} | {size} | {fmt(r.deliveries_per_s, ',.0f')} "
             f"| {fmt(r.p50_ms, '.1f')} / {fmt(r.p99_ms, '.1f')} | {fmt(r.cpu_us, '.2f')} |"
         )
+    peer = next((r for r in results if r.backend == "sse-starlette" and not r.error), None)
+    if peer is not None:
+        lines += [
+            "",
+            "ratios to the sse-starlette peer (ours ÷ theirs; CPU and p99: lower is better)",
+        ]
+        for r in results:
+            if r is peer or r.error or None in (r.cpu_us, r.deliveries_per_s, r.p99_ms):
+                continue
+            lines.append(
+                f"- {LABELS[r.backend]}: CPU/delivery {_ratio(r.cpu_us, peer.cpu_us)}, "
+                f"deliveries/s {_ratio(r.deliveries_per_s, peer.deliveries_per_s)}, "
+                f"p99 {_ratio(r.p99_ms, peer.p99_ms)}"
+            )
     return "\n".join(lines)
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if ours is None or not theirs:
+        return "n/a"
+    return f"{ours / theirs:.2f}×"

@@ -520,9 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated row keys to run")
     parser.add_argument(
         "--fanout",
-        default="memory,redis",
+        default="memory,redis,sse-starlette",
         help="fan-out backends measured after the main table (bench/fanout.py): "
-        "comma-separated among memory,redis, or 'none' (default: memory,redis)",
+        "comma-separated among memory,redis,sse-starlette (the peer), or 'none' "
+        "(default: all three)",
     )
     parser.add_argument(
         "--fanout-only", action="store_true", help="only the fan-out table, not the main one"

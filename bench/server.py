@@ -41,6 +41,8 @@ SERVERS: dict[str, tuple[Any, str]] = {
     # The fan-out scenario (bench/fanout.py): a broadcast hub, in memory or on the Redis server
     # that $BENCH_REDIS_URL names.
     "fanout-memory": (partial(apps.make_fanout_app, "memory://"), "dwex"),
+    # The peer: sse-starlette on uvicorn, an asyncio.Queue per subscriber.
+    "fanout-sse-starlette": (apps.make_sse_starlette_fanout_app, "uvicorn"),
     "fanout-redis": (
         lambda: apps.make_fanout_app(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")),
         "dwex",

@@ -34,7 +34,14 @@ from ..wire._sse import (
     replace_surrogates,
     use_serializer,
 )
-from ._types import DISCONNECT_EXTENSION, DisconnectNotice, Receive, Scope, Send
+from ._types import (
+    DIRECT_WRITE_EXTENSION,
+    DISCONNECT_EXTENSION,
+    DisconnectNotice,
+    Receive,
+    Scope,
+    Send,
+)
 
 __all__ = [
     "EventSourceResponse",
@@ -371,6 +378,7 @@ class _ASGISink:
         self._receive = receive
         self._send = send
         self._headers = headers
+        self._direct: Any = (scope.get("extensions") or {}).get(DIRECT_WRITE_EXTENSION)
 
     async def start(self) -> None:
         headers = list(self._headers)
@@ -380,6 +388,11 @@ class _ASGISink:
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def write(self, data: bytes) -> None:
+        # Our server's fast path when it has one (``serving/_direct.py``): written at once if
+        # the socket has room, else the ASGI way.
+        direct = self._direct
+        if direct is not None and await direct.write(data):
+            return
         await self._send({"type": "http.response.body", "body": data, "more_body": True})
 
     def notify_disconnect(self, callback: Callable[[], object], start_soon: TaskStarter) -> None:

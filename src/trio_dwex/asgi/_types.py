@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol, TypeAlias
 
 __all__ = [
+    "DIRECT_WRITE_EXTENSION",
     "DISCONNECT_EXTENSION",
     "SERVER_EXTENSION",
     "ASGIApp",
@@ -28,6 +29,16 @@ DISCONNECT_EXTENSION = "trio_dwex.disconnect"
 
 trio-dwex's own server (``trio_dwex.serve``) offers it; with any other server the key is
 absent and a stream waits in ``receive()`` for ``http.disconnect``, as ASGI intends."""
+
+
+DIRECT_WRITE_EXTENSION = "trio_dwex.direct_write"
+"""The key, in ``scope["extensions"]``, of a server's fast path for the response's body.
+
+Its value has ``async write(data: bytes) -> bool``: after ``http.response.start`` was sent, a
+body chunk given to it is written straight to the connection, and ``True`` says so; ``False``
+says nothing was written, and the chunk is sent as an ASGI message as usual. trio-dwex's own
+server offers it for HTTP/1 over plain TCP (``serving/_direct.py``); with any other server the
+key is absent."""
 
 
 SERVER_EXTENSION = "trio_dwex.server"

@@ -64,6 +64,8 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` ru
   (``_upstream.TCPServer.run`` is upstream's, copied to take the task group's class), so a
   stream hears of its client's departure without a task parked in ``receive()``.
 * takes a free send lock without a scheduler pass (``fast_send_lock``).
+* writes an HTTP/1 response's body chunks straight to the socket when it takes them at once
+  (``direct_writes``, ``_direct.py``): no lock round trip, no shield, no scheduler pass.
 * counts the writes that found the connection gone (:data:`dropped_writes`, and a debug log
   line each): upstream drops them silently, and "nothing is written to a closed socket at
   shutdown" is a promise a test must be able to check.
@@ -103,6 +105,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, LifespanState
 from hypercorn.utils import wrap_app
 
+from ._direct import DirectWriter
 from ._h2 import DwexH2Protocol, ResetBudgets
 from ._h11 import DwexH11Protocol
 from ._limits import LimitedListener, ServerLimits
@@ -235,10 +238,13 @@ class _DwexProtocols(ProtocolWrapper):
     ``h2_options`` are `DwexH2Protocol`'s keyword arguments.
     """
 
-    h11_protocol_class = DwexH11Protocol
+    h11_protocol_class: Callable[..., DwexH11Protocol] = DwexH11Protocol
 
-    def __init__(self, *args: Any, h2_options: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, h2_options: dict[str, Any], direct: DirectWriter | None, **kwargs: Any
+    ) -> None:
         self.h2_protocol_class = partial(DwexH2Protocol, **h2_options)
+        self.h11_protocol_class = partial(DwexH11Protocol, direct=direct)
         super().__init__(*args, **kwargs)
 
 
@@ -262,11 +268,16 @@ class _DwexTCPServer(TCPServer):
         *,
         write_timeout: float,
         fast_send_lock: bool = True,
+        direct_writes: bool = True,
         limits: ServerLimits = DEFAULT_LIMITS,
         connection_slots: trio.Semaphore | None = None,
         reset_budgets: ResetBudgets | None = None,
     ) -> None:
         super().__init__(app, config, context, state, stream)
+        # HTTP/1 body chunks straight to a plain TCP socket when it takes them at once
+        # (``_direct.py``); TLS keeps the full path.
+        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        direct = DirectWriter(sock, self.send_lock, self._send_raw) if direct_writes else None
         # HTTP/2 streams get bounded buffers, and a stream stalled for as long as a write may
         # wait is reset (see ``_h2.py``).
         h2_options = {
@@ -275,7 +286,7 @@ class _DwexTCPServer(TCPServer):
             "limits": limits.h2,
             "reset_budgets": reset_budgets,
         }
-        self.protocol_wrapper_class = partial(_DwexProtocols, h2_options=h2_options)
+        self.protocol_wrapper_class = partial(_DwexProtocols, h2_options=h2_options, direct=direct)
         # The slot `LimitedListener` took for this connection, given back when it ends.
         self._connection_slots = connection_slots
         self._write_timeout = write_timeout
@@ -354,6 +365,10 @@ class _DwexTCPServer(TCPServer):
             self._feeder = None
             if self._feeder_done is not None:
                 self._feeder_done.set()
+
+    async def _send_raw(self, data: bytes) -> None:
+        """Bytes already framed (the rest of a direct write), the bounded way."""
+        await self.protocol_send(RawData(data))
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
@@ -468,6 +483,7 @@ async def serve_hypercorn(
     *,
     write_timeout: float,
     fast_send_lock: bool = True,
+    direct_writes: bool = True,
     limits: ServerLimits = DEFAULT_LIMITS,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
@@ -484,6 +500,9 @@ async def serve_hypercorn(
 
     ``fast_send_lock`` takes a free connection send lock without a pass through the
     scheduler (fewer context switches per write; ``False`` restores upstream's behaviour).
+
+    ``direct_writes`` writes an HTTP/1 response's body chunks straight to a plain TCP socket
+    when it takes them at once (``_direct.py``); ``False``: every chunk through Hypercorn.
 
     ``write_timeout`` (seconds, > 0; ``math.inf`` disables it) drops a client that accepts
     no data for that long while we write to it (for HTTP/2: resets the stream).
@@ -517,6 +536,7 @@ async def serve_hypercorn(
                 _DwexTCPServer,
                 write_timeout=write_timeout,
                 fast_send_lock=fast_send_lock,
+                direct_writes=direct_writes,
                 limits=limits,
                 connection_slots=slots,
                 reset_budgets=ResetBudgets(limits.h2),

@@ -38,16 +38,30 @@ from hypercorn.events import Closed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent
 
+from ..asgi._types import DIRECT_WRITE_EXTENSION
+from ._direct import DirectWriter, RequestWriter
+
 __all__ = ["DwexH11Protocol"]
 
 
 class DwexH11Protocol(H11Protocol):
-    """Hypercorn's ``H11Protocol`` with the checks and the late ``100 Continue`` above."""
+    """Hypercorn's ``H11Protocol`` with the checks and the late ``100 Continue`` above, and
+    the fast write path of ``_direct.py`` offered to each request (``direct``)."""
 
-    def __init__(self, app: AppWrapper, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, app: AppWrapper, *args: Any, direct: DirectWriter | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(_ContinueOnFirstRead(app, self), *args, **kwargs)
         # Whether this request's app has asked for its body (so 100 Continue may go out).
         self._continue_wanted = False
+        self._direct = direct
+
+    def request_writer(self, method: str) -> RequestWriter | None:
+        """The fast write path for the response to the request being served, if any."""
+        connection = self.connection
+        if self._direct is None or not isinstance(connection, h11.Connection):
+            return None
+        return self._direct.for_request(connection, method)
 
     async def _create_stream(self, request: h11.Request) -> None:
         refusal = _refusal(request, self.config.h11_max_incomplete_size)
@@ -123,4 +137,23 @@ class _ContinueOnFirstRead:
             message: ASGIReceiveEvent = await receive()
             return message
 
-        await self._app(scope, receive_after_continue, send, sync_spawn, call_soon)
+        writer = protocol.request_writer(scope["method"])
+        if writer is None:
+            await self._app(scope, receive_after_continue, send, sync_spawn, call_soon)
+            return
+        scope["extensions"][DIRECT_WRITE_EXTENSION] = writer
+
+        async def send_closing_writer(message: Any) -> None:
+            # The response's last message: from now on h11 may be answering the next request.
+            if message is None or (
+                message["type"] == "http.response.body" and not message.get("more_body", False)
+            ):
+                writer.close()
+            await send(message)
+
+        try:
+            await self._app(
+                scope, receive_after_continue, send_closing_writer, sync_spawn, call_soon
+            )
+        finally:
+            writer.close()

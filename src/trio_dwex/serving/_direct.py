@@ -1,0 +1,121 @@
+"""The fast write path: a response body's bytes straight to the socket, when it takes them now.
+
+Through Hypercorn, every ``send`` of a body chunk goes app → ``HTTPStream.app_send`` →
+``H11Protocol.stream_send`` → h11 → ``TCPServer.protocol_send``, which takes a ``trio.Lock``,
+opens a shielded ``CancelScope`` with a deadline, and calls ``SocketStream.send_all``, whose
+socket ``send`` then passes through Trio's scheduler once more. Measured on the fan-out
+benchmark (``docs/performance.md``, "Where a send's time goes"): half of the server's CPU per
+delivery was that path, a quarter of it the cancel scope alone, when the socket had room for
+the bytes all along, as it nearly always has for an SSE stream of small events.
+
+`DirectWriter` skips all of it for the common case. Once the response's headers are out, a
+body chunk is framed here (HTTP/1.1 chunked encoding, or as is for HTTP/1.0) and written with
+one non-blocking ``write(2)``; when the socket takes every byte, that is the whole send. What
+it cannot do at once goes the old way, and nothing is lost or reordered:
+
+* the socket takes part of the bytes: the rest goes through ``protocol_send`` as raw bytes,
+  with the lock, the shield and the deadlines (``_fixes.py``), so a slow client is handled
+  exactly as before;
+* the socket takes nothing, or the connection is no longer writing this response (another
+  write holds the lock, the client left, the response ended, TLS, HTTP/2, ``HEAD``): the
+  caller sends the chunk the ASGI way, through Hypercorn, as if there were no fast path.
+
+It keeps every guarantee of the slow path: a write is still a cancellation point; it never
+blocks, so ``send_timeout`` bounds only the slow path, which keeps its deadlines; a failed
+write reports nothing here and lets the ASGI send find the broken connection and tell the app;
+nothing is written once the response has ended, since h11's state says so first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+
+import h11
+import trio
+
+__all__ = ["DirectWriter", "RequestWriter"]
+
+
+class DirectWriter:
+    """One connection's direct access to its socket; `for_request` gives a request its writer.
+
+    ``sock`` is the plain TCP socket (``None`` under TLS: no fast path); ``lock`` the send
+    lock every other write of the connection takes; ``send_raw`` writes bytes the slow way
+    (``protocol_send`` of ``RawData``).
+    """
+
+    __slots__ = ("_lock", "_send_raw", "_sock")
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType | None,
+        lock: trio.Lock,
+        send_raw: Callable[[bytes], Awaitable[None]],
+    ) -> None:
+        self._sock = sock
+        self._lock = lock
+        self._send_raw = send_raw
+
+    def for_request(self, connection: h11.Connection, method: str) -> RequestWriter | None:
+        """The writer for the response h11 is about to send on ``connection``; ``None`` when
+        it cannot have one (TLS, a ``HEAD`` request, whose response has no body)."""
+        if self._sock is None or method == "HEAD":
+            return None
+        return RequestWriter(self, connection)
+
+    async def write_framed(self, connection: h11.Connection, data: bytes) -> bool:
+        """Write body ``data`` now; ``False``: nothing was written, send it the ASGI way."""
+        if self._sock is None or self._lock.locked() or connection.our_state is not h11.SEND_BODY:
+            return False
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not data:
+            return True  # an empty chunk means nothing in chunked framing (0 would end it)
+        if connection.their_http_version == b"1.0":
+            frame = data  # HTTP/1.0: the body as is, ended by closing the connection
+        else:
+            frame = b"%x\r\n%b\r\n" % (len(data), data)
+        # Read now, with no await before the write: a closed socket says -1, and its old number
+        # may already be another connection's.
+        fileno = self._sock.fileno()
+        if fileno < 0:
+            return False
+        try:
+            written = os.write(fileno, frame)
+        except BlockingIOError:
+            return False
+        except OSError:
+            # The client is gone (EPIPE, ECONNRESET) or the socket closed: the ASGI send meets
+            # the same error and tells the protocol, which tells the app.
+            return False
+        if written < len(frame):
+            # Part of a frame is on the wire: the rest must follow it, byte for byte, before
+            # anything else; the slow path's lock makes sure of that, its deadlines do the rest.
+            await self._send_raw(frame[written:])
+        return True
+
+
+class RequestWriter:
+    r"""The fast path of one response: ``await write(data)`` is ``True`` when it wrote ``data``.
+
+    An app (the ASGI layer's stream sink) finds it in ``scope["extensions"]`` under
+    ``DIRECT_WRITE_EXTENSION`` and uses it for body chunks only after it sent
+    ``http.response.start``; when it answers ``False`` the app sends the chunk as usual. It is
+    `close`\ d when the response's last message goes out, and writes nothing after: h11 would
+    be sending the next request's response by then.
+    """
+
+    __slots__ = ("_connection", "_writer", "closed")
+
+    def __init__(self, writer: DirectWriter, connection: h11.Connection) -> None:
+        self._writer = writer
+        self._connection = connection
+        self.closed = False
+
+    async def write(self, data: bytes) -> bool:
+        if self.closed:
+            return False
+        return await self._writer.write_framed(self._connection, data)
+
+    def close(self) -> None:
+        self.closed = True
