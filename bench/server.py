@@ -85,7 +85,9 @@ def dwex_serve() -> Any:
         from trio_dwex.serving._fixes import serve_hypercorn
     except ImportError:  # the serving layer is not there: plain Hypercorn is what we have
         return None
-    return partial(serve_hypercorn, write_timeout=30.0)
+    # BENCH_DIRECT_WRITES=0 turns our fast write path off (serving/_direct.py), to measure it.
+    direct = os.environ.get("BENCH_DIRECT_WRITES", "1") != "0"
+    return partial(serve_hypercorn, write_timeout=30.0, direct_writes=direct)
 
 
 def run_trio(app: Any, server: str) -> None:

@@ -30,11 +30,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import h11
 import trio
 
-__all__ = ["DirectWriter", "RequestWriter"]
+__all__ = ["DirectWriteCounts", "DirectWriter", "RequestWriter", "direct_write_counts"]
+
+
+@dataclass
+class DirectWriteCounts:
+    """What the fast path did with the chunks it was offered, in this process (never reset)."""
+
+    #: Written whole by one ``write(2)``.
+    whole: int = 0
+    #: The socket took part; the rest went the bounded way.
+    partial: int = 0
+    #: Not written here (another write held the lock, a full socket, a closed connection):
+    #: sent through Hypercorn instead.
+    declined: int = 0
+
+
+direct_write_counts = DirectWriteCounts()
 
 
 class DirectWriter:
@@ -66,7 +83,9 @@ class DirectWriter:
 
     async def write_framed(self, connection: h11.Connection, data: bytes) -> bool:
         """Write body ``data`` now; ``False``: nothing was written, send it the ASGI way."""
+        counts = direct_write_counts
         if self._sock is None or self._lock.locked() or connection.our_state is not h11.SEND_BODY:
+            counts.declined += 1
             return False
         await trio.lowlevel.checkpoint_if_cancelled()
         if not data:
@@ -79,16 +98,19 @@ class DirectWriter:
         # may already be another connection's.
         fileno = self._sock.fileno()
         if fileno < 0:
+            counts.declined += 1
             return False
         try:
             written = os.write(fileno, frame)
-        except BlockingIOError:
-            return False
         except OSError:
-            # The client is gone (EPIPE, ECONNRESET) or the socket closed: the ASGI send meets
-            # the same error and tells the protocol, which tells the app.
+            # A full socket (BlockingIOError), or a client gone (EPIPE, ECONNRESET): the ASGI
+            # send waits for room, or meets the same error and tells the app.
+            counts.declined += 1
             return False
-        if written < len(frame):
+        if written == len(frame):
+            counts.whole += 1
+        else:
+            counts.partial += 1
             # Part of a frame is on the wire: the rest must follow it, byte for byte, before
             # anything else; the slow path's lock makes sure of that, its deadlines do the rest.
             await self._send_raw(frame[written:])

@@ -1,0 +1,175 @@
+"""The fast write path (``serving/_direct.py``): body chunks straight to the socket.
+
+What must hold is what held before it: the bytes on the wire are valid HTTP/1.1 chunked
+encoding (or an HTTP/1.0 body), the connection is reusable after a stream ends, nothing is
+torn when the socket takes only part of a chunk, ``HEAD`` has no body, and TLS and HTTP/2 take
+the full path. Each test reads the raw bytes on a socket, and the counters say which path ran.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+
+import httpx
+import trio
+import trustme
+
+from tests.helpers import wait_until
+from trio_dwex import Controller, Module, Sse, SseEvent, create_app
+from trio_dwex.serving._direct import direct_write_counts
+from trio_dwex.testing import serve_app
+from trio_dwex.wire._decoder import SseDecoder
+
+BIG = "x" * 200_000  # far more than a socket buffer: the first write can only be partial
+
+
+@Controller()
+class StreamController:
+    @Sse("three")
+    async def three(self) -> AsyncIterator[SseEvent]:
+        for n in range(3):
+            yield SseEvent(data=f"event {n}", id=str(n))
+            await trio.sleep(0.01)
+
+    @Sse("big")
+    async def big(self) -> AsyncIterator[SseEvent]:
+        for n in range(6):
+            yield SseEvent(data=f"{n}{BIG}")
+
+
+@Module(controllers=[StreamController])
+class StreamModule:
+    pass
+
+
+def dechunk(body: bytes) -> tuple[bytes, bool]:
+    """The payload of a chunked body, and whether it ended with the last chunk; strict."""
+    payload = bytearray()
+    while body:
+        size_line, sep, body = body.partition(b"\r\n")
+        assert sep, "a chunk size without CRLF"
+        size = int(size_line, 16)
+        if size == 0:
+            assert body == b"\r\n", body[:50]
+            return bytes(payload), True
+        chunk, crlf, body = body[:size], body[size : size + 2], body[size + 2 :]
+        assert len(chunk) == size, "a torn chunk"
+        assert crlf == b"\r\n", "a chunk without its CRLF"
+        payload += chunk
+    return bytes(payload), False
+
+
+async def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` (one or more) and read until the server closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        data = bytearray()
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    return bytes(data)
+
+
+def request(path: str, *, version: str = "1.1", method: str = "GET", close: bool = True) -> bytes:
+    connection = "Connection: close\r\n" if close else ""
+    return f"{method} {path} HTTP/{version}\r\nHost: x\r\n{connection}\r\n".encode()
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+async def test_chunks_are_valid_and_the_connection_is_reused() -> None:
+    before = direct_write_counts.whole
+    async with serve_app(create_app(StreamModule)) as url:
+        # Two requests on one connection: the second is answered after the first stream's end,
+        # which needs h11's state right after the chunks it did not write itself.
+        both = request("/three", close=False) + request("/three")
+        data = await raw_exchange(port_of(url), both)
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding: chunked" in first.lower()
+    body, ended = dechunk(rest.partition(b"HTTP/1.1 200")[0])
+    assert ended
+    assert [e.data for e in SseDecoder().feed(body)] == ["event 0", "event 1", "event 2"]
+    second = rest[rest.index(b"HTTP/1.1 200") :]
+    body, ended = dechunk(second.partition(b"\r\n\r\n")[2])
+    assert ended
+    assert [e.id for e in SseDecoder().feed(body)] == ["0", "1", "2"]
+    assert direct_write_counts.whole - before >= 6  # the fast path wrote them
+
+
+async def test_http_1_0_gets_the_body_as_is_and_head_gets_none() -> None:
+    async with serve_app(create_app(StreamModule)) as url:
+        old = await raw_exchange(port_of(url), request("/three", version="1.0"))
+        head = await raw_exchange(port_of(url), request("/three", method="HEAD"))
+    status, _, body = old.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in status.lower()
+    assert [e.data for e in SseDecoder().feed(body)] == ["event 0", "event 1", "event 2"]
+    head_status, _, head_body = head.partition(b"\r\n\r\n")
+    assert head_status.startswith(b"HTTP/1.1 405")  # a stream is not served to HEAD...
+    assert head_body == b""  # ...and its answer has no body
+
+
+async def test_a_chunk_the_socket_takes_in_part_arrives_whole() -> None:
+    before = direct_write_counts.partial
+    async with serve_app(create_app(StreamModule)) as url:
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        async with stream:
+            await stream.send_all(request("/big"))
+            await trio.sleep(0.3)  # let the buffers fill while we read nothing
+            data = bytearray()
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some():
+                    data += chunk
+    body, ended = dechunk(bytes(data).partition(b"\r\n\r\n")[2])
+    assert ended
+    events = SseDecoder().feed(body)
+    assert [e.data for e in events] == [f"{n}{BIG}" for n in range(6)]
+    assert direct_write_counts.partial > before
+
+
+async def test_a_client_that_leaves_is_noticed_on_the_fast_path() -> None:
+    app = create_app(StreamModule)
+
+    @Controller()
+    class Forever:
+        @Sse("forever")
+        async def forever(self) -> AsyncIterator[SseEvent]:
+            while True:
+                yield SseEvent(data="tick")
+                await trio.sleep(0.01)
+
+    @Module(controllers=[Forever])
+    class ForeverModule:
+        pass
+
+    app = create_app(ForeverModule)
+    async with serve_app(app) as url:
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        await stream.send_all(request("/forever"))
+        await stream.receive_some()
+        await wait_until(lambda: app.stats()["open"] == 1)
+        await stream.aclose()
+        await wait_until(lambda: app.stats()["open"] == 0)
+
+
+async def test_tls_takes_the_full_path() -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    with certificate.private_key_and_cert_chain_pem.tempfile() as pem:
+        before = (direct_write_counts.whole, direct_write_counts.partial)
+        async with serve_app(create_app(StreamModule), certfile=pem, keyfile=pem) as url:
+            context = ssl.create_default_context()
+            authority.configure_trust(context)
+            async with httpx.AsyncClient(verify=context) as client:
+                response = await client.get(url.replace("http://", "https://") + "/three")
+        assert [e.data for e in SseDecoder().feed(response.content)] == [
+            "event 0",
+            "event 1",
+            "event 2",
+        ]
+        assert (direct_write_counts.whole, direct_write_counts.partial) == before
