@@ -106,10 +106,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--py-spy", action="store_true", help="also a sampling profile")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--sparse", action="store_true", help="the sparse stream: one event per write, spaced"
+    )
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})
-    path = f"/gen?n={args.events}"
+    path = f"/gen?n={args.events}" + ("&sparse=1" if args.sparse else "")
     server = Server(args.kind, 1 if (os.cpu_count() or 1) >= 2 else None)
     try:
         load.run_streams(server.port, path, 1, args.events, 60)  # warm up
