@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, TypedDict
 
 from trio_dwex import (
     Body,
@@ -171,6 +171,28 @@ class OrderIn:
             raise ValueError("the price must not be negative")
 
 
+class Order(TypedDict):
+    """An order as the streams send it."""
+
+    item: str
+    quantity: int
+    price: float
+    #: Who ordered, when logged in.
+    by: str | None
+
+
+class Reset(TypedDict):
+    """The hub's ``reset``: events after ``lastEventId`` are gone; reload the board."""
+
+    reason: Literal["too_old", "unknown"]
+    lastEventId: str
+    message: str
+
+
+#: What the order streams send.
+ORDER_EVENTS: dict[str, object] = {"order": Order, "reset": Reset}
+
+
 @Controller()
 class BoardController:
     def __init__(self, hub: Broadcast, sessions: Sessions) -> None:
@@ -212,14 +234,14 @@ class BoardController:
             await self.hub.publish(f"{ORDERS}:{user}", order_event(data))
         return {"id": order_id}
 
-    @Sse("orders/stream")
+    @Sse("orders/stream", events=ORDER_EVENTS)
     def stream(
         self, last_event_id: Annotated[str | None, Headers("last-event-id")] = None
     ) -> SseStream:
         """Every order: those the hub retains first (or those after ``Last-Event-ID``)."""
         return self.hub.stream(ORDERS, last_event_id, history=True)
 
-    @Sse("orders/private")
+    @Sse("orders/private", events=ORDER_EVENTS)
     @UseGuards(LoggedIn)
     def private(
         self,

@@ -37,7 +37,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import trio
 
@@ -92,6 +92,55 @@ class ChatConfig:
         except ValueError:
             raise ValueError(f"CHAT_TOKEN_DELAY must be seconds, got {delay!r}") from None
         return cls(api_key=environ.get("CHAT_API_KEY", cls.api_key), token_delay=token_delay)
+
+
+# -- what the API sends, as types (for the OpenAPI document and the event check) -----------------
+
+
+class ChunkDelta(TypedDict, total=False):
+    role: str
+    content: str
+
+
+class ChunkChoice(TypedDict):
+    index: int
+    delta: ChunkDelta
+    logprobs: None
+    finish_reason: Literal["stop"] | None
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionChunk(TypedDict):
+    """One ``chat.completion.chunk`` of a streamed answer."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: NotRequired[Usage]
+
+
+class ErrorDetail(TypedDict):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(TypedDict):
+    """OpenAI's error body."""
+
+    error: ErrorDetail
+
+
+#: The errors the API answers in OpenAI's shape (see `OpenAIErrors`), for the document.
+OPENAI_ERRORS: dict[int, object] = dict.fromkeys((400, 401, 408, 413, 415), OpenAIErrorBody)
 
 
 # -- errors in OpenAI's shape --------------------------------------------------------------------
@@ -301,7 +350,13 @@ class ChatController:
     def __init__(self, model: EchoModel) -> None:
         self.model = model
 
-    @Sse("chat/completions", method="POST")
+    @Sse(
+        "chat/completions",
+        method="POST",
+        # Chunks, then the text "[DONE]" as is: OpenAI's stream mixes JSON and text.
+        events={"message": ChatCompletionChunk | Literal["[DONE]"]},
+        responses=OPENAI_ERRORS,
+    )
     async def completions(
         self, body: Annotated[dict[str, Any], Body()]
     ) -> AsyncIterator[SseEvent] | JSONResponse:
@@ -349,7 +404,7 @@ class ChatController:
             yield SseEvent(data={**completion_chunk(request, []), "usage": usage(request, count)})
         yield SseEvent(data="[DONE]")  # a str is sent as is: the end marker OpenAI clients wait for
 
-    @Get("models")
+    @Get("models", responses=OPENAI_ERRORS)
     def models(self) -> dict[str, Any]:
         """The one model, as ``GET /v1/models`` lists models."""
         entry = {"id": MODEL, "object": "model", "created": 0, "owned_by": "trio-dwex"}

@@ -49,7 +49,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from urllib.parse import urlsplit
 
 import trio
@@ -61,6 +61,7 @@ from trio_dwex import (
     DwexApp,
     EventSourceResponse,
     ExecutionContext,
+    Headers,
     HttpException,
     Injectable,
     JSONResponse,
@@ -170,6 +171,28 @@ def error_message(request_id: object, code: int, message: str, data: object = No
 
 def notification(method: str, params: Mapping[str, Any]) -> Message:
     return {"jsonrpc": "2.0", "method": method, "params": dict(params)}
+
+
+class ErrorObject(TypedDict):
+    code: int
+    message: str
+    data: NotRequired[Any]
+
+
+class JsonRpcError(TypedDict):
+    """A JSON-RPC error: what the transport's own refusals answer, with ``id`` null."""
+
+    jsonrpc: Literal["2.0"]
+    id: str | int | None
+    error: ErrorObject
+
+
+#: The statuses the transport answers itself, each with a JSON-RPC error body.
+TRANSPORT_ERRORS: dict[int, object] = dict.fromkeys(
+    (400, 403, 404, 406, 408, 409, 413, 503), JsonRpcError
+)
+#: What a stream of this transport carries: JSON-RPC messages, and the empty priming event.
+STREAM_EVENTS: dict[str, object] = {"message": dict[str, Any] | Literal[""]}
 
 
 class RpcError(Exception):
@@ -473,8 +496,12 @@ class McpServer:
     def session_for(self, request: Request) -> Session:
         """The request's session: 400 without ``Mcp-Session-Id``, 404 if it is not (or no
         longer) one of ours."""
-        session_id = request.headers.get(SESSION_HEADER.lower())
-        if not session_id:
+        return self.session(request.headers.get(SESSION_HEADER.lower()))
+
+    def session(self, session_id: str | None) -> Session:
+        """The session of this id; 400 without one, 404 for one that is not (or no longer)
+        ours."""
+        if session_id is None:
             raise TransportError(
                 400, f"the {SESSION_HEADER} header is required; send initialize first"
             )
@@ -672,7 +699,7 @@ class McpController:
         self.server = server
         self.config = server.config
 
-    @Sse(method="POST")
+    @Sse(method="POST", events=STREAM_EVENTS, responses=TRANSPORT_ERRORS)
     async def post(self, request: Annotated[Request, Req()]) -> Response | EventSourceResponse:
         """One JSON-RPC message: a request is answered with JSON or an event stream, anything
         else with 202."""
@@ -698,7 +725,7 @@ class McpController:
         log = self.server.start_call(session, message)
         return self._stream(session, log, after=0)
 
-    @Sse()
+    @Sse(events=STREAM_EVENTS, responses=TRANSPORT_ERRORS)
     async def get(self, request: Annotated[Request, Req()]) -> EventSourceResponse:
         """The server's own stream, or the rest of a dropped one named by ``Last-Event-ID``."""
         check_origin(request, self.config.allowed_origins)
@@ -722,11 +749,15 @@ class McpController:
         self.server.stats.resumed += 1
         return self._stream(session, log, after=int(position))
 
-    @Delete()
-    def delete(self, request: Annotated[Request, Req()]) -> Response:
+    @Delete(responses=TRANSPORT_ERRORS)
+    def delete(
+        self,
+        request: Annotated[Request, Req()],
+        session_id: Annotated[str, Headers(SESSION_HEADER)],
+    ) -> Response:
         """End the session: its calls stop, its streams end, its id is refused from now on."""
         check_origin(request, self.config.allowed_origins)
-        self.server.end_session(self.server.session_for(request))
+        self.server.end_session(self.server.session(session_id))
         return Response(status=204)
 
     def _stream(self, session: Session, log: EventLog, *, after: int) -> EventSourceResponse:

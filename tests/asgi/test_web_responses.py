@@ -225,3 +225,39 @@ async def test_an_oversized_cookie_is_a_431_and_the_server_carries_on(
     assert refused.status_code == 431
     fine = await client.get("/me", headers={"Cookie": "session=ok"})
     assert fine.status_code == 200
+
+
+def test_a_routes_own_errors_are_documented() -> None:
+    @Controller("jobs")
+    class JobController:
+        @Get("{id}", responses={404: "no such job", 409: WebModule})
+        def job(self) -> dict[str, str]:
+            return {}
+
+    @Module(controllers=[JobController])
+    class JobModule:
+        pass
+
+    with pytest.raises(ConfigurationError, match="no JSON Schema for WebModule"):
+        create_app(JobModule)
+    for bad in ({200: "ok"}, {"404": "no"}, "404"):
+        with pytest.raises(ConfigurationError, match="responses="):
+            Get("x", responses=bad)  # type: ignore[arg-type]
+
+    @Controller("jobs")
+    class FineController:
+        @Get("{id}", responses={404: "no such job"})
+        def job(self) -> dict[str, str]:
+            return {}
+
+    @Module(controllers=[FineController])
+    class FineModule:
+        pass
+
+    document = create_app(FineModule).openapi
+    assert document is not None
+    not_found = document["paths"]["/jobs/{id}"]["get"]["responses"]["404"]
+    assert not_found == {
+        "description": "no such job",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HttpError"}}},
+    }

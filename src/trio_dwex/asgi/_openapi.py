@@ -37,7 +37,7 @@ from .._errors import ConfigurationError
 from .._unset import UNSET
 from ..framework._analysis import ParamPlan
 from ..framework._convert import UnsupportedType, is_optional, strip_optional
-from ..framework._events import MESSAGE
+from ..framework._events import MESSAGE, text_and_json
 from ..framework._module import ApplicationPlan
 from ..framework._routing import RoutePlan
 from ..framework._schema import JsonSchema, SchemaRegistry
@@ -147,6 +147,8 @@ class _Builder:
         self.tags: dict[str, JsonSchema] = {}
         self.operation_ids: set[str] = set()
         self.errors_used: set[int] = set()
+        # Whether a route's own responses= use the HttpError schema.
+        self.error_schema_used = False
         # Schemes named by guards that the settings leave out but whose meaning is plain.
         self.implied_schemes: dict[str, Mapping[str, Any]] = {}
 
@@ -164,7 +166,7 @@ class _Builder:
             document["tags"] = list(self.tags.values())
         document["paths"] = self.paths
         schemas = dict(self.registry.components)
-        if not self.errors_used:
+        if not (self.errors_used or self.error_schema_used):
             del schemas["HttpError"]
         if not self.has_streams:
             del schemas["SseEvent"]
@@ -231,10 +233,12 @@ class _Builder:
             responses["200"] = self._stream_response(route)
         else:
             responses.update(self._plain_responses(route))
-        errors = self._error_statuses(route, parameters, body)
+        errors = self._error_statuses(route, parameters, body) - set(route.responses)
         for status in sorted(errors):
             self.errors_used.add(status)
             responses[str(status)] = {"$ref": f"#/components/responses/{_ERRORS[status][0]}"}
+        for status, said in sorted(route.responses.items()):
+            responses[str(status)] = self._own_error(route, status, said)
         operation["responses"] = responses
         security = self._security(route)
         if security:
@@ -379,8 +383,20 @@ class _Builder:
         return {"description": description, "content": {"text/event-stream": media}}
 
     def _event_branch(self, name: str, tp: object) -> JsonSchema:
+        mixed = text_and_json(tp)
         if tp is str:
             data: JsonSchema = {"type": "string"}
+        elif mixed is not None:
+            # Either a text as is ("[DONE]") or JSON of the other members.
+            text: JsonSchema = {"type": "string"}
+            if mixed.texts is not None:
+                text["enum"] = sorted(mixed.texts)
+            json_data: JsonSchema = {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": self.registry.schema(mixed.json_type),
+            }
+            data = {"anyOf": [json_data, text]}
         else:
             data = {
                 "contentMediaType": "application/json",
@@ -413,6 +429,23 @@ class _Builder:
         if route.kind == "sse":
             statuses.add(503)
         return statuses
+
+    def _own_error(self, route: RoutePlan, status: int, said: object) -> dict[str, Any]:
+        """A status the handler answers itself: its description and the usual error body, or
+        the body of the type it gave."""
+        if isinstance(said, str):
+            self.error_schema_used = True
+            schema: JsonSchema = _ref("HttpError")
+            description = said
+        else:
+            try:
+                schema = self.registry.schema(said)
+            except UnsupportedType as exc:
+                raise ConfigurationError(
+                    f"{route.call_plan.qualname}: responses={{{status}: ...}}: {exc}"
+                ) from None
+            description = HTTPStatus(status).phrase
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
 
     def _security(self, route: RoutePlan) -> dict[str, list[str]]:
         requirement: dict[str, list[str]] = {}

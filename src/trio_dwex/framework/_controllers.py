@@ -152,6 +152,7 @@ def _route_plan(
         template=template,
         events=events,
         status=route.status,
+        responses=route.responses,
     )
 
 

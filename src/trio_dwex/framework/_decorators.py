@@ -91,6 +91,9 @@ class RouteSpec:
     events: Mapping[str, object] | None = None
     #: The status of a plain route's answer when the handler returns a value (not a Response).
     status: int | None = None
+    #: Error statuses the handler itself answers, for the OpenAPI document: status to a
+    #: description (the usual error body) or to the type of its body.
+    responses: Mapping[int, object] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # -- reading the specs back (used by the compiler) --------------------------------------------
@@ -204,6 +207,19 @@ def _record_route(spec: RouteSpec, decorator: str) -> Callable[[F], F]:
     return decorate
 
 
+def _responses(responses: Mapping[int, object] | None) -> Mapping[int, object]:
+    if responses is None:
+        return MappingProxyType({})
+    if not isinstance(responses, Mapping):
+        raise ConfigurationError(f"responses= takes a mapping of statuses, got {responses!r}")
+    for status in responses:
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            raise ConfigurationError(
+                f"responses= documents error statuses, ints from 400 to 599; got {status!r}"
+            )
+    return MappingProxyType(dict(responses))
+
+
 def _status(status: int | None) -> int | None:
     if status is not None and (
         isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599
@@ -212,34 +228,53 @@ def _status(status: int | None) -> int | None:
     return status
 
 
-def Get(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
+def Get(
+    path: str = "", *, status: int | None = None, responses: Mapping[int, object] | None = None
+) -> Callable[[F], F]:
     """Route ``GET <prefix>/<path>`` to the decorated method; ``:name``/``{name}`` capture.
 
     ``status`` is the status of the answer when the handler returns a value (``201`` for a
-    ``POST`` that creates something); a returned ``Response`` keeps its own. The same holds
-    for every method decorator.
+    ``POST`` that creates something); a returned ``Response`` keeps its own. ``responses``
+    documents the errors the handler raises itself, for the OpenAPI document:
+    ``{404: "no such job"}`` (the usual error body), or ``{404: JsonRpcError}`` (a body of
+    that type). The same holds for every method decorator, and ``@Sse``.
     """
-    return _record_route(RouteSpec("GET", path, "http", status=_status(status)), "@Get()")
+    spec = RouteSpec("GET", path, "http", status=_status(status), responses=_responses(responses))
+    return _record_route(spec, "@Get()")
 
 
-def Post(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
+def Post(
+    path: str = "", *, status: int | None = None, responses: Mapping[int, object] | None = None
+) -> Callable[[F], F]:
     """Route ``POST <prefix>/<path>`` to the decorated method."""
-    return _record_route(RouteSpec("POST", path, "http", status=_status(status)), "@Post()")
+    spec = RouteSpec("POST", path, "http", status=_status(status), responses=_responses(responses))
+    return _record_route(spec, "@Post()")
 
 
-def Put(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
+def Put(
+    path: str = "", *, status: int | None = None, responses: Mapping[int, object] | None = None
+) -> Callable[[F], F]:
     """Route ``PUT <prefix>/<path>`` to the decorated method."""
-    return _record_route(RouteSpec("PUT", path, "http", status=_status(status)), "@Put()")
+    spec = RouteSpec("PUT", path, "http", status=_status(status), responses=_responses(responses))
+    return _record_route(spec, "@Put()")
 
 
-def Patch(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
+def Patch(
+    path: str = "", *, status: int | None = None, responses: Mapping[int, object] | None = None
+) -> Callable[[F], F]:
     """Route ``PATCH <prefix>/<path>`` to the decorated method."""
-    return _record_route(RouteSpec("PATCH", path, "http", status=_status(status)), "@Patch()")
+    spec = RouteSpec("PATCH", path, "http", status=_status(status), responses=_responses(responses))
+    return _record_route(spec, "@Patch()")
 
 
-def Delete(path: str = "", *, status: int | None = None) -> Callable[[F], F]:
+def Delete(
+    path: str = "", *, status: int | None = None, responses: Mapping[int, object] | None = None
+) -> Callable[[F], F]:
     """Route ``DELETE <prefix>/<path>`` to the decorated method."""
-    return _record_route(RouteSpec("DELETE", path, "http", status=_status(status)), "@Delete()")
+    spec = RouteSpec(
+        "DELETE", path, "http", status=_status(status), responses=_responses(responses)
+    )
+    return _record_route(spec, "@Delete()")
 
 
 def Sse(
@@ -254,6 +289,7 @@ def Sse(
     max_lifetime: float | Unset | None = UNSET,
     headers: Mapping[str, str] | Unset = UNSET,
     events: Mapping[str, object] | None = None,
+    responses: Mapping[int, object] | None = None,
 ) -> Callable[[F], F]:
     """Route ``<method> <prefix>/<path>`` to the decorated method, answered with an event stream.
 
@@ -312,7 +348,9 @@ def Sse(
     if headers is not UNSET:
         options["headers"] = MappingProxyType(dict(headers))
     declared = None if events is None else MappingProxyType(_check_events(path, events))
-    spec = RouteSpec(verb, path, "sse", MappingProxyType(options), declared)
+    spec = RouteSpec(
+        verb, path, "sse", MappingProxyType(options), declared, responses=_responses(responses)
+    )
     return _record_route(spec, "@Sse()")
 
 

@@ -16,7 +16,10 @@ events without data are not checked: a client never dispatches them.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
@@ -24,13 +27,59 @@ from .._errors import ConfigurationError
 from .._unset import UNSET
 from ..streams._iterators import aclose_iterator
 from ..wire._sse import SseEvent, to_event
-from ._convert import ConversionError, UnsupportedType
+from ._convert import ConversionError, UnsupportedType, type_name
 from ._schema import Check, value_checker
 
-__all__ = ["MESSAGE", "EventContract", "EventContractError", "compile_events"]
+__all__ = [
+    "MESSAGE",
+    "EventContract",
+    "EventContractError",
+    "TextAndJson",
+    "compile_events",
+    "text_and_json",
+]
 
 #: The event name of unnamed events, as an ``EventSource`` dispatches them.
 MESSAGE: Final = "message"
+
+
+@dataclass(frozen=True)
+class TextAndJson:
+    """An event type that mixes text sent as is with JSON: ``Chunk | Literal["[DONE]"]``.
+
+    A union whose members include ``str`` or ``Literal``\\ s of strings *and* other types
+    describes data that is either one of those texts, on the wire as is (OpenAI's
+    ``data: [DONE]``), or JSON of the other members.
+    """
+
+    #: The texts allowed as is; ``None``: any text (the union had ``str``).
+    texts: frozenset[str] | None
+    #: The union of the other members: the type of the JSON data.
+    json_type: object
+
+    def allows_text(self, text: str) -> bool:
+        return self.texts is None or text in self.texts
+
+
+def text_and_json(tp: object) -> TextAndJson | None:
+    """``tp`` split into its text and its JSON members, if it is a union of both; else None."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return None
+    texts: set[str] = set()
+    any_text = False
+    others: list[object] = []
+    for member in typing.get_args(tp):
+        values = typing.get_args(member) if typing.get_origin(member) is typing.Literal else ()
+        if member is str:
+            any_text = True
+        elif values and all(isinstance(value, str) for value in values):
+            texts.update(values)
+        else:
+            others.append(member)
+    if not (any_text or texts) or not others:
+        return None
+    json_type = others[0] if len(others) == 1 else typing.Union[tuple(others)]  # noqa: UP007
+    return TextAndJson(None if any_text else frozenset(texts), json_type)
 
 
 class EventContractError(TypeError):
@@ -51,12 +100,16 @@ class EventContract:
         checks: the check of each event name's data.
     """
 
-    __slots__ = ("_last_passed", "checks", "route", "types")
+    __slots__ = ("_last_passed", "_mixed", "checks", "route", "types")
 
     def __init__(self, route: str, types: Mapping[str, object], checks: Mapping[str, Check]):
         self.route = route
         self.types = MappingProxyType(dict(types))
         self.checks = MappingProxyType(dict(checks))
+        # Events whose type mixes text sent as is with JSON (see `TextAndJson`).
+        self._mixed = {
+            name: mixed for name, tp in types.items() if (mixed := text_and_json(tp)) is not None
+        }
         # The event that passed last. An event is immutable and often one object sent to
         # every stream of the route (a broadcast): it is checked once, not once per stream.
         self._last_passed: SseEvent | None = None
@@ -75,6 +128,10 @@ class EventContract:
         if check is None:
             self._undeclared(name)
         if type(data) is str and self.types[key] is not str:
+            mixed = self._mixed.get(key)
+            if mixed is not None and mixed.allows_text(data):
+                self._last_passed = event
+                return  # one of the texts sent as is, such as "[DONE]"
             # Text sent as is: a client parses it as the JSON it claims to be.
             data = self._parse(key, data)
         try:
@@ -118,7 +175,7 @@ class EventContract:
 
 
 def _type_label(tp: object) -> str:
-    return getattr(tp, "__name__", None) or repr(tp)
+    return type_name(tp)
 
 
 def compile_events(events: Mapping[str, object], route: str) -> EventContract:
@@ -130,8 +187,9 @@ def compile_events(events: Mapping[str, object], route: str) -> EventContract:
     """
     checks: dict[str, Check] = {}
     for name, tp in events.items():
+        mixed = text_and_json(tp)
         try:
-            checks[name] = value_checker(tp)
+            checks[name] = value_checker(tp if mixed is None else mixed.json_type)
         except UnsupportedType as exc:
             raise ConfigurationError(f"{route}: event {name!r}: {exc}") from None
     return EventContract(route, events, checks)

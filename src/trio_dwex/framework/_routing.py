@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import unquote
 
@@ -60,6 +60,8 @@ class RoutePlan:
     events: EventContract | None = None
     #: The status of a plain route's answer when the handler returns a value; None: 200.
     status: int | None = None
+    #: Error statuses the handler answers itself (``responses=`` of its decorator).
+    responses: Mapping[int, object] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
