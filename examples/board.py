@@ -37,6 +37,7 @@ from typing import Annotated, Literal, TypedDict
 
 from trio_dwex import (
     Body,
+    Constraint,
     Controller,
     Cookie,
     DwexApp,
@@ -149,26 +150,16 @@ class LoggedIn:
 
 @dataclass(frozen=True)
 class Login:
-    user: str
-
-    def __post_init__(self) -> None:
-        if not USER_NAME.match(self.user):
-            raise ValueError("a user name is 1 to 32 letters, digits, '.', '_' or '-'")
+    #: 1 to 32 letters, digits, ".", "_" or "-": it goes in a cookie as is.
+    user: Annotated[str, Constraint(pattern=USER_NAME.pattern)]
 
 
 @dataclass(frozen=True)
 class OrderIn:
-    item: str
-    quantity: int
-    price: float
-
-    def __post_init__(self) -> None:
-        if not 0 < len(self.item.strip()) <= 100:
-            raise ValueError("the item must be 1 to 100 characters")
-        if self.quantity <= 0:
-            raise ValueError("the quantity must be more than 0")
-        if self.price < 0:
-            raise ValueError("the price must not be negative")
+    #: Something other than spaces, 100 characters at most.
+    item: Annotated[str, Constraint(pattern=r"\S", max_length=100)]
+    quantity: Annotated[int, Constraint(gt=0)]
+    price: Annotated[float, Constraint(ge=0)]
 
 
 class Order(TypedDict):
@@ -213,7 +204,7 @@ class BoardController:
         response.set_cookie(USER_COOKIE, login.user, max_age=lifetime, httponly=False)
         return response
 
-    @Post("logout")
+    @Post("logout", status=204)
     def logout(self) -> Response:
         response = Response(status=204)
         response.delete_cookie(SESSION_COOKIE)

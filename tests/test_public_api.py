@@ -22,6 +22,7 @@ ROOT = [
     "CallNext",
     "ConfigurationError",
     "ConflictException",
+    "Constraint",
     "Controller",
     "Cookie",
     "CorsSettings",

@@ -48,6 +48,7 @@ from .asgi._types import ASGIApp
 from .framework import (
     Body,
     CallNext,
+    Constraint,
     Controller,
     Cookie,
     Delete,
@@ -83,6 +84,7 @@ __all__ = [
     "CallNext",
     "ConfigurationError",
     "ConflictException",
+    "Constraint",
     "Controller",
     "Cookie",
     "CorsSettings",

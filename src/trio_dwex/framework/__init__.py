@@ -24,6 +24,7 @@ in its lifespan task, and per request: ``plan.router.match`` → :func:`run_guar
 
 from ._analysis import CallPlan, CallStyle, ParamPlan
 from ._body import MAX_BODY_DEPTH
+from ._constraints import Constraint
 from ._decorators import (
     Controller,
     Delete,
@@ -61,6 +62,7 @@ __all__ = [
     "CallPlan",
     "CallStyle",
     "CanActivate",
+    "Constraint",
     "Container",
     "Controller",
     "Cookie",

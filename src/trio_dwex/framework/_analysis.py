@@ -18,10 +18,12 @@ from typing import Any, Final, Literal
 
 from .._errors import ConfigurationError
 from .._unset import UNSET
+from ._constraints import constraint_of
 from ._convert import (
     JsonConverter,
     TextConverter,
     UnsupportedType,
+    bounded_text,
     is_optional,
     json_converter,
     strip_optional,
@@ -191,6 +193,7 @@ def _analyse_param(
         )
     annotation = hints.get(parameter.name, Any)
     markers: list[ParamMarker] = []
+    metadata: list[object] = []
     if typing.get_origin(annotation) is typing.Annotated:
         annotation, *metadata = typing.get_args(annotation)
         markers = [item for item in metadata if isinstance(item, ParamMarker)]
@@ -205,12 +208,18 @@ def _analyse_param(
             f"{where} has {len(markers)} parameter markers ({markers}); keep exactly one"
         )
     marker = markers[0]
+    constraint = constraint_of(metadata) if markers else None
     default = UNSET if parameter.default is inspect.Parameter.empty else parameter.default
     try:
         plan = _plan_for(parameter.name, marker, annotation, default)
     except UnsupportedType as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
-    return replace(plan, annotation=annotation)
+    if constraint is None:
+        return replace(plan, annotation=annotation)
+    # Annotated[int, Query(), Constraint(ge=1)]: the bound is checked after the conversion
+    # and shown in the document, as a body field's is.
+    text = None if plan.text is None else bounded_text(plan.text, constraint)
+    return replace(plan, annotation=typing.Annotated[annotation, constraint], text=text)
 
 
 def _is_mapping_type(tp: object) -> bool:

@@ -30,12 +30,14 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from .._errors import clip
+from ._constraints import Constraint, constrained
 
 __all__ = [
     "ConversionError",
     "JsonConverter",
     "TextConverter",
     "UnsupportedType",
+    "bounded_text",
     "describe_json_error",
     "is_optional",
     "json_converter",
@@ -240,6 +242,9 @@ def _json_scalar(expected: type, noun: str) -> JsonConverter:
         ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if expected is int and type(value) is float and value.is_integer():
+            # JSON has one kind of number: 2.0 is the integer 2, as JSON Schema says.
+            return int(value)
         if not ok:
             raise ConversionError(f"must be {noun}, got {_json_shown(value)}", field)
         return value
@@ -316,6 +321,10 @@ def _json_converter(tp: object, memo: MutableMapping[type, JsonConverter]) -> Js
     scalar = _JSON_SCALARS.get(tp)
     if scalar is not None:
         return scalar
+    if typing.get_origin(tp) is typing.Annotated:
+        inner_type, constraint = constrained(tp)
+        inner_converter = _json_converter(inner_type, memo)
+        return inner_converter if constraint is None else _bounded(inner_converter, constraint)
     if is_optional(tp):
         inner = _json_converter(strip_optional(tp), memo)
 
@@ -367,6 +376,30 @@ def _json_converter(tp: object, memo: MutableMapping[type, JsonConverter]) -> Js
         f"cannot build {type_name(tp)} from JSON; use a dataclass, dict, list, str, int, "
         "float, bool, an Enum, Any, or one of these | None"
     )
+
+
+def _bounded(converter: JsonConverter, constraint: Constraint) -> JsonConverter:
+    def convert(value: Any, field: str) -> Any:
+        converted = converter(value, field)
+        problem = constraint.problem(converted)
+        if problem is not None:
+            raise ConversionError(problem, field)
+        return converted
+
+    return convert
+
+
+def bounded_text(converter: TextConverter, constraint: Constraint) -> TextConverter:
+    """``converter`` (for query, path or header text) with ``constraint`` checked after it."""
+
+    def convert(text: str) -> Any:
+        value = converter(text)
+        problem = constraint.problem(value)
+        if problem is not None:
+            raise ConversionError(problem)
+        return value
+
+    return convert
 
 
 def _list_converter(item: JsonConverter) -> JsonConverter:
@@ -434,7 +467,7 @@ def _dataclass_converter(cls: type, memo: MutableMapping[type, JsonConverter]) -
 
     memo[cls] = convert
     try:
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
     except Exception as exc:
         raise UnsupportedType(
             f"cannot read the type hints of dataclass {cls.__name__}: {exc}"

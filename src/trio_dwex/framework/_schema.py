@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
 from .._errors import clip
+from ._constraints import Constraint, constrained
 from ._convert import (
     ConversionError,
     UnsupportedType,
@@ -127,7 +128,9 @@ class SchemaRegistry:
         if origin is typing.Literal:
             return _literal_schema(args)
         if origin is typing.Annotated:
-            return self.schema(args[0])
+            inner, constraint = constrained(tp)
+            schema = self.schema(inner)
+            return schema if constraint is None else constraint.schema(schema)
         if tp in (list, Sequence) or origin in (list, Sequence):
             return {"type": "array", "items": self.schema(args[0]) if args else {}}
         if tp is tuple or origin is tuple:
@@ -290,10 +293,19 @@ def _typeddict_fields(tp: type) -> dict[str, tuple[object, bool]]:
 
 
 def _hints(tp: type) -> dict[str, Any]:
+    """The fields' annotations, ``Annotated`` kept (its `Constraint` counts), ``Required`` and
+    ``NotRequired`` taken off (`_typeddict_fields` reads them)."""
     try:
-        return typing.get_type_hints(tp)
+        hints = typing.get_type_hints(tp, include_extras=True)
     except Exception as exc:
         raise UnsupportedType(f"cannot read the type hints of {tp.__name__}: {exc}") from exc
+    return {name: _unqualified(hint) for name, hint in hints.items()}
+
+
+def _unqualified(hint: object) -> object:
+    while typing.get_origin(hint) in (typing.Required, typing.NotRequired):
+        hint = typing.get_args(hint)[0]
+    return hint
 
 
 def _json_type(value: object) -> str | None:
@@ -352,6 +364,16 @@ def _join(field: str, name: str) -> str:
     return f"{field}.{name}" if field else name
 
 
+def _bounded_check(check: Check, constraint: Constraint) -> Check:
+    def bounded(value: Any, field: str) -> None:
+        check(value, field)
+        problem = constraint.problem(value)
+        if problem is not None:
+            raise ConversionError(problem, field)
+
+    return bounded
+
+
 def value_checker(tp: object) -> Check:
     """A function that checks values meant to be sent as ``tp``.
 
@@ -408,7 +430,9 @@ def _checker(tp: object, memo: MutableMapping[object, Check]) -> Check:
     if origin is typing.Literal:
         return _literal_checker(args)
     if origin is typing.Annotated:
-        return _checker(args[0], memo)
+        inner, constraint = constrained(tp)
+        check = _checker(inner, memo)
+        return check if constraint is None else _bounded_check(check, constraint)
     if tp in (list, Sequence) or origin in (list, Sequence):
         return _sequence_checker(_checker(args[0], memo) if args else _anything)
     if tp is tuple or origin is tuple:
