@@ -47,12 +47,21 @@ class FanoutMode:
     subscribers: int
     events: int
     timeout: float
+    #: Seconds between publishes; 0: one scheduler pass (a burst).
+    gap: float = 0.0
 
 
 FANOUT_MODES = {
     "full": FanoutMode(1_000, 300, 120.0),
     "quick": FanoutMode(100, 200, 60.0),
     "smoke": FanoutMode(10, 20, 20.0),
+}
+
+#: The other common load: many subscribers, mostly idle, one event a second (issue 15).
+SPARSE_MODES = {
+    "full": FanoutMode(10_000, 30, 180.0, gap=1.0),
+    "quick": FanoutMode(1_000, 10, 60.0, gap=0.5),
+    "smoke": FanoutMode(20, 3, 20.0, gap=0.05),
 }
 
 BACKENDS = ("memory", "redis", "sse-starlette")
@@ -70,6 +79,7 @@ class FanoutResult:
     p50_ms: float | None = None
     p99_ms: float | None = None
     cpu_us: float | None = None  # server CPU per delivery
+    rss_mib: float | None = None  # the server's resident memory with every subscriber open
     error: str | None = None
 
 
@@ -160,7 +170,7 @@ def redis_server(binary: str) -> Iterator[str]:
 
 
 def _measure(server: object, mode: FanoutMode, result: FanoutResult) -> None:
-    from .run import Server, cpu_seconds, percentile, wait_quiet
+    from .run import Server, cpu_seconds, percentile, rss_kib, wait_quiet
 
     assert isinstance(server, Server)
     port = server.port
@@ -175,10 +185,9 @@ def _measure(server: object, mode: FanoutMode, result: FanoutResult) -> None:
     outcome: dict[str, object] = {}
 
     def publish() -> None:
+        path = f"/publish?subs={mode.subscribers}&n={mode.events}&gap={mode.gap}"
         try:
-            outcome.update(
-                _get_json(port, f"/publish?subs={mode.subscribers}&n={mode.events}", mode.timeout)
-            )
+            outcome.update(_get_json(port, path, mode.timeout))
         except Exception as exc:  # reported below, with the streams' state
             outcome["error"] = f"{type(exc).__name__}: {exc}"
 
@@ -188,6 +197,7 @@ def _measure(server: object, mode: FanoutMode, result: FanoutResult) -> None:
         publisher.start()
         load._drive(conns, until_first_event=False, deadline=deadline)
         load._check(conns)
+        rss_after = rss_kib(server.pid)  # every stream still open
     finally:
         publisher.join(max(0.0, deadline - time.perf_counter()) + 1)
         for conn in conns:
@@ -196,6 +206,7 @@ def _measure(server: object, mode: FanoutMode, result: FanoutResult) -> None:
         raise RuntimeError(f"publisher: {outcome['error']}")
     wait_quiet(server.pid)
     used = cpu_seconds(server.pid) - cpu_before
+    result.rss_mib = rss_after / 1024
     latencies = [latency for conn in conns for latency in conn.latencies]
     result.deliveries = len(latencies)
     if result.deliveries != mode.subscribers * mode.events:
@@ -248,7 +259,7 @@ def median(results: list[FanoutResult]) -> FanoutResult:
     if errors:
         merged.error = errors[0]
         return merged
-    for name in ("deliveries_per_s", "p50_ms", "p99_ms", "cpu_us"):
+    for name in ("deliveries_per_s", "p50_ms", "p99_ms", "cpu_us", "rss_mib"):
         setattr(merged, name, statistics.median(getattr(r, name) for r in results))
     return merged
 
@@ -260,25 +271,27 @@ LABELS = {
 }
 
 
-def render(results: list[FanoutResult], mode_name: str, reps: int) -> str:
+def render(results: list[FanoutResult], mode_name: str, reps: int, gap: float = 0.0) -> str:
     from .run import fmt
 
+    pace = "a burst, one scheduler pass between publishes" if not gap else f"one every {gap:g} s"
     lines = [
-        f"fan-out, {mode_name} mode, median of {reps}: one publisher (a burst, one scheduler "
-        "pass between publishes), SSE subscribers over real sockets",
+        f"fan-out, {mode_name} mode, median of {reps}: one publisher ({pace}), SSE subscribers "
+        "over real sockets",
         "",
         "| backend | subscribers × events | deliveries/s | publish→receive p50 / p99 ms "
-        "| server CPU-µs/delivery |",
-        "|---|---:|---:|---:|---:|",
+        "| server CPU-µs/delivery | server RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         size = f"{r.subscribers:,} × {r.events:,}"
         if r.error:
-            lines.append(f"| {LABELS[r.backend]} | {size} | BROKEN: {r.error} | | |")
+            lines.append(f"| {LABELS[r.backend]} | {size} | BROKEN: {r.error} | | | |")
             continue
         lines.append(
             f"| {LABELS[r.backend]} | {size} | {fmt(r.deliveries_per_s, ',.0f')} "
-            f"| {fmt(r.p50_ms, '.1f')} / {fmt(r.p99_ms, '.1f')} | {fmt(r.cpu_us, '.2f')} |"
+            f"| {fmt(r.p50_ms, '.1f')} / {fmt(r.p99_ms, '.1f')} | {fmt(r.cpu_us, '.2f')} "
+            f"| {fmt(r.rss_mib, ',.0f')} |"
         )
     peer = next((r for r in results if r.backend == "sse-starlette" and not r.error), None)
     if peer is not None:
@@ -292,7 +305,7 @@ def render(results: list[FanoutResult], mode_name: str, reps: int) -> str:
             lines.append(
                 f"- {LABELS[r.backend]}: CPU/delivery {_ratio(r.cpu_us, peer.cpu_us)}, "
                 f"deliveries/s {_ratio(r.deliveries_per_s, peer.deliveries_per_s)}, "
-                f"p99 {_ratio(r.p99_ms, peer.p99_ms)}"
+                f"p99 {_ratio(r.p99_ms, peer.p99_ms)}, RSS {_ratio(r.rss_mib, peer.rss_mib)}"
             )
     return "\n".join(lines)
 

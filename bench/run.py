@@ -590,6 +590,25 @@ def main(argv: list[str] | None = None) -> int:
     fanout_results = [fanout.median(fanout_runs[b]) for b in backends]
     if fanout_results:
         print(("\n" if rows else "") + fanout.render(fanout_results, mode.name, mode.reps))
+    # The other fan-out: many subscribers, mostly idle, one event a second.
+    sparse_mode = fanout.SPARSE_MODES[mode.name]
+    sparse_runs: dict[str, list[fanout.FanoutResult]] = {b: [] for b in backends}
+    for rep in range(mode.reps):
+        for backend in backends:
+            t0 = time.monotonic()
+            one = fanout.run_fanout(backend, sparse_mode, server_cpu)
+            sparse_runs[backend].append(one)
+            status = one.error or f"{one.deliveries:,} deliveries"
+            print(
+                f"[rep {rep + 1}/{mode.reps}] sparse fanout-{backend}: {status} "
+                f"({time.monotonic() - t0:.1f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    sparse_results = [fanout.median(sparse_runs[b]) for b in backends]
+    if sparse_results:
+        table = fanout.render(sparse_results, mode.name, mode.reps, sparse_mode.gap)
+        print("\n" + table)
     print(f"\n{machine()}  {versions()}  total {time.monotonic() - started:.0f}s")
     if args.json:
         args.json.write_text(
@@ -605,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": {key: [asdict(r) for r in value] for key, value in runs.items()},
                     "targets": verdicts,
                     "fanout": {r.backend: asdict(r) for r in fanout_results},
+                    "fanout_sparse": {r.backend: asdict(r) for r in sparse_results},
                     "fanout_runs": {b: [asdict(r) for r in v] for b, v in fanout_runs.items()},
                 },
                 indent=2,

@@ -85,9 +85,15 @@ def dwex_serve() -> Any:
         from trio_dwex.serving._fixes import serve_hypercorn
     except ImportError:  # the serving layer is not there: plain Hypercorn is what we have
         return None
+    from trio_dwex.serving import ServerLimits
+
     # BENCH_DIRECT_WRITES=0 turns our fast write path off (serving/_direct.py), to measure it.
     direct = os.environ.get("BENCH_DIRECT_WRITES", "1") != "0"
-    return partial(serve_hypercorn, write_timeout=30.0, direct_writes=direct)
+    # The sparse fan-out holds 10,000 subscribers and needs one more connection to publish:
+    # our default cap (10,000 per worker) would hold that one in the backlog for ever, as it
+    # should. The peer has no cap; a deployment this size raises ours, so the benchmark does.
+    limits = ServerLimits(max_connections=20_000)
+    return partial(serve_hypercorn, write_timeout=30.0, direct_writes=direct, limits=limits)
 
 
 def run_trio(app: Any, server: str) -> None:

@@ -60,3 +60,12 @@ def test_smoke_run_measures_every_row(tmp_path: Path) -> None:
             assert fanout[metric] > 0, (backend, metric, fanout[metric])
     assert "memory" in report["fanout"]
     assert "MemoryBackend" in proc.stdout
+    # The sparse fan-out (one event every gap, many subscribers) and the peer, side by side.
+    for backend, fanout in report["fanout_sparse"].items():
+        if backend == "redis" and (fanout["error"] or "").startswith("not measured"):
+            continue
+        assert fanout["error"] is None, (backend, fanout["error"])
+        assert fanout["deliveries"] == fanout["subscribers"] * fanout["events"] > 0, backend
+        assert fanout["rss_mib"] > 0, backend
+    assert {"memory", "sse-starlette"} <= set(report["fanout_sparse"])
+    assert "ratios to the sse-starlette peer" in proc.stdout
