@@ -62,6 +62,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench,redis]")
     session.run("python", "-m", "bench", *session.posargs)
     session.run("python", "-m", "bench.tokens")  # POST token streams against FastAPI
+    session.run("python", "-m", "bench.compression")  # what gzip saves on a JSON stream
 
 
 @nox.session

@@ -12,6 +12,7 @@ They work without the rest of trio-dwex, in any ASGI app served by a Trio server
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from ..streams._state import CloseReason
 from ..streams._stream import OverflowPolicy, SseStream
 from ..streams._tracker import StreamTracker
 from ..wire._cookies import SameSite, set_cookie_value
-from ..wire._headers import HeadersInput, encode_headers
+from ..wire._headers import HeadersInput, accepts_coding, encode_headers
 from ..wire._sse import (
     Serializer,
     current_serializer,
@@ -252,6 +253,17 @@ def error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(server_error.to_json(), 500)
 
 
+_GZIP_HEADERS = [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
+
+
+def _accepts_gzip(scope: Scope) -> bool:
+    """Whether the request's ``Accept-Encoding`` takes gzip (RFC 9110: ``q=0`` refuses)."""
+    for name, value in scope.get("headers", []):
+        if name == b"accept-encoding":
+            return accepts_coding(value.decode("latin-1"), "gzip")
+    return False
+
+
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache, no-transform"),
@@ -292,6 +304,7 @@ class EventSourceResponse(SetsCookies):
         first_event_wait: float | Unset = UNSET,
         max_lifetime: float | Unset | None = UNSET,
         close_timeout: float | Unset = UNSET,
+        compress: bool | Unset = UNSET,
         headers: HeadersInput | None = None,
         settings: StreamSettings | None = None,
         serializer: Serializer | None = None,
@@ -313,6 +326,7 @@ class EventSourceResponse(SetsCookies):
                 "first_event_wait": first_event_wait,
                 "max_lifetime": max_lifetime,
                 "close_timeout": close_timeout,
+                "compress": compress,
             }.items()
             if value is not UNSET
         }
@@ -353,7 +367,9 @@ class EventSourceResponse(SetsCookies):
             self.headers += [item for item in encode_headers(headers) if item[0] not in names]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sink = _ASGISink(scope, receive, send, self.headers)
+        gzip = self.settings.compress and _accepts_gzip(scope)
+        headers = self.headers + _GZIP_HEADERS if gzip else self.headers
+        sink = _ASGISink(scope, receive, send, headers, gzip=gzip)
         try:
             serializer = self.serializer or current_serializer()
             with use_serializer(serializer):
@@ -365,19 +381,28 @@ class EventSourceResponse(SetsCookies):
             return
         self.close_reason = reason
         if reason not in (CloseReason.CLIENT_GONE, CloseReason.SLOW_CLIENT):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": sink.finish(), "more_body": False})
 
 
 class _ASGISink:
     """The runner's `EventSink` over one ASGI HTTP call."""
 
     def __init__(
-        self, scope: Scope, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        gzip: bool = False,
     ) -> None:
         self._scope = scope
         self._receive = receive
         self._send = send
         self._headers = headers
+        # gzip for a client that takes it: each write is flushed (Z_SYNC_FLUSH), so an event
+        # is never held back waiting for more to compress with.
+        self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
         self._direct: Any = (scope.get("extensions") or {}).get(DIRECT_WRITE_EXTENSION)
 
     async def start(self) -> None:
@@ -387,7 +412,13 @@ class _ASGISink:
             headers.append((b"connection", b"keep-alive"))
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
+    def finish(self) -> bytes:
+        """The last bytes of the body: the gzip trailer, when the stream is compressed."""
+        return b"" if self._gzip is None else self._gzip.flush(zlib.Z_FINISH)
+
     async def write(self, data: bytes) -> None:
+        if self._gzip is not None:
+            data = self._gzip.compress(data) + self._gzip.flush(zlib.Z_SYNC_FLUSH)
         # Our server's fast path when it has one (``serving/_direct.py``): written at once if
         # the socket has room, else the ASGI way.
         direct = self._direct

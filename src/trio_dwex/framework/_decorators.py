@@ -287,6 +287,7 @@ def Sse(
     buffer_bytes: int | Unset = UNSET,
     overflow: OverflowPolicy | Unset = UNSET,
     max_lifetime: float | Unset | None = UNSET,
+    compress: bool | Unset = UNSET,
     headers: Mapping[str, str] | Unset = UNSET,
     events: Mapping[str, object] | None = None,
     responses: Mapping[int, object] | None = None,
@@ -316,6 +317,7 @@ def Sse(
     - ``overflow``: what ``send_nowait`` does when that buffer is full (``OverflowPolicy``).
     - ``max_lifetime``: seconds after which the stream is closed (the client reconnects with
       ``Last-Event-ID``); ``None`` for no limit.
+    - ``compress``: gzip the stream for clients that accept it, flushed after every write.
     - ``headers``: extra response headers.
     - ``events``: the events the stream sends, by name, each with the type of its ``data``
       (a dataclass, ``TypedDict``, ``msgspec.Struct``, pydantic model, or any annotation the
@@ -336,6 +338,7 @@ def Sse(
         "buffer_bytes": buffer_bytes,
         "overflow": overflow,
         "max_lifetime": max_lifetime,
+        "compress": compress,
     }
     options: dict[str, object] = {k: v for k, v in given.items() if v is not UNSET}
     try:

@@ -6,7 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["HeadersInput", "best_match", "decode_header_value", "encode_headers"]
+__all__ = [
+    "HeadersInput",
+    "accepts_coding",
+    "best_match",
+    "decode_header_value",
+    "encode_headers",
+]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
@@ -97,6 +103,32 @@ def best_match(accept: str | None, offers: Iterable[str]) -> str | None:
         if quality is not None and quality > best_quality:
             best, best_quality = offer, quality
     return best
+
+
+def accepts_coding(accept_encoding: str | None, coding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value takes ``coding`` (RFC 9110 12.5.3).
+
+    The coding's own quality counts, else that of ``*``; ``q=0`` refuses. No header means the
+    client said nothing, and nothing is compressed for it (the safe reading for a stream).
+    """
+    if accept_encoding is None:
+        return False
+    qualities: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        name, *parameters = item.split(";")
+        name = name.strip().lower()
+        quality = 1.0
+        for parameter in parameters:
+            key, _, value = parameter.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+        if name:
+            qualities.setdefault(name, quality)
+    quality = qualities.get(coding, qualities.get("*", 0.0))
+    return 0.0 < quality <= 1.0
 
 
 def _accept_ranges(accept: str) -> dict[tuple[str, str], float]:
