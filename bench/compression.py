@@ -1,10 +1,11 @@
 """What gzip saves on a realistic JSON event stream, and what it costs.
 
-``python -m bench.compression``. The stream is 2,000 order notifications (nested JSON, ids and times that change, the rest
-repeated), encoded as the framework encodes them. It is compressed the way a stream with
-``compress=True`` is: one ``Z_SYNC_FLUSH`` per write, so that no event waits. Two cases: a
-sparse stream (one event per write, the worst case for compression) and a burst coalesced in
-writes of 16 events. Prints bytes on the wire, the ratio, and CPU-µs per event.
+``python -m bench.compression``. The stream is 2,000 order notifications (nested JSON, ids and
+times that change, the rest repeated), encoded as the framework encodes them. It is compressed
+the way a stream with ``compress=True`` is: one ``Z_SYNC_FLUSH`` per write, so that no event
+waits. Two cases: a sparse stream (one event per write, the worst case for compression) and a
+burst coalesced in writes of 16 events. Prints bytes on the wire, the ratio, and CPU-µs per
+event.
 """
 
 from __future__ import annotations
