@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from functools import partial
+from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
@@ -31,7 +35,16 @@ from ._serve import (
 __all__ = ["main"]
 
 #: Seconds between two checks, in a worker process, of the supervisor's stop event.
+logger = logging.getLogger("trio_dwex.serving")
+
 WORKER_STOP_POLL = 0.1
+#: Seconds before a dead worker is replaced; doubled for each exit within `CRASH_LOOP_WINDOW`.
+RESTART_DELAY = 0.2
+#: The longest wait before a replacement.
+RESTART_DELAY_MAX = 5.0
+#: Worker exits within `CRASH_LOOP_WINDOW` seconds that make a crash loop: the server stops.
+CRASH_LOOP_EXITS = 5
+CRASH_LOOP_WINDOW = 30.0
 #: The format of log lines, in the supervisor and in every worker (the process id tells
 #: workers apart).
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -121,29 +134,82 @@ def _supervise(
     # also sets `stop`, which reaches workers that were signalled before they listened.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    processes = [
-        context.Process(
+
+    def start_worker() -> BaseProcess:
+        process = context.Process(
             target=_worker,
             args=(target, settings, sockets, stop, log_level, limits),
             daemon=False,
         )
-        for _ in range(workers)
-    ]
-    for process in processes:
         process.start()
+        return process
+
+    processes = [start_worker() for _ in range(workers)]
 
     def request_stop(signum: int, frame: object) -> None:
         stop.set()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    crash_loop = _Supervision().watch(processes, start_worker, stop)
     for process in processes:
         process.join()
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
         sock.close()
+    if crash_loop is not None:
+        raise SystemExit(f"error: {crash_loop}")
     failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
     if failed:
         raise SystemExit(f"error: {len(failed)} worker(s) failed with exit codes {failed}")
+
+
+class _Supervision:
+    """Replaces workers that die, with a growing delay; gives up on a crash loop.
+
+    A worker that exits while the server is not stopping (a crash, ``kill -9``, the kernel's
+    OOM killer) is logged and replaced after `RESTART_DELAY` seconds, doubled for each exit
+    in the last `CRASH_LOOP_WINDOW` seconds, up to `RESTART_DELAY_MAX`. `CRASH_LOOP_EXITS`
+    exits within that window is a crash loop (an app that cannot start, a port taken away):
+    the server stops, and the command exits with an error that says so.
+    """
+
+    def __init__(self) -> None:
+        self._exits: list[float] = []
+
+    def watch(
+        self,
+        processes: list[BaseProcess],
+        start: Callable[[], BaseProcess],
+        stop: ProcessEvent,
+    ) -> str | None:
+        """Keep ``processes`` alive until ``stop``; the crash loop's description, if one."""
+        while not stop.is_set():
+            multiprocessing.connection.wait(
+                [p.sentinel for p in processes], timeout=WORKER_STOP_POLL
+            )
+            for index, process in enumerate(processes):
+                if process.exitcode is None or stop.is_set():
+                    continue
+                now = time.monotonic()
+                self._exits = [t for t in self._exits if now - t < CRASH_LOOP_WINDOW] + [now]
+                if len(self._exits) >= CRASH_LOOP_EXITS:
+                    stop.set()
+                    return (
+                        f"workers keep failing: {len(self._exits)} exits within "
+                        f"{CRASH_LOOP_WINDOW:g} s (the last with exit code {process.exitcode}); "
+                        "stopping. The log above says why they failed."
+                    )
+                delay = min(RESTART_DELAY * 2 ** (len(self._exits) - 1), RESTART_DELAY_MAX)
+                logger.error(
+                    "worker %d exited with code %s; starting another in %.1f s",
+                    process.pid,
+                    process.exitcode,
+                    delay,
+                )
+                if stop.wait(delay):
+                    break
+                processes[index] = start()
+        return None
 
 
 def _worker(
