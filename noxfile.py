@@ -67,11 +67,13 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def reliability(session: nox.Session) -> None:
-    """Disconnect storm, slow clients, full-size shutdown, HTTP/2 attacks, stalled clients."""
+    """Disconnect storm, slow clients, full-size shutdown, HTTP/2 attacks, stalled clients,
+    and a drain without a reconnect storm."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "bench.reliability", *session.posargs)
     session.run("python", "-m", "bench.attacks")  # HTTP/2 attacks, ours and plain Hypercorn
     session.run("python", "-m", "bench.stalled")  # memory with 2,000 stalled clients
+    session.run("python", "-m", "bench.drain")  # SIGTERM with 2,000 streams: reconnects spread
 
 
 @nox.session

@@ -374,7 +374,11 @@ async def test_a_server_shutdown_ends_a_hand_built_post_stream_at_once_and_clean
                 stopping = trio.current_time()
             # Not the graceful timeout: the app ended its stream as the server began to stop.
             assert trio.current_time() - stopping < 5
-    assert rest == [b""]
+    # Only the farewell: when to come back (farewell_retry, 3 s by default, half to 1.5 times).
+    (farewell,) = rest
+    assert farewell.startswith(b"retry: ")
+    assert farewell.endswith(b"\n\n")
+    assert 1500 <= int(farewell[len(b"retry: ") : -2]) <= 4500
     assert "forever closed" in log.calls
     assert app.stats()["closed"]["shutdown"] == 1
 

@@ -134,6 +134,9 @@ def test_the_tracker_ends_what_registered_until_it_unregisters() -> None:
         def end(self, reason: CloseReason) -> None:
             self.ended.append(reason)
 
+        def end_at(self, reason: CloseReason, deadline: float) -> None:
+            self.ended.append(reason)
+
     tracker = StreamTracker()
     first, second = Run(), Run()
     tracker.register(first)

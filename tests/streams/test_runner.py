@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from functools import partial
 
 import pytest
 import trio
@@ -287,9 +288,70 @@ async def test_an_error_after_the_first_event_is_logged_and_ends_the_stream(
 
 
 async def test_max_lifetime_ends_the_stream(autojump_clock: trio.testing.MockClock) -> None:
-    reason = await run_stream(SseStream(), MemorySink(), StreamSettings(max_lifetime=60))
+    settings = StreamSettings(max_lifetime=60, lifetime_jitter=0)
+    reason = await run_stream(SseStream(), MemorySink(), settings)
     assert reason is CloseReason.LIFETIME
     assert trio.current_time() >= 60
+
+
+async def test_max_lifetime_has_jitter(autojump_clock: trio.testing.MockClock) -> None:
+    # Streams opened together end apart (within the last tenth of the lifetime by default),
+    # so that their clients do not all come back in the same second.
+    ends: list[float] = []
+
+    async def one() -> None:
+        await run_stream(SseStream(), MemorySink(), StreamSettings(max_lifetime=100))
+        ends.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(one)
+    assert all(90 <= end <= 100 for end in ends)
+    assert max(ends) - min(ends) > 5
+
+
+async def test_a_stream_a_shutdown_ends_is_told_when_to_come_back() -> None:
+    async def source() -> AsyncIterator[SseEvent]:
+        yield SseEvent(data="hi")
+        await trio.sleep_forever()
+
+    async def ended_by_shutdown(settings: StreamSettings) -> bytes:
+        tracker, sink = StreamTracker(), MemorySink()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(run_stream, source(), sink, settings, tracker))
+            await trio.testing.wait_all_tasks_blocked()
+            tracker.close_all()
+        return b"".join(sink.writes)
+
+    written = await ended_by_shutdown(StreamSettings(farewell_retry=2.0))
+    farewell = SseDecoder().feed(written + b"data: x\n\n")[-1]
+    assert 1000 <= (farewell.retry or 0) <= 3000  # half to one and a half times farewell_retry
+    assert b"retry" not in await ended_by_shutdown(StreamSettings(farewell_retry=None))
+    # A stream's own lifetime ends it without one: its client should come back at once.
+    lifetime = MemorySink()
+    await run_stream(source(), lifetime, StreamSettings(max_lifetime=0.05))
+    assert b"retry" not in b"".join(lifetime.writes)
+
+
+async def test_a_spread_shutdown_ends_the_streams_over_the_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tracker = StreamTracker()
+    ends: list[float] = []
+
+    async def one() -> None:
+        assert await run_stream(SseStream(), MemorySink(), tracker=tracker) is CloseReason.SHUTDOWN
+        ends.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        tracker.close_all(spread=10)
+        assert tracker.shutting_down
+    assert all(start <= end <= start + 10 for end in ends)
+    assert max(ends) - min(ends) > 5  # spread, not all at once
 
 
 async def test_tracker_counts_and_closes_all_at_shutdown() -> None:

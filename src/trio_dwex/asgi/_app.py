@@ -131,6 +131,14 @@ class DwexApp:
         """Open streams and totals (opened, closed by reason): JSON-able, for metrics."""
         return self.streams.stats()
 
+    def drain(self, window: float | None = None) -> None:
+        """Begin a graceful shutdown: refuse new streams (and say so at ``readiness_path``),
+        and end the open ones over ``window`` seconds (default ``Settings.drain_window``), each
+        at a random moment, each told when to reconnect (``StreamSettings.farewell_retry``).
+        `serve` calls it as soon as the server is told to stop."""
+        spread = self.settings.drain_window if window is None else window
+        self.streams.close_all(spread=spread)
+
     def close_streams(self) -> None:
         """Close every open stream (their cleanup runs) and refuse new ones: the first step of
         a graceful shutdown. `serve` calls it as soon as the server is told to stop."""
@@ -148,6 +156,9 @@ class DwexApp:
                 await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == self.settings.readiness_path and scope["method"] in ("GET", "HEAD"):
+            await self._readiness()(scope, receive, send)
+            return
         mount = self.mounts.find(scope["path"]) if self.mounts.apps else None
         if mount is not None:
             prefix, mounted = mount
@@ -180,6 +191,12 @@ class DwexApp:
             await answer(scope, receive, send)
         finally:
             await self._release(providers, "response")
+
+    def _readiness(self) -> Response:
+        if self.streams.shutting_down:
+            retry = {"Retry-After": str(self.settings.retry_after)}
+            return JSONResponse({"ready": False}, 503, retry)
+        return JSONResponse({"ready": True})
 
     def _releasing_at_start(self, send: Send, providers: RequestScope) -> Send:
         """``send`` that exits the providers injected with ``release="headers"`` as the

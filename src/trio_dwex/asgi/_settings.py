@@ -145,6 +145,12 @@ class Settings:
             a handler asks for it; a slower one is answered 408 and its connection closed
             (nginx's ``client_body_timeout``, which bounds a body sent a byte at a time).
         openapi: the OpenAPI document and the ``/docs`` page; ``None`` serves neither.
+        drain_window: seconds over which a shutdown ends the open streams, each at a random
+            moment, so that their clients do not all reconnect in the same second; keep it
+            below the server's graceful timeout (5 s by default). ``0``: all at once.
+        readiness_path: a path answering ``200 {"ready": true}`` while the app takes
+            streams and ``503 {"ready": false}`` from the moment shutdown starts, for a load
+            balancer's readiness probe; ``None`` (the default) serves none.
         check_events: check every event of a route that declares its events
             (``@Sse(events=...)``) against that declaration, and end the stream with
             ``EventContractError`` when one does not fit. ``False`` skips the check.
@@ -159,6 +165,8 @@ class Settings:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     openapi: OpenAPISettings | None = field(default_factory=OpenAPISettings)
     check_events: bool = True
+    drain_window: float = 2.0
+    readiness_path: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, StreamSettings):
@@ -169,6 +177,16 @@ class Settings:
             raise ValueError(
                 f"Settings.openapi must be an OpenAPISettings or None, got {self.openapi!r}"
             )
+        window = self.drain_window
+        if (
+            isinstance(window, bool)
+            or not isinstance(window, int | float)
+            or not 0 <= window < 3600
+        ):
+            raise ValueError(f"Settings.drain_window must be seconds >= 0, got {window!r}")
+        path = self.readiness_path
+        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+            raise ValueError(f"Settings.readiness_path must be a path or None, got {path!r}")
         if not isinstance(self.check_events, bool):
             raise ValueError(f"Settings.check_events must be a bool, got {self.check_events!r}")
         if not callable(self.serializer):

@@ -115,6 +115,7 @@ async def serve(
     fast_send_lock: bool = True,
     direct_writes: bool = True,
     limits: ServerLimits | None = None,
+    drain_window: float | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     sockets: Sockets | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
@@ -141,6 +142,8 @@ async def serve(
             (docs/performance.md); ``False`` sends every chunk through Hypercorn.
         limits: connections served at once, and what one HTTP/2 client may ask
             (`ServerLimits`; its defaults when ``None``).
+        drain_window: seconds over which the open streams are ended at shutdown; by default
+            the app's ``Settings.drain_window`` (``0``: at once, as tests want).
         shutdown_trigger: returns when the server should stop; by default, SIGINT or SIGTERM.
     """
     if config is None:
@@ -153,9 +156,16 @@ async def serve(
 
     async def shut_down() -> None:
         await trigger()
-        logger.info("shutting down: closing every open stream")
         if isinstance(app, DwexApp):
-            app.close_streams()
+            window = app.settings.drain_window if drain_window is None else drain_window
+            logger.info("shutting down: ending every open stream within %g s", window)
+            app.drain(window)
+            # Still listening while the streams drain: the readiness path says 503 and new
+            # streams are refused, so a load balancer moves clients on; other requests are
+            # served. Then Hypercorn stops listening and gives the rest the graceful timeout.
+            await trio.sleep(window)
+        else:
+            logger.info("shutting down")
 
     await serve_hypercorn(
         app,

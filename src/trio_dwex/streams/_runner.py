@@ -29,6 +29,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import random
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, Protocol
@@ -89,6 +90,7 @@ class StreamRun:
     """
 
     __slots__ = (
+        "_deadline_reason",
         "_natural_end",
         "_nursery",
         "_settings",
@@ -120,6 +122,8 @@ class StreamRun:
         # Whether the response headers were committed (see `_write`).
         self._started = False
         self.reason: CloseReason | None = None
+        # Why the run's deadline ends it: its lifetime, unless `end_at` moved it for another.
+        self._deadline_reason = CloseReason.LIFETIME
 
     # -- what others call: the tracker, the sink's disconnect callback, an iterated stream ----
 
@@ -131,6 +135,20 @@ class StreamRun:
             stream._end_run()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    def end_at(self, reason: CloseReason, deadline: float) -> None:
+        """End the run at ``deadline`` (Trio time), for ``reason``, unless it ends before.
+
+        How a shutdown spreads its streams' ends over a window (`StreamTracker.close_all`):
+        the run's own deadline moves earlier, so no task or timer is added per stream.
+        """
+        if self._nursery is None or self.reason is not None:
+            self.end(reason)
+            return
+        scope = self._nursery.cancel_scope
+        if deadline < scope.deadline:
+            self._deadline_reason = reason
+            scope.deadline = deadline
 
     def adopt(self, stream: SseStream) -> None:
         """Run ``stream``, which the source iterates, as part of this run (see `current_run`)."""
@@ -157,7 +175,10 @@ class StreamRun:
                     if self._tracker is not None:
                         self._tracker.register(self)
                     if settings.max_lifetime is not None:
-                        nursery.cancel_scope.deadline = trio.current_time() + settings.max_lifetime
+                        # Jittered, so that streams opened together do not all end together.
+                        lifetime = settings.max_lifetime
+                        lifetime *= 1 - settings.lifetime_jitter * random.random()
+                        nursery.cancel_scope.deadline = trio.current_time() + lifetime
                     buffer, budget = self._open_source(nursery)
                     self._sink.notify_disconnect(
                         partial(self.end, CloseReason.CLIENT_GONE), nursery.start_soon
@@ -179,6 +200,8 @@ class StreamRun:
             if failure is not None:
                 raise _single(failure)
             self._conclude()
+            if self._started and self.reason in _FAREWELL_REASONS:
+                await self._farewell()
             if not self._started:
                 # Ended before any event (shutdown, lifetime, an empty source): still a valid,
                 # empty event stream rather than no response at all.
@@ -208,9 +231,19 @@ class StreamRun:
         """Settle the reason the run reports, once its nursery is done."""
         if self.reason is None:
             # Only our own deadline cancels without giving a reason.
-            self.reason = CloseReason.LIFETIME
+            self.reason = self._deadline_reason
         if any(stream.close_reason is CloseReason.OVERFLOW for stream in self._streams):
             self.reason = CloseReason.OVERFLOW
+
+    async def _farewell(self) -> None:
+        """Tell a client whose stream a shutdown ended when to come back: a ``retry`` field
+        drawn from ``farewell_retry`` ± half, so that the clients of a server going away do not
+        all reconnect, to the others, in the same second."""
+        retry = self._settings.farewell_retry
+        if retry is None:
+            return
+        milliseconds = round(retry * 1000 * (0.5 + random.random()))
+        await self._write(b"retry: %d\n\n" % milliseconds)
 
     async def _write(self, data: bytes) -> bool:
         """Write ``data``, committing the headers first if needed; ``False``: a stalled client."""
@@ -302,6 +335,12 @@ class StreamRun:
                     settings.send_timeout,
                 )
                 return CloseReason.SLOW_CLIENT
+
+
+#: The ends after which the client is told when to reconnect: a shutdown ends many streams at
+#: once. (A stream's own ``max_lifetime`` is jittered instead, and its client should come back
+#: at once, to another server.)
+_FAREWELL_REASONS = frozenset({CloseReason.SHUTDOWN})
 
 
 def run_stream(

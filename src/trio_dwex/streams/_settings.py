@@ -32,6 +32,12 @@ class StreamSettings:
             (how long-lived streams rebalance across servers). ``None``: no limit.
         close_timeout: seconds that ``on_close`` callbacks get, in total, to finish.
         max_batch_bytes: upper bound on the bytes coalesced into one write.
+        lifetime_jitter: the fraction of ``max_lifetime`` taken off at random per stream (0.1:
+            a 600 s lifetime lasts 540 to 600 s), so that streams opened together, after a
+            restart, do not all end, and reconnect, together.
+        farewell_retry: seconds a client is asked to wait before reconnecting when a shutdown
+            ends its stream, as an SSE ``retry`` field drawn from half to one and a half times
+            this; spreads the reconnections. ``None``: no field.
         compress: gzip the stream for a client whose ``Accept-Encoding`` takes it, flushed
             after every write, so that each event still arrives at once. Off by default: it
             costs CPU per write, and pays off on verbose JSON over slow links.
@@ -46,6 +52,8 @@ class StreamSettings:
     max_lifetime: float | None = None
     close_timeout: float = 5.0
     max_batch_bytes: int = 64 * 1024
+    lifetime_jitter: float = 0.1
+    farewell_retry: float | None = 3.0
     compress: bool = False
 
     def __post_init__(self) -> None:
@@ -57,6 +65,10 @@ class StreamSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"stream setting {name} must be a positive int, got {value!r}")
+        jitter = self.lifetime_jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter < 1:
+            raise ValueError(f"stream setting lifetime_jitter must be in [0, 1), got {jitter!r}")
+        _check_seconds("farewell_retry", self.farewell_retry, allow_none=True)
         if not isinstance(self.compress, bool):
             raise ValueError(f"stream setting compress must be a bool, got {self.compress!r}")
         if not isinstance(self.overflow, OverflowPolicy):

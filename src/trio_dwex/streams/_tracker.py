@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Hashable
 from typing import Protocol, TypedDict
+
+import trio
 
 from ._state import CloseReason
 
@@ -16,6 +19,9 @@ class Endable(Hashable, Protocol):
 
     def end(self, reason: CloseReason) -> None:
         """Begin to end the stream now, for ``reason``; its cleanup runs as for any end."""
+
+    def end_at(self, reason: CloseReason, deadline: float) -> None:
+        """End the stream at ``deadline`` (Trio time), for ``reason``, unless it ends before."""
 
 
 class StreamStats(TypedDict):
@@ -66,11 +72,21 @@ class StreamTracker:
         self._open.discard(stream)
         self.closed[reason] += 1
 
-    def close_all(self) -> None:
-        """End every open stream (reason `CloseReason.SHUTDOWN`) and refuse new ones."""
+    def close_all(self, spread: float = 0.0) -> None:
+        """End every open stream (reason `CloseReason.SHUTDOWN`) and refuse new ones.
+
+        With ``spread`` (seconds), each stream ends at a random moment within that window
+        rather than now, so that their clients do not all reconnect (to the other servers) in
+        the same second; new streams are refused from now on either way.
+        """
         self._shutting_down = True
+        if spread <= 0:
+            for stream in list(self._open):
+                stream.end(CloseReason.SHUTDOWN)
+            return
+        now = trio.current_time()
         for stream in list(self._open):
-            stream.end(CloseReason.SHUTDOWN)
+            stream.end_at(CloseReason.SHUTDOWN, now + random.uniform(0, spread))
 
     def accept_new(self) -> None:
         """Accept new streams again after `close_all` (an app served again, as in tests)."""

@@ -72,6 +72,8 @@ async def run_test_server(
         config=server_config() if config is None else config,
         write_timeout=write_timeout,
         limits=limits,
+        # A test's server closes its streams at once: a spread shutdown is for production.
+        drain_window=0.0,
         shutdown_trigger=shutdown_trigger,
         task_status=_FirstBind(task_status),
     )
