@@ -505,6 +505,26 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": model}
 
 
+def _fanout_runs(
+    backends: list[str], mode: fanout.FanoutMode, reps: int, cpu: int | None, label: str
+) -> dict[str, list[fanout.FanoutResult]]:
+    """``reps`` runs of each fan-out backend, side by side, each reported as it ends."""
+    runs: dict[str, list[fanout.FanoutResult]] = {backend: [] for backend in backends}
+    for rep in range(reps):
+        for backend in backends:
+            t0 = time.monotonic()
+            one = fanout.run_fanout(backend, mode, cpu)
+            runs[backend].append(one)
+            status = one.error or f"{one.deliveries:,} deliveries"
+            print(
+                f"[rep {rep + 1}/{reps}] {label}fanout-{backend}: {status} "
+                f"({time.monotonic() - t0:.1f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     group = parser.add_mutually_exclusive_group()
@@ -573,38 +593,13 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         print(render(rows, results, mode, verdicts, note))
 
-    fanout_mode = fanout.FANOUT_MODES[mode.name]
-    fanout_runs: dict[str, list[fanout.FanoutResult]] = {b: [] for b in backends}
-    for rep in range(mode.reps):
-        for backend in backends:
-            t0 = time.monotonic()
-            one = fanout.run_fanout(backend, fanout_mode, server_cpu)
-            fanout_runs[backend].append(one)
-            status = one.error or f"{one.deliveries:,} deliveries"
-            print(
-                f"[rep {rep + 1}/{mode.reps}] fanout-{backend}: {status} "
-                f"({time.monotonic() - t0:.1f}s)",
-                file=sys.stderr,
-                flush=True,
-            )
+    fanout_runs = _fanout_runs(backends, fanout.FANOUT_MODES[mode.name], mode.reps, server_cpu, "")
     fanout_results = [fanout.median(fanout_runs[b]) for b in backends]
     if fanout_results:
         print(("\n" if rows else "") + fanout.render(fanout_results, mode.name, mode.reps))
     # The other fan-out: many subscribers, mostly idle, one event a second.
     sparse_mode = fanout.SPARSE_MODES[mode.name]
-    sparse_runs: dict[str, list[fanout.FanoutResult]] = {b: [] for b in backends}
-    for rep in range(mode.reps):
-        for backend in backends:
-            t0 = time.monotonic()
-            one = fanout.run_fanout(backend, sparse_mode, server_cpu)
-            sparse_runs[backend].append(one)
-            status = one.error or f"{one.deliveries:,} deliveries"
-            print(
-                f"[rep {rep + 1}/{mode.reps}] sparse fanout-{backend}: {status} "
-                f"({time.monotonic() - t0:.1f}s)",
-                file=sys.stderr,
-                flush=True,
-            )
+    sparse_runs = _fanout_runs(backends, sparse_mode, mode.reps, server_cpu, "sparse ")
     sparse_results = [fanout.median(sparse_runs[b]) for b in backends]
     if sparse_results:
         table = fanout.render(sparse_results, mode.name, mode.reps, sparse_mode.gap)
