@@ -45,7 +45,7 @@ from ._openapi import build_document
 from ._request import Request
 from ._responses import EventSourceResponse, JSONResponse, Response, error_response
 from ._settings import Settings
-from ._types import SERVER_EXTENSION, ASGIApp, Message, Receive, Scope, Send
+from ._types import SERVER_EXTENSION, ASGIApp, Message, Receive, Scope, Send, scope_header
 
 __all__ = ["DwexApp", "create_app"]
 
@@ -166,9 +166,9 @@ class DwexApp:
             return
         origin = origin_of(scope) if self._cors is not None else None
         if self._cors is not None and origin is not None:
-            asked = _header(scope, b"access-control-request-method")
+            asked = scope_header(scope, b"access-control-request-method")
             if scope["method"] == "OPTIONS" and asked is not None:
-                requested = _header(scope, b"access-control-request-headers") or ""
+                requested = scope_header(scope, b"access-control-request-headers") or ""
                 await self._cors.preflight(origin, asked, requested)(scope, receive, send)
                 return
             send = self._cors.wrap_send(origin, send)
@@ -384,10 +384,3 @@ def _raw_path(scope: Scope) -> str:
     if not raw:
         return str(scope["path"])
     return str(raw.decode("latin-1").partition("?")[0])
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None

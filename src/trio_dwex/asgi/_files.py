@@ -19,7 +19,7 @@ import trio
 from .._errors import HttpException, MethodNotAllowedException, NotFoundException
 from ..wire._headers import HeadersInput, encode_headers
 from ._responses import SetsCookies, error_response
-from ._types import Receive, Scope, Send
+from ._types import Receive, Scope, Send, scope_header
 
 __all__ = ["FileResponse", "StaticFiles"]
 
@@ -116,23 +116,16 @@ def _validators(info: os.stat_result) -> list[tuple[bytes, bytes]]:
     return [(b"etag", etag.encode()), (b"last-modified", modified.encode())]
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 def _not_modified(scope: Scope, validators: list[tuple[bytes, bytes]], mtime: float) -> bool:
     """Whether a GET or HEAD may be answered 304 (RFC 9110 13.2.2: If-None-Match first)."""
     if scope.get("method") not in ("GET", "HEAD"):
         return False
     etag = validators[0][1].decode()
-    if_none_match = _header(scope, b"if-none-match")
+    if_none_match = scope_header(scope, b"if-none-match")
     if if_none_match is not None:
         tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
         return "*" in tags or etag in tags
-    if_modified_since = _header(scope, b"if-modified-since")
+    if_modified_since = scope_header(scope, b"if-modified-since")
     if if_modified_since is None:
         return False
     try:

@@ -42,6 +42,7 @@ from ._types import (
     Receive,
     Scope,
     Send,
+    scope_header,
 )
 
 __all__ = [
@@ -258,10 +259,7 @@ _GZIP_HEADERS = [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
 
 def _accepts_gzip(scope: Scope) -> bool:
     """Whether the request's ``Accept-Encoding`` takes gzip (RFC 9110: ``q=0`` refuses)."""
-    for name, value in scope.get("headers", []):
-        if name == b"accept-encoding":
-            return accepts_coding(value.decode("latin-1"), "gzip")
-    return False
+    return accepts_coding(scope_header(scope, b"accept-encoding"), "gzip")
 
 
 _SSE_HEADERS = [

@@ -15,6 +15,7 @@ __all__ = [
     "Receive",
     "Scope",
     "Send",
+    "scope_header",
 ]
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -22,6 +23,14 @@ Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case) in an ASGI scope, as latin-1 text."""
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 DISCONNECT_EXTENSION = "trio_dwex.disconnect"
