@@ -68,6 +68,7 @@ ROOT = [
     "SseStream",
     "StaticFiles",
     "StreamClosed",
+    "StreamLease",
     "StreamSettings",
     "TooManyRequestsException",
     "UnauthorizedException",

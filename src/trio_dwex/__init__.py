@@ -72,6 +72,7 @@ from .framework import (
     map_events,
 )
 from .serving import H2Limits, ServerLimits, run, serve
+from .streams._lease import StreamLease
 from .streams._settings import StreamSettings
 from .streams._stream import OverflowPolicy, SseStream
 from .wire._sse import SseEvent
@@ -130,6 +131,7 @@ __all__ = [
     "SseStream",
     "StaticFiles",
     "StreamClosed",
+    "StreamLease",
     "StreamSettings",
     "TooManyRequestsException",
     "UnauthorizedException",

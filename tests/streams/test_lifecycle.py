@@ -128,6 +128,8 @@ async def test_a_sink_that_calls_back_ends_the_stream_without_a_task() -> None:
 
 def test_the_tracker_ends_what_registered_until_it_unregisters() -> None:
     class Run:
+        lease = None
+
         def __init__(self) -> None:
             self.ended: list[CloseReason] = []
 

@@ -20,19 +20,28 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import trio
 
-from .._errors import ConfigurationError, HttpException, ServiceUnavailableException
+from .._errors import (
+    ConfigurationError,
+    HttpException,
+    ServiceUnavailableException,
+    TooManyRequestsException,
+)
+from ..framework._di import Provider
 from ..framework._module import ApplicationPlan, compile_application
 from ..framework._params import Release
 from ..framework._pipeline import ExecutionContext, run_guards, run_interceptors
 from ..framework._routing import RoutePlan
 from ..framework._scope import RequestScope
 from ..framework._solving import solve_params
+from ..streams._lease import StreamLease
 from ..streams._settings import StreamSettings
 from ..streams._stream import SseStream
 from ..streams._tracker import StreamStats, StreamTracker
@@ -73,6 +82,9 @@ def create_app(
     ``{"/static": StaticFiles("static")}``, or another framework's app. Their lifespans run
     inside the app's (see docs/responses.md).
 
+    Any provider or controller can inject the app's `StreamTracker` (from
+    ``trio_dwex.lowlevel``), to close a user's streams at logout (`StreamTracker.close_where`).
+
     ``guards`` and ``interceptors`` apply to every route (classes are created through the
     container, like ``@UseGuards`` entries), before the controllers' own. ``overrides`` are
     ``Provider`` entries (or ``@Injectable()`` classes) that replace the modules' providers of the
@@ -84,10 +96,17 @@ def create_app(
         mounted = Mounts(mounts or {})
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    # The app's tracker is injectable (`StreamTracker`): a logout handler closes a user's
+    # streams with it.
+    tracker = StreamTracker()
     plan = compile_application(
-        root_module, overrides=overrides, guards=guards, interceptors=interceptors
+        root_module,
+        overrides=overrides,
+        guards=guards,
+        interceptors=interceptors,
+        builtins=[Provider(StreamTracker, use_value=tracker)],
     )
-    return DwexApp(plan, settings or Settings(), mounted)
+    return DwexApp(plan, settings or Settings(), mounted, tracker)
 
 
 class DwexApp:
@@ -104,14 +123,21 @@ class DwexApp:
     """
 
     def __init__(
-        self, plan: ApplicationPlan, settings: Settings, mounts: Mounts | None = None
+        self,
+        plan: ApplicationPlan,
+        settings: Settings,
+        mounts: Mounts | None = None,
+        tracker: StreamTracker | None = None,
     ) -> None:
         self.plan = plan
         self.settings = settings
         self.mounts = mounts or Mounts({})
-        self.streams = StreamTracker()
+        self.streams = tracker or StreamTracker()
         self._cors = None if settings.cors is None else Cors(settings.cors)
+        # Streams admitted whose handler runs, not yet registered with the tracker: in total,
+        # and by ("owner", owner) and ("client", address) for the per-owner and client caps.
         self._starting_streams = 0
+        self._starting_by: Counter[tuple[str, str]] = Counter()
         # Each SSE route's stream settings (app-wide ones with the route's ``@Sse`` overrides)
         # are built and checked once, here, rather than per request. Keyed by identity: the
         # plan holds its routes for the app's lifetime.
@@ -239,19 +265,13 @@ class DwexApp:
                 return _to_response(result, route.status)
             # Only now is it known to stream: the limit is checked here, with no await between
             # this check and the stream's registration, as below.
-            await self._admit_late(result)
-            return self._to_stream(route, result)
-        self._check_stream_limit()
-        self._starting_streams += 1
-        try:
+            await self._admit_late(result, request.lease)
+            return self._to_stream(route, result, request.lease)
+        with self._admitting(request.lease):
             result = await self._call(route, request, context, providers)
             if isinstance(result, Response | FileResponse):
                 return result  # the handler chose to answer this request once
-            return self._to_stream(route, result)
-        finally:
-            # The stream registers with the tracker as soon as its response runs, with no
-            # await in between, so the limit is never exceeded by requests in flight.
-            self._starting_streams -= 1
+            return self._to_stream(route, result, request.lease)
 
     async def _call(
         self,
@@ -271,30 +291,76 @@ class DwexApp:
 
         return await run_interceptors(route.interceptors, context, call_handler)
 
-    def _check_stream_limit(self) -> None:
-        retry = {"Retry-After": str(self.settings.retry_after)}
+    @contextmanager
+    def _admitting(self, lease: StreamLease) -> Iterator[None]:
+        """Admit a stream (or raise 503/429) and count it as starting while its handler runs.
+
+        The stream registers with the tracker as soon as its response runs, with no await
+        between the end of this block and that, so no limit is exceeded by requests in flight.
+        """
+        self._check_stream_limit(lease)
+        keys = _cap_keys(lease)
+        self._starting_streams += 1
+        self._starting_by.update(keys)
+        try:
+            yield
+        finally:
+            self._starting_streams -= 1
+            self._starting_by.subtract(keys)
+            for key in keys:
+                if self._starting_by[key] <= 0:
+                    del self._starting_by[key]
+
+    def _check_stream_limit(self, lease: StreamLease) -> None:
+        settings = self.settings
+        retry = {"Retry-After": str(settings.retry_after)}
         if self.streams.shutting_down:
             raise ServiceUnavailableException("the server is shutting down", headers=retry)
-        limit = self.settings.max_streams
+        limit = settings.max_streams
         if limit is not None and self.streams.open_count + self._starting_streams >= limit:
             raise ServiceUnavailableException(
                 f"too many open event streams (max_streams={limit}); retry later", headers=retry
             )
+        # 429, not 503: the server has room, this owner (or address) has used its share. The
+        # message names the setting, never the owner or address.
+        if self._over_cap("owner", lease.owner, settings.max_streams_per_owner):
+            raise TooManyRequestsException(
+                "too many open event streams for this user "
+                f"(max_streams_per_owner={settings.max_streams_per_owner}); close one or retry "
+                "later",
+                headers=retry,
+            )
+        if self._over_cap("client", lease.client, settings.max_streams_per_client):
+            raise TooManyRequestsException(
+                "too many open event streams from this address "
+                f"(max_streams_per_client={settings.max_streams_per_client}); close one or "
+                "retry later",
+                headers=retry,
+            )
 
-    async def _admit_late(self, result: object) -> None:
-        """The stream limit for a stream that a plain route returned; a refused one is let go."""
+    def _over_cap(self, kind: str, key: str | None, cap: int | None) -> bool:
+        """Whether one more stream for ``key`` (an owner or a client) would pass ``cap``."""
+        if key is None or cap is None:
+            return False
+        open_now = self.streams.open_for(**{kind: key})
+        return open_now + self._starting_by[kind, key] >= cap
+
+    async def _admit_late(self, result: object, lease: StreamLease) -> None:
+        """The stream limits for a stream that a plain route returned; a refused one is let go."""
         try:
-            self._check_stream_limit()
-        except ServiceUnavailableException:
+            self._check_stream_limit(lease)
+        except HttpException:
             await _let_go(result)
             raise
 
-    def _to_stream(self, route: RoutePlan, result: object) -> EventSourceResponse:
+    def _to_stream(
+        self, route: RoutePlan, result: object, lease: StreamLease
+    ) -> EventSourceResponse:
         stream_settings, headers = self._route_streams.get(id(route), (self.settings.streams, None))
         if isinstance(result, EventSourceResponse):
             # Built by the handler: counted and ended at shutdown like any stream of the app,
             # and the options it was not given are the route's and the app's.
-            result.track(self.streams, defaults=stream_settings, headers=headers)
+            result.track(self.streams, defaults=stream_settings, headers=headers, lease=lease)
             return result
         if not isinstance(result, SseStream | AsyncIterable):
             raise TypeError(
@@ -309,7 +375,7 @@ class DwexApp:
         # An interceptor may have wrapped the handler's SseStream: the stream is run by this
         # response when its events are iterated (see streams/_stream.py).
         return EventSourceResponse(
-            result, settings=stream_settings, headers=headers, tracker=self.streams
+            result, settings=stream_settings, headers=headers, tracker=self.streams, lease=lease
         )
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -336,6 +402,16 @@ class DwexApp:
             await send({"type": f"lifespan.{phase}.failed", "message": repr(exc)})
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _cap_keys(lease: StreamLease) -> list[tuple[str, str]]:
+    """The keys a stream counts under for the per-owner and per-client caps."""
+    keys = []
+    if lease.owner is not None:
+        keys.append(("owner", lease.owner))
+    if lease.client is not None:
+        keys.append(("client", lease.client))
+    return keys
 
 
 def _stream_options(app_wide: StreamSettings, route: RoutePlan) -> tuple[StreamSettings, Any]:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 import trio
 
 from .._errors import BadRequestException, HttpException
+from ..streams._lease import StreamLease
 from ..wire._cookies import parse_cookies
 from ..wire._headers import best_match, decode_header_value
 from ._types import Receive, Scope
@@ -28,7 +29,8 @@ class Request:
 
     ``Annotated[Request, Req()]`` gives it to a handler. Guards may set attributes on it for the
     handler to read, as the guide's auth guard sets ``request.user``; ``user`` starts as
-    ``None`` and ``state`` is a dict for anything else.
+    ``None`` and ``state`` is a dict for anything else. ``lease`` (a `StreamLease`) is what
+    a guard says of a stream the request opens: its owner, its expiry.
     """
 
     def __init__(
@@ -50,6 +52,8 @@ class Request:
         self.user: Any = None
         #: Free-form per-request values shared by guards, interceptors and the handler.
         self.state: dict[str, Any] = {}
+        #: Whose a stream this request opens is, and until when: guards fill it in.
+        self.lease = StreamLease(client=None if self.client is None else self.client[0])
 
     @property
     def method(self) -> str:

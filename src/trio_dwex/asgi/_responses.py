@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from .._errors import HttpException
 from .._unset import UNSET, Unset
+from ..streams._lease import StreamLease
 from ..streams._runner import TaskStarter, run_stream
 from ..streams._settings import StreamSettings
 from ..streams._state import CloseReason
@@ -288,6 +289,8 @@ class EventSourceResponse(SetsCookies):
             force (compact stdlib JSON unless the app configured another).
         tracker: counts the stream and lets the app end it at shutdown. Returned from a
             handler, a response without one gets the app's (see `track`).
+        lease: whose the stream is and until when (`StreamLease`). Returned from a
+            handler, a response without one gets the request's, as its guards left it.
     """
 
     def __init__(
@@ -307,6 +310,7 @@ class EventSourceResponse(SetsCookies):
         settings: StreamSettings | None = None,
         serializer: Serializer | None = None,
         tracker: StreamTracker | None = None,
+        lease: StreamLease | None = None,
     ) -> None:
         if not isinstance(source, SseStream) and not hasattr(source, "__aiter__"):
             raise TypeError(
@@ -337,6 +341,7 @@ class EventSourceResponse(SetsCookies):
         self.headers = _SSE_HEADERS + encode_headers(headers)
         self.serializer = serializer
         self.tracker = tracker
+        self.lease = lease
         self.close_reason: CloseReason | None = None
 
     def track(
@@ -345,6 +350,7 @@ class EventSourceResponse(SetsCookies):
         *,
         defaults: StreamSettings | None = None,
         headers: Mapping[str, str] | None = None,
+        lease: StreamLease | None = None,
     ) -> None:
         """Make this stream one of an app's: counted by ``tracker`` and ended by its `close_all`.
 
@@ -353,10 +359,13 @@ class EventSourceResponse(SetsCookies):
         constructor is kept. ``defaults`` (the route's and the app's stream settings) stand in
         for the settings this response was not given, one by one or as ``settings``: options
         given to the constructor still win. ``headers`` are added where this response has no
-        header of the same name. Call it before the response runs.
+        header of the same name. ``lease`` (the request's) is kept unless the response has
+        one. Call it before the response runs.
         """
         if self.tracker is None:
             self.tracker = tracker
+        if self.lease is None:
+            self.lease = lease
         if defaults is not None and not self._settings_given:
             overrides = self._overrides
             self.settings = replace(defaults, **overrides) if overrides else defaults
@@ -371,7 +380,9 @@ class EventSourceResponse(SetsCookies):
         try:
             serializer = self.serializer or current_serializer()
             with use_serializer(serializer):
-                reason = await run_stream(self.source, sink, self.settings, self.tracker)
+                reason = await run_stream(
+                    self.source, sink, self.settings, self.tracker, self.lease
+                )
         except Exception as exc:
             if not isinstance(exc, HttpException):
                 logger.error("an SSE source failed before its first event", exc_info=exc)

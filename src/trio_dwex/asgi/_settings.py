@@ -137,6 +137,13 @@ class Settings:
         max_streams: open SSE streams allowed at once (`DEFAULT_MAX_STREAMS`); beyond it new
             ones are answered 503 with ``Retry-After``. ``None``: no limit but the server's
             (``ServerLimits.max_connections``) and the OS's.
+        max_streams_per_owner: open streams allowed per owner (`StreamLease.owner`, which a
+            guard sets: a user, an API key); beyond it the owner's new streams are answered
+            429 with ``Retry-After``. ``None`` (the default): no cap; a stream without an
+            owner is never counted.
+        max_streams_per_client: open streams allowed per client address; beyond it 429 with
+            ``Retry-After``. ``None`` by default, since many users may share an address (a
+            NAT, an office) and, behind a proxy, every stream comes from the proxy's.
         retry_after: seconds announced in ``Retry-After`` when streams are refused.
         max_body_size: largest request body read, in bytes; larger ones are answered 413
             (a declared ``Content-Length`` over it before any byte is read, so a client
@@ -160,6 +167,8 @@ class Settings:
     serializer: Serializer = json_serializer
     cors: CorsSettings | None = None
     max_streams: int | None = DEFAULT_MAX_STREAMS
+    max_streams_per_owner: int | None = None
+    max_streams_per_client: int | None = None
     retry_after: int = 5
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     body_timeout: float = DEFAULT_BODY_TIMEOUT
@@ -191,12 +200,12 @@ class Settings:
             raise ValueError(f"Settings.check_events must be a bool, got {self.check_events!r}")
         if not callable(self.serializer):
             raise ValueError(f"Settings.serializer must be callable, got {self.serializer!r}")
-        if self.max_streams is not None and (
-            not isinstance(self.max_streams, int) or self.max_streams < 1
-        ):
-            raise ValueError(
-                f"Settings.max_streams must be a positive int or None, got {self.max_streams!r}"
-            )
+        for name in ("max_streams", "max_streams_per_owner", "max_streams_per_client"):
+            limit = getattr(self, name)
+            if limit is not None and (
+                not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+            ):
+                raise ValueError(f"Settings.{name} must be a positive int or None, got {limit!r}")
         timeout = self.body_timeout
         if (
             isinstance(timeout, bool)

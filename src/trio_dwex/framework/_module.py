@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar
 
 from .._errors import ConfigurationError
 from ._controllers import app_enhancers, compile_controller
-from ._di import Container
+from ._di import Container, Provider
 from ._routing import RoutePlan, Router
 
 __all__ = [
@@ -167,8 +167,12 @@ def compile_application(
     overrides: Sequence[object] = (),
     guards: Sequence[object] = (),
     interceptors: Sequence[object] = (),
+    builtins: Sequence[Provider[Any]] = (),
 ) -> ApplicationPlan:
     """Walk ``root_module``'s graph, create providers and controllers, compile the routes.
+
+    ``builtins`` are what the app itself offers every module to inject (its `StreamTracker`):
+    the app's own, in place of any provider of the same type a module lists.
 
     ``overrides`` are providers that replace the modules' own for the same type (a test's
     fake clock, a config pointing at a test database), wherever those are listed. ``guards``
@@ -183,12 +187,11 @@ def compile_application(
     """
     modules = collect_modules(root_module)
     container = Container()
-    for override in overrides:
+    for override in (*overrides, *builtins):
         container.override(override)
     for module, spec in modules:
         for provider in spec.providers:
             container.register(provider, origin=module.__name__)
-
     # Controllers first: a missing provider or a cycle that a controller needs is reported
     # with the controller at the head of the chain ("EventsController -> Egg -> Chicken ->
     # Egg"), which says where to look. Providers no controller needs are created after.

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from .._errors import ForbiddenException
 from ..streams._iterators import aclose_iterator
+from ..streams._lease import StreamLease
 
 __all__ = [
     "CallNext",
@@ -61,6 +62,14 @@ class ExecutionContext:
     controller_class: type
     #: The handler function, unbound (as defined in the class).
     handler: Callable[..., Any]
+
+    @property
+    def lease(self) -> StreamLease:
+        """The request's `StreamLease`: a guard sets whose the stream is and until when."""
+        lease = getattr(self.request, "lease", None)
+        if not isinstance(lease, StreamLease):
+            raise TypeError(f"this request ({type(self.request).__name__}) carries no StreamLease")
+        return lease
 
     def get_class(self) -> type:
         """The controller class (NestJS ``context.getClass()``)."""

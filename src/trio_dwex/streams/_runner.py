@@ -40,6 +40,7 @@ from .._errors import StreamClosed
 from ..wire._sse import SseEvent
 from ._budget import ByteBudget
 from ._iterators import pump
+from ._lease import StreamLease
 from ._settings import StreamSettings
 from ._state import CloseReason
 from ._stream import CloseCallback, SseStream, current_run
@@ -99,6 +100,7 @@ class StreamRun:
         "_started",
         "_streams",
         "_tracker",
+        "lease",
         "reason",
     )
 
@@ -108,8 +110,11 @@ class StreamRun:
         sink: EventSink,
         settings: StreamSettings,
         tracker: StreamTracker | None,
+        lease: StreamLease | None = None,
     ) -> None:
         self._source = source
+        #: Whose the stream is and until when (the tracker counts it, `close_where` reads it).
+        self.lease = lease
         self._sink = sink
         self._settings = settings
         self._tracker = tracker
@@ -179,6 +184,10 @@ class StreamRun:
                         lifetime = settings.max_lifetime
                         lifetime *= 1 - settings.lifetime_jitter * random.random()
                         nursery.cancel_scope.deadline = trio.current_time() + lifetime
+                    seconds_left = None if self.lease is None else self.lease.seconds_left()
+                    if seconds_left is not None:
+                        # The lease's end is wall-clock time; the scope's deadline, Trio's.
+                        self.end_at(CloseReason.EXPIRED, trio.current_time() + seconds_left)
                     buffer, budget = self._open_source(nursery)
                     self._sink.notify_disconnect(
                         partial(self.end, CloseReason.CLIENT_GONE), nursery.start_soon
@@ -338,9 +347,10 @@ class StreamRun:
 
 
 #: The ends after which the client is told when to reconnect: a shutdown ends many streams at
-#: once. (A stream's own ``max_lifetime`` is jittered instead, and its client should come back
-#: at once, to another server.)
-_FAREWELL_REASONS = frozenset({CloseReason.SHUTDOWN})
+#: once, and so may an expiry or a revocation (every token issued at 9:00 expires at 10:00; a
+#: role change revokes a thousand streams). A stream's own ``max_lifetime`` is jittered
+#: instead, and its client should come back at once, to another server.
+_FAREWELL_REASONS = frozenset({CloseReason.SHUTDOWN, CloseReason.EXPIRED, CloseReason.REVOKED})
 
 
 def run_stream(
@@ -348,6 +358,7 @@ def run_stream(
     sink: EventSink,
     settings: StreamSettings = _DEFAULTS,
     tracker: StreamTracker | None = None,
+    lease: StreamLease | None = None,
 ) -> Coroutine[Any, Any, CloseReason]:
     """Run one client's stream from ``source`` to ``sink`` until something ends it: await it.
 
@@ -360,12 +371,15 @@ def run_stream(
     committed propagates, so the caller can answer with a proper HTTP error. Once the headers
     are out, such an exception is logged with its traceback and ends this stream only.
 
+    ``lease`` says whose the stream is (``tracker`` counts it by owner and client) and when
+    it must end at the latest (`StreamLease.expire_at`).
+
     Returns why the stream ended.
     """
     # Not ``async def``: the run's own coroutine is what the caller awaits. Every time the
     # writer is resumed, Python walks the chain of awaiting frames down to it, so a frame
     # less here is CPU saved per event on a sparse stream, and memory per open stream.
-    return StreamRun(source, sink, settings, tracker).run()
+    return StreamRun(source, sink, settings, tracker, lease).run()
 
 
 def _coalesce(first: bytes, receiver: _Buffer, limit: int) -> bytes:

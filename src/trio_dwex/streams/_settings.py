@@ -35,9 +35,10 @@ class StreamSettings:
         lifetime_jitter: the fraction of ``max_lifetime`` taken off at random per stream (0.1:
             a 600 s lifetime lasts 540 to 600 s), so that streams opened together, after a
             restart, do not all end, and reconnect, together.
-        farewell_retry: seconds a client is asked to wait before reconnecting when a shutdown
-            ends its stream, as an SSE ``retry`` field drawn from half to one and a half times
-            this; spreads the reconnections. ``None``: no field.
+        farewell_retry: seconds a client is asked to wait before reconnecting when a shutdown,
+            its lease's expiry or a revocation (`StreamTracker.close_where`) ends its stream,
+            as an SSE ``retry`` field drawn from half to one and a half times this; spreads
+            the reconnections. ``None``: no field.
         compress: gzip the stream for a client whose ``Accept-Encoding`` takes it, flushed
             after every write, so that each event still arrives at once. Off by default: it
             costs CPU per write, and pays off on verbose JSON over slow links.

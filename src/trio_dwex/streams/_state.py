@@ -62,6 +62,10 @@ class CloseReason(enum.Enum):
     LIFETIME = "lifetime"
     #: The server is shutting down.
     SHUTDOWN = "shutdown"
+    #: The stream's lease expired (a guard gave it an end: `StreamLease.expire_at`).
+    EXPIRED = "expired"
+    #: The app ended it on purpose (`StreamTracker.close_where`: a user logged out, say).
+    REVOKED = "revoked"
     #: The source or one of the stream's tasks raised.
     ERROR = "error"
 

@@ -1,14 +1,19 @@
-"""`StreamTracker`: an app's open streams, counted by outcome, and ended all at once at shutdown."""
+"""`StreamTracker`: an app's open streams, counted by outcome and by owner, ended on purpose.
+
+It ends them all at shutdown (`close_all`), or the ones that match (`close_where`: a user's
+streams at logout).
+"""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Protocol, TypedDict
 
 import trio
 
+from ._lease import StreamLease
 from ._state import CloseReason
 
 __all__ = ["Endable", "StreamStats", "StreamTracker"]
@@ -16,6 +21,9 @@ __all__ = ["Endable", "StreamStats", "StreamTracker"]
 
 class Endable(Hashable, Protocol):
     """A running stream as the tracker sees it: something it can end (the runner's run)."""
+
+    #: Whose the stream is, if a guard said (see `StreamLease`).
+    lease: StreamLease | None
 
     def end(self, reason: CloseReason) -> None:
         """Begin to end the stream now, for ``reason``; its cleanup runs as for any end."""
@@ -49,7 +57,11 @@ class StreamTracker:
     def __init__(self) -> None:
         self.opened = 0
         self.closed: Counter[CloseReason] = Counter()
-        self._open: set[Endable] = set()
+        # Each open stream with the owner and client it was counted under as it opened (a
+        # lease changed later must not unbalance the counts).
+        self._open: dict[Endable, tuple[str | None, str | None]] = {}
+        self._owners: Counter[str] = Counter()
+        self._clients: Counter[str] = Counter()
         self._shutting_down = False
 
     @property
@@ -62,15 +74,53 @@ class StreamTracker:
         """True once `close_all` was called; new streams are refused from then on."""
         return self._shutting_down
 
+    def open_for(self, *, owner: str | None = None, client: str | None = None) -> int:
+        """Streams open now for ``owner`` (a `StreamLease.owner`) or from ``client``."""
+        if owner is not None:
+            return self._owners[owner]
+        if client is not None:
+            return self._clients[client]
+        raise TypeError("StreamTracker.open_for() needs an owner or a client")
+
     def register(self, stream: Endable) -> None:
         """Count ``stream`` as open: `close_all` ends it until it is unregistered."""
         self.opened += 1
-        self._open.add(stream)
+        lease = stream.lease
+        owner = client = None
+        if lease is not None:
+            owner, client = lease.owner, lease.client
+            if owner is not None:
+                self._owners[owner] += 1
+            if client is not None:
+                self._clients[client] += 1
+        self._open[stream] = (owner, client)
 
     def unregister(self, stream: Endable, reason: CloseReason) -> None:
         """``stream`` is over, for ``reason``: count it as closed."""
-        self._open.discard(stream)
+        keys = self._open.pop(stream, None)
+        if keys is not None:
+            _uncount(self._owners, keys[0])
+            _uncount(self._clients, keys[1])
         self.closed[reason] += 1
+
+    def close_where(
+        self,
+        predicate: Callable[[StreamLease], bool],
+        reason: CloseReason = CloseReason.REVOKED,
+    ) -> int:
+        """End the open streams whose lease ``predicate`` accepts; how many it ended.
+
+        How an app takes back what a guard gave: ``close_where(lambda lease: lease.owner ==
+        user)`` at logout or when a user's rights change. Each stream ends for ``reason`` (its
+        cleanup runs, its client is told when to come back, and the guard decides then); a
+        stream opened without a lease is never matched.
+        """
+        matched = [
+            stream for stream in self._open if stream.lease is not None and predicate(stream.lease)
+        ]
+        for stream in matched:
+            stream.end(reason)
+        return len(matched)
 
     def close_all(self, spread: float = 0.0) -> None:
         """End every open stream (reason `CloseReason.SHUTDOWN`) and refuse new ones.
@@ -99,3 +149,10 @@ class StreamTracker:
             "opened": self.opened,
             "closed": {reason.value: self.closed[reason] for reason in CloseReason},
         }
+
+
+def _uncount(counts: Counter[str], key: str | None) -> None:
+    if key is not None:
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]  # an owner with no stream left takes no memory
