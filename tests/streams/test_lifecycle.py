@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from tests.streams.test_runner import MemorySink, leave_after_the_first_write
-from trio_dwex import SseStream, map_events
+from trio_dwex import SseStream, StreamLease, map_events
 from trio_dwex.lowlevel import CloseReason, StreamState, StreamTracker, run_stream
 from trio_dwex.streams._runner import TaskStarter
 from trio_dwex.streams._state import StreamStateError, Transition, next_state
@@ -128,7 +128,7 @@ async def test_a_sink_that_calls_back_ends_the_stream_without_a_task() -> None:
 
 def test_the_tracker_ends_what_registered_until_it_unregisters() -> None:
     class Run:
-        lease = None
+        lease: StreamLease | None = None
 
         def __init__(self) -> None:
             self.ended: list[CloseReason] = []
