@@ -1,4 +1,4 @@
-"""Small helpers shared by the tests: reading a live event stream with httpx."""
+"""Small helpers shared by the tests: reading a live event stream with httpx, and metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from trio_dwex.wire._decoder import MessageEvent, SseDecoder
 
@@ -80,3 +81,20 @@ async def wait_until(predicate: Callable[[], bool], seconds: float = 5.0) -> Non
     with trio.fail_after(seconds):
         while not predicate():  # noqa: ASYNC110 (the state has no event to wait on)
             await trio.sleep(0.005)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of ``text``, by (sample name, labels)."""
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[sample.name, frozenset(sample.labels.items())] = sample.value
+    return found
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """The value of the sample ``name`` with exactly ``labels``; fails if there is none."""
+    key = (name, frozenset(labels.items()))
+    found = samples(text)
+    assert key in found, f"no sample {name}{labels} in:\n{text}"
+    return found[key]

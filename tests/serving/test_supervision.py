@@ -66,3 +66,21 @@ def test_a_crash_loop_stops_the_server_with_a_clear_error() -> None:
     assert done.returncode != 0
     assert "error: workers keep failing: 5 exits within 30 s" in done.stderr
     assert "the database is down" in done.stdout + done.stderr  # the cause, in the log
+
+
+def test_a_stop_during_a_replacement_delay_exits_cleanly() -> None:
+    # The signal lands while the supervisor waits to replace a dead worker. Setting the
+    # workers' stop event from the signal handler there used to deadlock the supervisor on
+    # the event's own lock: the command never exited.
+    port = free_port()
+    command = [sys.executable, "-m", "trio_dwex", "run", "tests.serving.workers_app:app"]
+    command += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
+    with running(command, port) as process:
+        victim = min(workers_answering(port, 2))
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.15)  # noticed within a poll (0.1 s); replaced after 0.2 s
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        output = process.stdout.read().decode() if process.stdout else ""
+    assert process.returncode == 0, output
+    assert f"worker {victim} exited with code -9" in output

@@ -152,6 +152,8 @@ def test_the_tracker_ends_what_registered_until_it_unregisters() -> None:
         "open": 0,
         "opened": 2,
         "closed": {reason.value: 0 for reason in CloseReason} | {"closed": 1, "shutdown": 1},
+        "events": 0,
+        "bytes": 0,
     }
 
 

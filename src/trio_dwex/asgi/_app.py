@@ -49,6 +49,7 @@ from ..wire._sse import use_serializer
 from ._cors import Cors, origin_of
 from ._docs import OpenAPIPages
 from ._files import FileResponse
+from ._metrics import StreamMetrics
 from ._mounts import Mounts
 from ._openapi import build_document
 from ._request import Request
@@ -146,6 +147,10 @@ class DwexApp:
             for route in plan.routes
             if route.kind == "sse"
         }
+        self.metrics = None if settings.metrics_path is None else StreamMetrics(self.streams)
+        # The paths the app answers itself, ahead of mounts and routes.
+        self._own_paths = {settings.readiness_path, settings.metrics_path} - {None}
+        _check_not_shadowed(plan, settings)
         self.openapi = None if settings.openapi is None else build_document(plan, settings)
         self._pages = (
             None
@@ -182,9 +187,14 @@ class DwexApp:
                 await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == self.settings.readiness_path and scope["method"] in ("GET", "HEAD"):
-            await self._readiness()(scope, receive, send)
-            return
+        path = scope["path"]
+        if path in self._own_paths and scope["method"] in ("GET", "HEAD"):
+            if path == self.settings.readiness_path:
+                await self._readiness()(scope, receive, send)
+                return
+            if self.metrics is not None:
+                await self.metrics.response()(scope, receive, send)
+                return
         mount = self.mounts.find(scope["path"]) if self.mounts.apps else None
         if mount is not None:
             prefix, mounted = mount
@@ -391,17 +401,41 @@ class DwexApp:
         self.streams.accept_new()
         started = False
         try:
-            async with self.plan.container.lifespan(), self.mounts.lifespan():
+            async with (
+                self.plan.container.lifespan(),
+                self.mounts.lifespan(),
+                trio.open_nursery() as nursery,
+            ):
+                metrics = self.metrics
+                if metrics is not None and metrics.multiprocess:
+                    nursery.start_soon(metrics.flush_every, self.settings.metrics_interval)
                 await send({"type": "lifespan.startup.complete"})
                 started = True
                 await receive()  # lifespan.shutdown
                 self.close_streams()
+                nursery.cancel_scope.cancel()
         except Exception as exc:
             phase = "shutdown" if started else "startup"
             logger.error("application %s failed", phase, exc_info=exc)
             await send({"type": f"lifespan.{phase}.failed", "message": repr(exc)})
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _check_not_shadowed(plan: ApplicationPlan, settings: Settings) -> None:
+    """A route at the readiness or metrics path would never be reached: say so at startup."""
+    for name in ("readiness_path", "metrics_path"):
+        path = getattr(settings, name)
+        if path is None:
+            continue
+        try:
+            route, _ = plan.router.match("GET", path)
+        except HttpException:
+            continue
+        raise ConfigurationError(
+            f"route {route.name} (GET {path}) is hidden by Settings.{name}={path!r}, which the "
+            f"app answers itself; set {name} to another path, or to None"
+        )
 
 
 def _cap_keys(lease: StreamLease) -> list[tuple[str, str]]:

@@ -158,6 +158,13 @@ class Settings:
         readiness_path: a path answering ``200 {"ready": true}`` while the app takes
             streams and ``503 {"ready": false}`` from the moment shutdown starts, for a load
             balancer's readiness probe; ``None`` (the default) serves none.
+        metrics_path: the path of the Prometheus metrics (``GET``: open streams, ends by
+            reason, events and bytes sent, stream durations, time to first event, dropped
+            events, broadcast replays and resets; see docs/operations.md). ``None`` serves
+            none. Anyone who reaches the app reads it: keep it off the public side of your
+            proxy.
+        metrics_interval: seconds between a worker's updates of the metrics that all workers
+            share under ``--workers N``; a scrape sees the other workers' counts this late.
         check_events: check every event of a route that declares its events
             (``@Sse(events=...)``) against that declaration, and end the stream with
             ``EventContractError`` when one does not fit. ``False`` skips the check.
@@ -176,6 +183,8 @@ class Settings:
     check_events: bool = True
     drain_window: float = 2.0
     readiness_path: str | None = None
+    metrics_path: str | None = "/metrics"
+    metrics_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, StreamSettings):
@@ -193,9 +202,19 @@ class Settings:
             or not 0 <= window < 3600
         ):
             raise ValueError(f"Settings.drain_window must be seconds >= 0, got {window!r}")
-        path = self.readiness_path
-        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
-            raise ValueError(f"Settings.readiness_path must be a path or None, got {path!r}")
+        for name in ("readiness_path", "metrics_path"):
+            path = getattr(self, name)
+            if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+                raise ValueError(f"Settings.{name} must be a path or None, got {path!r}")
+        interval = self.metrics_interval
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 < interval < 3600
+        ):
+            raise ValueError(
+                f"Settings.metrics_interval must be seconds, above 0, got {interval!r}"
+            )
         if not isinstance(self.check_events, bool):
             raise ValueError(f"Settings.check_events must be a bool, got {self.check_events!r}")
         if not callable(self.serializer):

@@ -55,7 +55,7 @@ from typing import Self
 import trio
 
 from ..streams._state import CloseReason
-from ..streams._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream
+from ..streams._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy, SseStream, dropped_events
 from ..wire._sse import SseEvent, to_event
 from ._backend import (
     BroadcastBackend,
@@ -75,6 +75,23 @@ logger = logging.getLogger("trio_dwex.broadcast")
 #: `DEFAULT_BUFFER_SIZE` events: 256 events of 4 KiB. Events are shared between subscribers,
 #: so a subscriber's buffer costs its bytes only for events no one else holds.
 DEFAULT_SUBSCRIBER_BUFFER_BYTES = 1024 * 1024
+
+
+class BroadcastCounts:
+    """What the hubs of this process did that operators watch (the metrics read it).
+
+    Per process; never reset.
+    """
+
+    #: Subscriptions that resumed from a ``Last-Event-ID`` (a client that reconnected).
+    replays: int = 0
+    #: Resumptions that could not be served and got a ``reset`` event instead (the id was
+    #: trimmed, or from another hub): a client that missed events.
+    resets: int = 0
+
+
+broadcast_counts = BroadcastCounts()
+"""The process's `BroadcastCounts`."""
 
 
 class _Subscriber:
@@ -140,10 +157,12 @@ class _Subscriber:
             self._append(event, size)
             return True
         if self.overflow is OverflowPolicy.DROP_NEWEST:
+            dropped_events.newest += 1
             return True
         if self.overflow is OverflowPolicy.DROP_OLDEST:
             while not self._fits(size):
                 self._popleft()
+                dropped_events.oldest += 1
             self._append(event, size)
             return True
         logger.warning(
@@ -241,6 +260,7 @@ class Subscription:
         self._subscriber = await self._hub._register(self.topic)
         try:
             if self.last_event_id is not None:
+                broadcast_counts.replays += 1
                 await self._load_replay(self.last_event_id)
             elif self.history:
                 await self._load_replay(None)
@@ -282,6 +302,7 @@ class Subscription:
             if replay.more and replay.events:  # a page with no event would never end
                 self._replay_after = last
         else:
+            broadcast_counts.resets += 1
             self._replay.append(self._hub._reset_event(replay, last_event_id or ""))
             last = replay.latest_id
         self._subscriber.set_high_water(backend.id_key(last or ""))

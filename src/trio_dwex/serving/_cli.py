@@ -7,10 +7,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as ProcessEvent
@@ -18,7 +21,9 @@ from typing import Any
 
 import trio
 from hypercorn.config import Sockets
+from prometheus_client.multiprocess import mark_process_dead
 
+from ..asgi._metrics import MULTIPROCESS_DIR_VARIABLE
 from ._fixes import ASGIApp
 from ._limits import DEFAULT_MAX_CONNECTIONS, ServerLimits
 from ._load import AppLoadError, load_app
@@ -122,6 +127,38 @@ def _supervise(
     the command exits 0.
     """
     _load_app(target)  # fail here, once, rather than in every worker
+    with _shared_metrics_dir():
+        _run_workers(target, workers, settings, log_level, limits)
+
+
+@contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """Give the workers a directory for their metrics, so that any of them can answer a scrape
+    with the sum of all (prometheus-client's multiprocess mode): a fresh one, removed at the
+    end, unless ``PROMETHEUS_MULTIPROC_DIR`` is set already (then it is the operator's, to
+    empty between runs)."""
+    if MULTIPROCESS_DIR_VARIABLE in os.environ:
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="trio-dwex-metrics-")
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = path  # the workers inherit it
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIR_VARIABLE]
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _forget_worker(pid: int | None) -> None:
+    """A worker is gone: its open-stream gauge goes with it (its totals stay)."""
+    path = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if path is not None and pid is not None:
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def _run_workers(
+    target: str, workers: int, settings: dict[str, Any], log_level: str, limits: ServerLimits
+) -> None:
     config = make_config(**settings)
     sockets = config.create_sockets()
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
@@ -145,20 +182,21 @@ def _supervise(
         return process
 
     processes = [start_worker() for _ in range(workers)]
-
-    def request_stop(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    crash_loop = _Supervision().watch(processes, start_worker, stop)
+    supervision = _Supervision(stop)
+    signal.signal(signal.SIGINT, supervision.request_stop)
+    signal.signal(signal.SIGTERM, supervision.request_stop)
+    crash_loop = supervision.watch(processes, start_worker)
     for process in processes:
         process.join()
     for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
         sock.close()
     if crash_loop is not None:
         raise SystemExit(f"error: {crash_loop}")
-    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    failed = [
+        p.exitcode
+        for p in processes
+        if p.exitcode not in (0, None) and p.pid not in supervision.reported
+    ]
     if failed:
         raise SystemExit(f"error: {len(failed)} worker(s) failed with exit codes {failed}")
 
@@ -173,22 +211,35 @@ class _Supervision:
     the server stops, and the command exits with an error that says so.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop: ProcessEvent) -> None:
+        self._stop = stop
         self._exits: list[float] = []
+        # Set by the signal handler, which must not touch ``stop`` itself: setting a process
+        # Event takes its lock, and a signal that lands while this thread holds that lock
+        # (in ``stop.is_set()`` or ``stop.wait()``) would deadlock the supervisor for good.
+        self._stop_requested = False
+        #: Workers whose death was logged (and that were, or were to be, replaced): not
+        #: failures of the shutdown.
+        self.reported: set[int | None] = set()
 
-    def watch(
-        self,
-        processes: list[BaseProcess],
-        start: Callable[[], BaseProcess],
-        stop: ProcessEvent,
-    ) -> str | None:
-        """Keep ``processes`` alive until ``stop``; the crash loop's description, if one."""
-        while not stop.is_set():
+    def request_stop(self, signum: int, frame: object) -> None:
+        """The SIGINT and SIGTERM handler: the watch loop sets ``stop`` within a poll."""
+        self._stop_requested = True
+
+    def _stopping(self) -> bool:
+        if self._stop_requested and not self._stop.is_set():
+            self._stop.set()
+        return self._stop_requested or self._stop.is_set()
+
+    def watch(self, processes: list[BaseProcess], start: Callable[[], BaseProcess]) -> str | None:
+        """Keep ``processes`` alive until told to stop; the crash loop's description, if one."""
+        stop = self._stop
+        while not self._stopping():
             multiprocessing.connection.wait(
                 [p.sentinel for p in processes], timeout=WORKER_STOP_POLL
             )
             for index, process in enumerate(processes):
-                if process.exitcode is None or stop.is_set():
+                if process.exitcode is None or self._stopping():
                     continue
                 now = time.monotonic()
                 self._exits = [t for t in self._exits if now - t < CRASH_LOOP_WINDOW] + [now]
@@ -199,6 +250,8 @@ class _Supervision:
                         f"{CRASH_LOOP_WINDOW:g} s (the last with exit code {process.exitcode}); "
                         "stopping. The log above says why they failed."
                     )
+                _forget_worker(process.pid)
+                self.reported.add(process.pid)
                 delay = min(RESTART_DELAY * 2 ** (len(self._exits) - 1), RESTART_DELAY_MAX)
                 logger.error(
                     "worker %d exited with code %s; starting another in %.1f s",
@@ -206,10 +259,19 @@ class _Supervision:
                     process.exitcode,
                     delay,
                 )
-                if stop.wait(delay):
+                if self._sleep_unless_stopping(delay):
                     break
                 processes[index] = start()
         return None
+
+    def _sleep_unless_stopping(self, seconds: float) -> bool:
+        """Wait ``seconds``, in polls; ``True`` if told to stop meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stopping():
+                return True
+            time.sleep(min(left, WORKER_STOP_POLL))
+        return self._stopping()
 
 
 def _worker(

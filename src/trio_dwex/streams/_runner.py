@@ -252,7 +252,9 @@ class StreamRun:
         if retry is None:
             return
         milliseconds = round(retry * 1000 * (0.5 + random.random()))
-        await self._write(b"retry: %d\n\n" % milliseconds)
+        farewell = b"retry: %d\n\n" % milliseconds
+        if await self._write(farewell) and self._tracker is not None:
+            self._tracker.record_sent(0, len(farewell))
 
     async def _write(self, data: bytes) -> bool:
         """Write ``data``, committing the headers first if needed; ``False``: a stalled client."""
@@ -298,13 +300,15 @@ class StreamRun:
         settings = self._settings
         sink = self._sink
         limit = settings.max_batch_bytes
+        tracker = self._tracker
+        record = _discard if tracker is None else tracker.record_sent
         # Hold the headers back briefly: a source that fails at once then gets a real HTTP
         # error, and the first event usually leaves in the same packet as the headers.
-        first = b""
+        first, count = b"", 0
         with trio.move_on_after(settings.first_event_wait):
             try:
                 item = await receiver.receive()
-                first = _coalesce(
+                first, count = _coalesce(
                     item if isinstance(item, bytes) else item.encode(), receiver, limit
                 )
                 budget.release(len(first))
@@ -312,6 +316,11 @@ class StreamRun:
                 return None
         if not await self._write(first):
             return CloseReason.SLOW_CLIENT
+        record(count, len(first))
+        # Whether the first event is still to come (it is told to the tracker, once).
+        awaiting_first = count == 0
+        if not awaiting_first and tracker is not None:
+            tracker.record_first_event(self)
         idle = math.inf if settings.keepalive is None else settings.keepalive
         send_timeout = settings.send_timeout
         while True:
@@ -330,11 +339,16 @@ class StreamRun:
                         return None
                     writing = True
                     timer.deadline = trio.current_time() + send_timeout
-                    data = _coalesce(
+                    data, count = _coalesce(
                         item if isinstance(item, bytes) else item.encode(), receiver, limit
                     )
                     budget.release(len(data))
                     await sink.write(data)
+                    record(count, len(data))
+                    if awaiting_first:
+                        awaiting_first = False
+                        if tracker is not None:
+                            tracker.record_first_event(self)
                     if self.reason is not None and self._missed(timer.deadline):
                         break
                     writing = False
@@ -344,6 +358,7 @@ class StreamRun:
                     settings.send_timeout,
                 )
                 return CloseReason.SLOW_CLIENT
+            record(0, len(KEEPALIVE_COMMENT))
 
 
 #: The ends after which the client is told when to reconnect: a shutdown ends many streams at
@@ -382,8 +397,9 @@ def run_stream(
     return StreamRun(source, sink, settings, tracker, lease).run()
 
 
-def _coalesce(first: bytes, receiver: _Buffer, limit: int) -> bytes:
-    """``first`` plus every event already queued, up to ``limit`` bytes: one write, not many."""
+def _coalesce(first: bytes, receiver: _Buffer, limit: int) -> tuple[bytes, int]:
+    """``first`` plus every event already queued, up to ``limit`` bytes: one write, not many;
+    and how many events that is."""
     parts = [first]
     size = len(first)
     while size < limit:
@@ -394,7 +410,13 @@ def _coalesce(first: bytes, receiver: _Buffer, limit: int) -> bytes:
         data = item if isinstance(item, bytes) else item.encode()
         parts.append(data)
         size += len(data)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    if len(parts) == 1:
+        return first, 1
+    return b"".join(parts), len(parts)
+
+
+def _discard(events: int, size: int) -> None:
+    """Where a run without a tracker records what it wrote."""
 
 
 def _single(group: BaseException) -> BaseException:

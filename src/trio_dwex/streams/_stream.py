@@ -52,6 +52,22 @@ _NEW, _RUNNING, _ENDING, _FINISHED = StreamState
 _PRODUCER_REASONS = (CloseReason.CLOSED, CloseReason.OVERFLOW)
 
 
+class DroppedEvents:
+    """Events that an overflow policy discarded, in this process (the metrics read them).
+
+    Per process, like the streams they were meant for; never reset.
+    """
+
+    #: Events that did not fit and were discarded (`OverflowPolicy.DROP_NEWEST`).
+    newest: int = 0
+    #: Buffered events pushed out by newer ones (`OverflowPolicy.DROP_OLDEST`).
+    oldest: int = 0
+
+
+dropped_events = DroppedEvents()
+"""The process's `DroppedEvents`: streams and broadcast subscriptions count into it."""
+
+
 class StreamOwner(Protocol):
     """A running response that takes over the streams its source iterates (the runner's run)."""
 
@@ -208,11 +224,13 @@ class SseStream:
                 budget.add(size)
                 return True
         if self.overflow is OverflowPolicy.DROP_NEWEST:
+            dropped_events.newest += 1
             return False
         if self.overflow is OverflowPolicy.DROP_OLDEST:
             while True:
                 # Not empty: an empty buffer fits any event and has room for one.
                 budget.release(_size(self._receiver.receive_nowait()))
+                dropped_events.oldest += 1
                 if budget.fits(size):
                     try:
                         self._sender.send_nowait(item)

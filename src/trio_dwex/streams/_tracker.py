@@ -7,6 +7,7 @@ streams at logout).
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Protocol, TypedDict
@@ -16,7 +17,7 @@ import trio
 from ._lease import StreamLease
 from ._state import CloseReason
 
-__all__ = ["Endable", "StreamStats", "StreamTracker"]
+__all__ = ["Endable", "StreamObserver", "StreamStats", "StreamTracker"]
 
 
 class Endable(Hashable, Protocol):
@@ -32,6 +33,19 @@ class Endable(Hashable, Protocol):
         """End the stream at ``deadline`` (Trio time), for ``reason``, unless it ends before."""
 
 
+class StreamObserver(Protocol):
+    """What a tracker tells of its streams as they open, start and end (the app's metrics)."""
+
+    def stream_opened(self) -> None:
+        """A stream started."""
+
+    def stream_started(self, delay: float) -> None:
+        """A stream sent its first event, ``delay`` seconds after it started."""
+
+    def stream_closed(self, reason: CloseReason, duration: float) -> None:
+        """A stream that lasted ``duration`` seconds ended, for ``reason``."""
+
+
 class StreamStats(TypedDict):
     """What `StreamTracker.stats` (and ``DwexApp.stats()``) returns: plain JSON-able values."""
 
@@ -41,6 +55,11 @@ class StreamStats(TypedDict):
     opened: int
     #: Streams ended, keyed by `CloseReason` value (every reason present, 0 if none).
     closed: dict[str, int]
+    #: Events written to clients (a coalesced write of three events counts three).
+    events: int
+    #: Bytes of event stream written to clients (events, comments, fields), before any
+    #: compression.
+    bytes: int
 
 
 class StreamTracker:
@@ -52,14 +71,19 @@ class StreamTracker:
     Attributes:
         opened: streams started since the tracker was made.
         closed: streams ended, by `CloseReason`.
+        events_sent: events written to clients (`record_sent`).
+        bytes_sent: bytes of event stream written to clients, before any compression.
     """
 
     def __init__(self) -> None:
         self.opened = 0
         self.closed: Counter[CloseReason] = Counter()
+        self.events_sent = 0
+        self.bytes_sent = 0
+        self._observer: StreamObserver | None = None
         # Each open stream with the owner and client it was counted under as it opened (a
-        # lease changed later must not unbalance the counts).
-        self._open: dict[Endable, tuple[str | None, str | None]] = {}
+        # lease changed later must not unbalance the counts), and when it opened.
+        self._open: dict[Endable, tuple[str | None, str | None, float]] = {}
         self._owners: Counter[str] = Counter()
         self._clients: Counter[str] = Counter()
         self._shutting_down = False
@@ -82,9 +106,15 @@ class StreamTracker:
             return self._clients[client]
         raise TypeError("StreamTracker.open_for() needs an owner or a client")
 
+    def observe(self, observer: StreamObserver | None) -> None:
+        """Tell ``observer`` of every stream from now on (``None``: stop telling)."""
+        self._observer = observer
+
     def register(self, stream: Endable) -> None:
         """Count ``stream`` as open: `close_all` ends it until it is unregistered."""
         self.opened += 1
+        if self._observer is not None:
+            self._observer.stream_opened()
         lease = stream.lease
         owner = client = None
         if lease is not None:
@@ -93,14 +123,27 @@ class StreamTracker:
                 self._owners[owner] += 1
             if client is not None:
                 self._clients[client] += 1
-        self._open[stream] = (owner, client)
+        self._open[stream] = (owner, client, time.monotonic())
+
+    def record_sent(self, events: int, size: int) -> None:
+        """A stream wrote ``events`` events (or none: a comment) in ``size`` bytes."""
+        self.events_sent += events
+        self.bytes_sent += size
+
+    def record_first_event(self, stream: Endable) -> None:
+        """``stream`` wrote its first event: how long that took is the observer's to know."""
+        opened = self._open.get(stream)
+        if self._observer is not None and opened is not None:
+            self._observer.stream_started(time.monotonic() - opened[2])
 
     def unregister(self, stream: Endable, reason: CloseReason) -> None:
         """``stream`` is over, for ``reason``: count it as closed."""
-        keys = self._open.pop(stream, None)
-        if keys is not None:
-            _uncount(self._owners, keys[0])
-            _uncount(self._clients, keys[1])
+        opened = self._open.pop(stream, None)
+        if opened is not None:
+            _uncount(self._owners, opened[0])
+            _uncount(self._clients, opened[1])
+            if self._observer is not None:
+                self._observer.stream_closed(reason, time.monotonic() - opened[2])
         self.closed[reason] += 1
 
     def close_where(
@@ -148,6 +191,8 @@ class StreamTracker:
             "open": self.open_count,
             "opened": self.opened,
             "closed": {reason.value: self.closed[reason] for reason in CloseReason},
+            "events": self.events_sent,
+            "bytes": self.bytes_sent,
         }
 
 
