@@ -55,6 +55,7 @@ from ._openapi import build_document
 from ._request import Request
 from ._responses import EventSourceResponse, JSONResponse, Response, error_response
 from ._settings import Settings
+from ._tracing import trace_streams
 from ._types import SERVER_EXTENSION, ASGIApp, Message, Receive, Scope, Send, scope_header
 
 __all__ = ["DwexApp", "create_app"]
@@ -148,6 +149,7 @@ class DwexApp:
             if route.kind == "sse"
         }
         self.metrics = None if settings.metrics_path is None else StreamMetrics(self.streams)
+        self.spans = trace_streams(self.streams) if settings.tracing else None
         # The paths the app answers itself, ahead of mounts and routes.
         self._own_paths = {settings.readiness_path, settings.metrics_path} - {None}
         _check_not_shadowed(plan, settings)

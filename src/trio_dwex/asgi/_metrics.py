@@ -36,7 +36,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ..broadcast._hub import broadcast_counts
 from ..streams._state import CloseReason
 from ..streams._stream import dropped_events
-from ..streams._tracker import StreamTracker
+from ..streams._tracker import Endable, StreamTracker
 from ._responses import Response
 
 __all__ = [
@@ -139,14 +139,14 @@ class StreamMetrics:
 
     # -- what the tracker tells, once per stream -----------------------------------------------
 
-    def stream_opened(self) -> None:
+    def stream_opened(self, stream: Endable) -> None:
         self.open.inc()
         self.opened.inc()
 
-    def stream_started(self, delay: float) -> None:
+    def stream_started(self, stream: Endable, delay: float) -> None:
         self.first_event.observe(delay)
 
-    def stream_closed(self, reason: CloseReason, duration: float) -> None:
+    def stream_closed(self, stream: Endable, reason: CloseReason, duration: float) -> None:
         self.open.dec()
         self.closed.labels(reason.value).inc()
         self.duration.observe(duration)

@@ -165,6 +165,9 @@ class Settings:
             proxy.
         metrics_interval: seconds between a worker's updates of the metrics that all workers
             share under ``--workers N``; a scrape sees the other workers' counts this late.
+        tracing: give each stream an OpenTelemetry span (opened, first event, closed with
+            its reason) when ``opentelemetry-api`` is installed; without it, or with
+            ``False``, nothing is traced.
         check_events: check every event of a route that declares its events
             (``@Sse(events=...)``) against that declaration, and end the stream with
             ``EventContractError`` when one does not fit. ``False`` skips the check.
@@ -185,6 +188,7 @@ class Settings:
     readiness_path: str | None = None
     metrics_path: str | None = "/metrics"
     metrics_interval: float = 1.0
+    tracing: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, StreamSettings):
@@ -215,6 +219,8 @@ class Settings:
             raise ValueError(
                 f"Settings.metrics_interval must be seconds, above 0, got {interval!r}"
             )
+        if not isinstance(self.tracing, bool):
+            raise ValueError(f"Settings.tracing must be a bool, got {self.tracing!r}")
         if not isinstance(self.check_events, bool):
             raise ValueError(f"Settings.check_events must be a bool, got {self.check_events!r}")
         if not callable(self.serializer):

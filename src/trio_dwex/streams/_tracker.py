@@ -34,16 +34,17 @@ class Endable(Hashable, Protocol):
 
 
 class StreamObserver(Protocol):
-    """What a tracker tells of its streams as they open, start and end (the app's metrics)."""
+    """What a tracker tells of its streams as they open, start and end (the app's metrics,
+    its tracing). Called in the stream's own task, once per stream and step."""
 
-    def stream_opened(self) -> None:
-        """A stream started."""
+    def stream_opened(self, stream: Endable) -> None:
+        """``stream`` started."""
 
-    def stream_started(self, delay: float) -> None:
-        """A stream sent its first event, ``delay`` seconds after it started."""
+    def stream_started(self, stream: Endable, delay: float) -> None:
+        """``stream`` sent its first event, ``delay`` seconds after it started."""
 
-    def stream_closed(self, reason: CloseReason, duration: float) -> None:
-        """A stream that lasted ``duration`` seconds ended, for ``reason``."""
+    def stream_closed(self, stream: Endable, reason: CloseReason, duration: float) -> None:
+        """``stream``, which lasted ``duration`` seconds, ended for ``reason``."""
 
 
 class StreamStats(TypedDict):
@@ -80,7 +81,7 @@ class StreamTracker:
         self.closed: Counter[CloseReason] = Counter()
         self.events_sent = 0
         self.bytes_sent = 0
-        self._observer: StreamObserver | None = None
+        self._observers: tuple[StreamObserver, ...] = ()
         # Each open stream with the owner and client it was counted under as it opened (a
         # lease changed later must not unbalance the counts), and when it opened.
         self._open: dict[Endable, tuple[str | None, str | None, float]] = {}
@@ -106,15 +107,15 @@ class StreamTracker:
             return self._clients[client]
         raise TypeError("StreamTracker.open_for() needs an owner or a client")
 
-    def observe(self, observer: StreamObserver | None) -> None:
-        """Tell ``observer`` of every stream from now on (``None``: stop telling)."""
-        self._observer = observer
+    def observe(self, observer: StreamObserver) -> None:
+        """Tell ``observer`` of every stream from now on."""
+        self._observers += (observer,)
 
     def register(self, stream: Endable) -> None:
         """Count ``stream`` as open: `close_all` ends it until it is unregistered."""
         self.opened += 1
-        if self._observer is not None:
-            self._observer.stream_opened()
+        for observer in self._observers:
+            observer.stream_opened(stream)
         lease = stream.lease
         owner = client = None
         if lease is not None:
@@ -133,8 +134,9 @@ class StreamTracker:
     def record_first_event(self, stream: Endable) -> None:
         """``stream`` wrote its first event: how long that took is the observer's to know."""
         opened = self._open.get(stream)
-        if self._observer is not None and opened is not None:
-            self._observer.stream_started(time.monotonic() - opened[2])
+        if opened is not None:
+            for observer in self._observers:
+                observer.stream_started(stream, time.monotonic() - opened[2])
 
     def unregister(self, stream: Endable, reason: CloseReason) -> None:
         """``stream`` is over, for ``reason``: count it as closed."""
@@ -142,8 +144,8 @@ class StreamTracker:
         if opened is not None:
             _uncount(self._owners, opened[0])
             _uncount(self._clients, opened[1])
-            if self._observer is not None:
-                self._observer.stream_closed(reason, time.monotonic() - opened[2])
+            for observer in self._observers:
+                observer.stream_closed(stream, reason, time.monotonic() - opened[2])
         self.closed[reason] += 1
 
     def close_where(
