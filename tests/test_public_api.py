@@ -35,6 +35,7 @@ ROOT = [
     "FileResponse",
     "ForbiddenException",
     "Get",
+    "GoneException",
     "H2Limits",
     "HTMLResponse",
     "Headers",
@@ -82,6 +83,7 @@ ROOT = [
 ]
 BROADCAST = [
     "RESET_EVENT",
+    "RUN_ENDED_EVENT",
     "Broadcast",
     "BroadcastBackend",
     "BroadcastUnavailable",
@@ -92,6 +94,9 @@ BROADCAST = [
     "RedisBackend",
     "Replay",
     "ResetReason",
+    "RunInfo",
+    "RunStatus",
+    "Runs",
     "Subscription",
 ]
 TESTING = [

@@ -213,6 +213,12 @@ class ConflictException(_FixedStatusException):
     default_status = 409
 
 
+class GoneException(_FixedStatusException):
+    """410 Gone: it existed, and is no more (an expired run, say)."""
+
+    default_status = 410
+
+
 class UnprocessableEntityException(_FixedStatusException):
     """422 Unprocessable Entity."""
 

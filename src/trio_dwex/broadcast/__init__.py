@@ -4,6 +4,8 @@ A `Broadcast` hub owns topics. Each published event gets an id; a subscriber tha
 with ``Last-Event-ID`` is replayed what it missed, or told with a ``reset`` event that it
 cannot be. The hub keeps its state in a backend: `MemoryBackend` for one process,
 `RedisBackend` (Redis Streams, ``pip install trio-dwex[redis]``) across workers and hosts.
+`Runs` builds on a hub: work detached from its connection (an LLM's answer), whose events a
+client reattaches to after a reload, and that can be cancelled on purpose (docs/runs.md).
 
 This layer sits above ``trio_dwex.streams`` (a subscription feeds an `SseStream`) and below
 the framework. Inside it, the hub (``_hub``) sits above the backends (``_memory``, ``_redis``),
@@ -25,12 +27,14 @@ from ._backend import (
 )
 from ._hub import Broadcast, Subscription
 from ._memory import MemoryBackend
+from ._runs import RUN_ENDED_EVENT, RunInfo, Runs, RunStatus
 
 if TYPE_CHECKING:  # what `__getattr__` below returns, for type checkers: the class, not object
     from ._redis import RedisBackend
 
 __all__ = [
     "RESET_EVENT",
+    "RUN_ENDED_EVENT",
     "Broadcast",
     "BroadcastBackend",
     "BroadcastUnavailable",
@@ -41,6 +45,9 @@ __all__ = [
     "RedisBackend",
     "Replay",
     "ResetReason",
+    "RunInfo",
+    "RunStatus",
+    "Runs",
     "Subscription",
 ]
 
