@@ -21,7 +21,17 @@ or from Python::
 
 Environment: ``CHAT_API_KEY`` is the one key accepted (default ``sk-test``), as
 ``Authorization: Bearer <key>``; ``CHAT_TOKEN_DELAY`` is the seconds the model takes per word
-(default 0.02), so that a stream can be watched, or held open by a test.
+(default 0.02), so that a stream can be watched, or held open by a test; ``CHAT_RUNS`` is where
+answers are kept while they run (default ``memory://``; ``redis://host:port/db`` for several
+workers or hosts).
+
+**An answer outlives its connection.** A streamed answer is a run (`Runs`): the model goes on
+when the client leaves, and the response says which run it is (``X-Run-Id``); every event has an
+id. ``GET /v1/runs/{id}/events`` (with ``Last-Event-ID``) picks the answer up where the client
+lost it, on any worker; ``POST /v1/runs/{id}/cancel`` stops it; ``GET /v1/runs/{id}`` tells how
+it is going. ``"stream_options": {"resumable": false}`` ties the answer to its connection
+instead: the model stops when the client leaves, and waits when the client reads slowly
+(docs/runs.md says when to choose which).
 
 The route is one ``@Sse(..., method="POST")`` handler that returns either the events (an async
 generator) or the completion (a ``JSONResponse``): see docs/streaming-any-method.md.
@@ -29,6 +39,8 @@ generator) or the completion (a ``JSONResponse``): see docs/streaming-any-method
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import secrets
@@ -44,15 +56,22 @@ import trio
 from trio_dwex import (
     Body,
     CallNext,
+    Constraint,
     Controller,
     DwexApp,
+    EventSourceResponse,
     ExecutionContext,
     Get,
+    Headers,
     HttpException,
     Injectable,
     JSONResponse,
     Module,
+    Param,
+    Post,
     Provider,
+    Req,
+    Request,
     Response,
     Settings,
     Sse,
@@ -61,6 +80,7 @@ from trio_dwex import (
     UseInterceptors,
     create_app,
 )
+from trio_dwex.broadcast import RESET_EVENT, RUN_ENDED_EVENT, RUN_ID_PATTERN, RunInfo, Runs
 
 #: The model this server serves (any name is accepted, and echoed back).
 MODEL = "echo"
@@ -76,6 +96,14 @@ class ChatConfig:
     api_key: str = "sk-test"
     #: Seconds the model takes per word.
     token_delay: float = 0.02
+    #: Where answers are kept while they run: ``memory://``, or ``redis://host:port/db``.
+    runs_url: str = "memory://"
+    #: Answers one key may have running at once, per worker; more are answered 429.
+    max_runs_per_key: int = 100
+    #: Seconds a finished answer can still be read again (``GET /v1/runs/{id}/events``).
+    keep_answers: float = 300.0
+    #: Seconds an answer may take; a longer one is stopped, and fails.
+    max_answer_seconds: float = 900.0
 
     def __post_init__(self) -> None:
         if not self.api_key:
@@ -85,13 +113,17 @@ class ChatConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ChatConfig:
-        """``CHAT_API_KEY`` and ``CHAT_TOKEN_DELAY``, with the defaults above."""
+        """``CHAT_API_KEY``, ``CHAT_TOKEN_DELAY`` and ``CHAT_RUNS``, with the defaults above."""
         delay = environ.get("CHAT_TOKEN_DELAY", str(cls.token_delay))
         try:
             token_delay = float(delay)
         except ValueError:
             raise ValueError(f"CHAT_TOKEN_DELAY must be seconds, got {delay!r}") from None
-        return cls(api_key=environ.get("CHAT_API_KEY", cls.api_key), token_delay=token_delay)
+        return cls(
+            api_key=environ.get("CHAT_API_KEY", cls.api_key),
+            token_delay=token_delay,
+            runs_url=environ.get("CHAT_RUNS", cls.runs_url),
+        )
 
 
 # -- what the API sends, as types (for the OpenAPI document and the event check) -----------------
@@ -208,6 +240,9 @@ class ApiKeyGuard:
         # Constant time: how long the comparison takes says nothing about a guess.
         if not secrets.compare_digest(key.strip().encode("latin-1"), self.key):
             raise OpenAIError(401, "the API key is not valid", code="invalid_api_key")
+        # Whose runs these are: a digest of the key, never the key itself (it is stored with
+        # each run, in Redis perhaps).
+        context.lease.owner = "key-" + hashlib.sha256(self.key).hexdigest()[:16]
         return True
 
 
@@ -280,6 +315,9 @@ class ChatRequest:
     prompt_words: int
     stream: bool = False
     include_usage: bool = False
+    #: A streamed answer is a run that outlives its connection, unless the request says
+    #: ``"stream_options": {"resumable": false}``.
+    resumable: bool = True
     #: When the request was made, as the ``created`` of every object of its answer.
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = field(default_factory=lambda: f"chatcmpl-{secrets.token_hex(12)}")
@@ -306,6 +344,9 @@ class ChatRequest:
         include_usage = (options or {}).get("include_usage", False)
         if not isinstance(include_usage, bool):
             raise _invalid("stream_options", "'stream_options.include_usage' must be a bool")
+        resumable = (options or {}).get("resumable", True)
+        if not isinstance(resumable, bool):
+            raise _invalid("stream_options", "'stream_options.resumable' must be a bool")
         if body.get("n", 1) != 1:
             raise _invalid("n", "this server makes one choice per request: 'n' must be 1")
         return cls(
@@ -314,6 +355,7 @@ class ChatRequest:
             prompt_words=sum(len(words_of(text)) for text in texts),
             stream=bool(stream),
             include_usage=include_usage,
+            resumable=resumable,
         )
 
 
@@ -343,35 +385,61 @@ def _message_text(message: object, index: int) -> str:
 # -- the API ---------------------------------------------------------------------------------
 
 
+class RunView(TypedDict):
+    """A run, as ``GET /v1/runs/{id}`` and its cancel answer it."""
+
+    id: str
+    status: Literal["running", "completed", "cancelled", "failed"]
+    error: str | None
+
+
+#: The errors of the runs' routes: no such run (or another key's), expired, bad Last-Event-ID.
+RUN_ERRORS: dict[int, object] = dict.fromkeys((404, 410), OpenAIErrorBody)
+
+
+#: A run's id in a path: anything else is a 400 before the handler runs.
+RunId = Annotated[str, Param(), Constraint(pattern=RUN_ID_PATTERN)]
+
+#: What a streamed answer sends: chunks, then the text "[DONE]" as is (OpenAI's stream mixes
+#: JSON and text), or an error in OpenAI's shape if the run was cancelled or failed; and a
+#: ``reset`` if a ``Last-Event-ID`` is older than what the run keeps.
+ANSWER_EVENTS: dict[str, object] = {
+    "message": ChatCompletionChunk | Literal["[DONE]"] | OpenAIErrorBody,
+    RESET_EVENT: dict[str, Any],
+}
+
+
 @Controller("v1")
 @UseGuards(ApiKeyGuard)
 @UseInterceptors(OpenAIErrors)
 class ChatController:
-    def __init__(self, model: EchoModel) -> None:
+    def __init__(self, model: EchoModel, runs: Runs) -> None:
         self.model = model
+        self.runs = runs
 
-    @Sse(
-        "chat/completions",
-        method="POST",
-        # Chunks, then the text "[DONE]" as is: OpenAI's stream mixes JSON and text.
-        events={"message": ChatCompletionChunk | Literal["[DONE]"]},
-        responses=OPENAI_ERRORS,
-    )
+    @Sse("chat/completions", method="POST", events=ANSWER_EVENTS, responses=OPENAI_ERRORS)
     async def completions(
-        self, body: Annotated[dict[str, Any], Body()]
-    ) -> AsyncIterator[SseEvent] | JSONResponse:
-        """A chat completion: streamed if the request says ``"stream": true``, else JSON."""
-        request = ChatRequest.parse(body)
-        if request.stream:
-            return self.chunks(request)
-        async with aclosing(self.model.generate(request.prompt)) as words:
+        self, body: Annotated[dict[str, Any], Body()], request: Annotated[Request, Req()]
+    ) -> AsyncIterator[SseEvent] | EventSourceResponse | JSONResponse:
+        """A chat completion: streamed if the request says ``"stream": true``, else JSON.
+
+        A streamed answer runs on its own (``X-Run-Id`` names the run), unless the request
+        says ``"stream_options": {"resumable": false}``.
+        """
+        chat_request = ChatRequest.parse(body)
+        if chat_request.stream and not chat_request.resumable:
+            return self.chunks(chat_request)  # tied to this connection
+        if chat_request.stream:
+            run_id = await self.runs.start(self.chunks(chat_request), owner=request.lease.owner)
+            return answer_stream(run_id, await self.runs.events(run_id))
+        async with aclosing(self.model.generate(chat_request.prompt)) as words:
             reply = "".join([word async for word in words])
         return JSONResponse(
             {
-                "id": request.id,
+                "id": chat_request.id,
                 "object": "chat.completion",
-                "created": request.created,
-                "model": request.model,
+                "created": chat_request.created,
+                "model": chat_request.model,
                 "choices": [
                     {
                         "index": 0,
@@ -380,9 +448,32 @@ class ChatController:
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": usage(request, len(words_of(reply))),
+                "usage": usage(chat_request, len(words_of(reply))),
             }
         )
+
+    @Sse("runs/{run_id}/events", events=ANSWER_EVENTS, responses=OPENAI_ERRORS | RUN_ERRORS)
+    async def run_events(
+        self,
+        run_id: RunId,
+        request: Annotated[Request, Req()],
+        last_event_id: Annotated[str | None, Headers("last-event-id")] = None,
+    ) -> EventSourceResponse:
+        """A streamed answer again: from its start, or after ``Last-Event-ID``."""
+        events = await self.runs.events(
+            run_id, last_event_id=last_event_id, owner=request.lease.owner
+        )
+        return answer_stream(run_id, events)
+
+    @Get("runs/{run_id}", responses=OPENAI_ERRORS | RUN_ERRORS)
+    async def run_status(self, run_id: RunId, request: Annotated[Request, Req()]) -> RunView:
+        """How a streamed answer is going: ``running``, ``completed``, ``cancelled``, ``failed``."""
+        return run_view(await self.runs.status(run_id, owner=request.lease.owner))
+
+    @Post("runs/{run_id}/cancel", responses=OPENAI_ERRORS | RUN_ERRORS)
+    async def cancel_run(self, run_id: RunId, request: Annotated[Request, Req()]) -> RunView:
+        """Stop a streamed answer: the model stops, its readers get an error and their end."""
+        return run_view(await self.runs.cancel(run_id, owner=request.lease.owner))
 
     async def chunks(self, request: ChatRequest) -> AsyncIterator[SseEvent]:
         """The streamed answer: the role, a chunk per word, the finish reason, then ``[DONE]``."""
@@ -409,6 +500,30 @@ class ChatController:
         """The one model, as ``GET /v1/models`` lists models."""
         entry = {"id": MODEL, "object": "model", "created": 0, "owned_by": "trio-dwex"}
         return {"object": "list", "data": [entry]}
+
+
+def run_view(info: RunInfo) -> RunView:
+    return {"id": info.id, "status": info.status, "error": info.error}
+
+
+def answer_stream(run_id: str, events: AsyncIterator[SseEvent]) -> EventSourceResponse:
+    """A run's events as OpenAI's stream, with the run's id in ``X-Run-Id``."""
+    return EventSourceResponse(as_openai_stream(events), headers={"X-Run-Id": run_id})
+
+
+async def as_openai_stream(events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
+    """A run's events, each with its id, its ``run.ended`` event said as OpenAI would: nothing
+    after a completed answer (``[DONE]`` was its last word), an error otherwise."""
+    async with aclosing(events):  # type: ignore[type-var]  # an async generator
+        async for event in events:
+            if event.event != RUN_ENDED_EVENT:
+                yield event
+                continue
+            ended = json.loads(str(event.data))
+            if ended["status"] != "completed":
+                message = f"the answer was {ended['status']}: {ended['error']}"
+                error = {"message": message, "type": "server_error", "param": None, "code": None}
+                yield SseEvent(data={"error": error}, id=event.id)
 
 
 def completion_chunk(request: ChatRequest, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -441,6 +556,7 @@ class PageController:
 
 def build_app(config: ChatConfig | None = None, *, settings: Settings | None = None) -> DwexApp:
     """The chat app; ``config`` defaults to `ChatConfig.from_env`."""
+    config = config or ChatConfig.from_env()
 
     @Module(
         controllers=[ChatController, PageController],
@@ -448,7 +564,16 @@ def build_app(config: ChatConfig | None = None, *, settings: Settings | None = N
             EchoModel,
             ApiKeyGuard,
             OpenAIErrors,
-            Provider(ChatConfig, use_value=config or ChatConfig.from_env()),
+            Provider(ChatConfig, use_value=config),
+            Provider(
+                Runs,
+                use_factory=lambda: Runs.from_url(
+                    config.runs_url,
+                    max_runs_per_owner=config.max_runs_per_key,
+                    keep_finished=config.keep_answers,
+                    max_duration=config.max_answer_seconds,
+                ),
+            ),
         ],
     )
     class ChatModule:

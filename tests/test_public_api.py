@@ -84,6 +84,7 @@ ROOT = [
 BROADCAST = [
     "RESET_EVENT",
     "RUN_ENDED_EVENT",
+    "RUN_ID_PATTERN",
     "Broadcast",
     "BroadcastBackend",
     "BroadcastUnavailable",

@@ -5,8 +5,10 @@ a worker thread) and the async one (on Trio, which it supports through anyio). W
 the chunks of a streamed answer (one per word at least, deltas that join to exactly the
 prompt, ``finish_reason`` on the last, ``data: [DONE]`` at the end), the one-piece answer,
 20 streams at once, the API key (a 401 in OpenAI's shape before any stream), a client that
-leaves mid-answer (the model's ``finally`` runs: its stats say it stopped), a client that stops
-reading (dropped at ``send_timeout`` while the model waits on a full buffer), and bad input.
+leaves mid-answer of an answer tied to its connection (the model's ``finally`` runs: its stats
+say it stopped), a client that stops reading one (dropped at ``send_timeout`` while the model
+waits on a full buffer), and bad input. tests/examples/test_chat_runs.py checks answers that
+outlive their connection (the default).
 """
 
 from __future__ import annotations
@@ -152,9 +154,11 @@ async def test_the_stream_ends_with_done_on_the_wire(served: tuple[DwexApp, str]
     async with httpx.AsyncClient(base_url=url) as client:
         response = await client.post("/v1/chat/completions", json=body, headers=AUTH)
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-    assert response.content.endswith(b"\n\ndata: [DONE]\n\n")
+    assert response.headers["x-run-id"].startswith("run_")  # an answer is a run
+    assert response.content.endswith(b"\ndata: [DONE]\n\n")
     events = SseDecoder().feed(response.content)
     assert [event.type for event in events] == ["message"] * len(events)
+    assert len({event.id for event in events}) == len(events)  # each its own id, to resume from
     assert [json.loads(e.data)["choices"][0]["delta"] for e in events[:-1]] == [
         {"role": "assistant", "content": ""},
         {"content": "a "},
@@ -238,6 +242,8 @@ async def test_a_wrong_or_missing_key_is_a_401_in_openais_shape_before_any_strea
 
 
 LONG_PROMPT = " ".join(f"word{n}" for n in range(200))
+#: What asks for an answer tied to its connection, rather than a run (the default).
+TIED: dict[str, Any] = {"stream_options": {"resumable": False}}
 
 
 async def test_an_async_client_that_leaves_mid_answer_stops_the_model() -> None:
@@ -247,7 +253,7 @@ async def test_an_async_client_that_leaves_mid_answer_stops_the_model() -> None:
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
         async with client:
             stream = await client.chat.completions.create(
-                model="echo", messages=messages(LONG_PROMPT), stream=True
+                model="echo", messages=messages(LONG_PROMPT), stream=True, extra_body=TIED
             )
             chunks = aiter(stream)
             for _ in range(5):
@@ -265,7 +271,7 @@ def leave_after(url: str, count: int) -> int:
     """The sync client reads ``count`` chunks and closes the stream; in a worker thread."""
     with openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0) as client:
         stream = client.chat.completions.create(
-            model="echo", messages=messages(LONG_PROMPT), stream=True
+            model="echo", messages=messages(LONG_PROMPT), stream=True, extra_body=TIED
         )
         with stream:
             read = 0
@@ -302,7 +308,9 @@ async def test_a_client_that_stops_reading_is_dropped_at_send_timeout() -> None:
     )
     model = model_of(app)
     prompt = " ".join(["word"] * STALLED_WORDS)
-    body = json.dumps({"model": "echo", "stream": True, "messages": messages(prompt)}).encode()
+    body = json.dumps(
+        {"model": "echo", "stream": True, "messages": messages(prompt), **TIED}
+    ).encode()
     headers = {**AUTH, "Content-Type": "application/json"}
     async with serve_app(app) as url:
         with trio.fail_after(20):

@@ -20,6 +20,7 @@ import jsonschema  # type: ignore[import-untyped]
 import schemathesis
 from hypothesis import HealthCheck
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from trio_dwex.wire._decoder import MessageEvent
 
@@ -49,6 +50,10 @@ def fuzz(document: dict[str, Any], base_url: str, headers: dict[str, str]) -> li
     for operation in plain_operations(document):
         raw = operation.definition.raw
         takes_input = bool(raw.get("parameters") or raw.get("requestBody"))
+        # A valid id of something that expired is answered 410, which schemathesis does not
+        # count among the answers to valid input; where the document declares 410, the
+        # status check (every answer documented) still applies, and this one is left out.
+        excluded = [positive_data_acceptance] if "410" in raw["responses"] else []
         # An operation that takes nothing (a page) has no wrong input to try.
         modes = (
             (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -67,7 +72,12 @@ def fuzz(document: dict[str, Any], base_url: str, headers: dict[str, str]) -> li
             )
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
-                case.call_and_validate(base_url=base_url, headers=dict(headers), timeout=10)
+                case.call_and_validate(
+                    base_url=base_url,
+                    headers=dict(headers),
+                    excluded_checks=excluded,  # noqa: B023 (run is called in this iteration)
+                    timeout=10,
+                )
 
             try:
                 run()

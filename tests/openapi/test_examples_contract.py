@@ -11,6 +11,7 @@ the text ``[DONE]``).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -46,7 +47,7 @@ APPS = {"chat": chat_app, "mcp": mcp_app, "board": board_app}
 HEADERS = {"chat": CHAT_KEY, "mcp": {}, "board": {}}
 #: The plain operations of each: the fuzzing must reach them all.
 PLAIN = {
-    "chat": {"GET /", "GET /v1/models"},
+    "chat": {"GET /", "GET /v1/models", "GET /v1/runs/{run_id}", "POST /v1/runs/{run_id}/cancel"},
     "mcp": {"DELETE /mcp"},
     "board": {"GET /", "POST /login", "POST /logout", "POST /orders", "GET /healthz"},
 }
@@ -100,6 +101,23 @@ async def test_the_chat_stream_fits_its_item_schema() -> None:
         checker.check(event)
     assert events[-1].data == "[DONE]"
     assert len(events) >= 6  # role, three words, stop, usage, [DONE]
+
+
+async def test_a_runs_events_fit_their_item_schema_cancelled_or_not() -> None:
+    app = chat_app()
+    checker = ItemChecker(document_of(app), "/v1/runs/{run_id}/events")
+    long = {"model": "echo", "stream": True, "messages": [{"role": "user", "content": "w " * 500}]}
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream(
+            "POST", "/v1/chat/completions", json=long, headers=CHAT_KEY
+        ) as answer:
+            run_id = answer.headers["x-run-id"]
+        cancelled = await client.post(f"/v1/runs/{run_id}/cancel", headers=CHAT_KEY)
+        assert cancelled.json()["status"] == "cancelled"
+        events = await read_all_events(client, f"/v1/runs/{run_id}/events", headers=CHAT_KEY)
+    for event in events:
+        checker.check(event)
+    assert "error" in json.loads(events[-1].data)  # the cancel, in OpenAI's shape
 
 
 async def test_the_mcp_streams_fit_their_item_schemas() -> None:

@@ -27,7 +27,7 @@ from ._backend import (
 )
 from ._hub import Broadcast, Subscription
 from ._memory import MemoryBackend
-from ._runs import RUN_ENDED_EVENT, RunInfo, Runs, RunStatus
+from ._runs import RUN_ENDED_EVENT, RUN_ID_PATTERN, RunInfo, Runs, RunStatus
 
 if TYPE_CHECKING:  # what `__getattr__` below returns, for type checkers: the class, not object
     from ._redis import RedisBackend
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what `__getattr__` below returns, for type checkers: the cl
 __all__ = [
     "RESET_EVENT",
     "RUN_ENDED_EVENT",
+    "RUN_ID_PATTERN",
     "Broadcast",
     "BroadcastBackend",
     "BroadcastUnavailable",

@@ -50,7 +50,7 @@ from ._backend import RESET_EVENT, BroadcastBackend, BroadcastUnavailable
 from ._hub import Broadcast
 from ._memory import MemoryBackend
 
-__all__ = ["RUN_ENDED_EVENT", "RunInfo", "RunStatus", "Runs"]
+__all__ = ["RUN_ENDED_EVENT", "RUN_ID_PATTERN", "RunInfo", "RunStatus", "Runs"]
 
 logger = logging.getLogger("trio_dwex.broadcast")
 
@@ -63,7 +63,9 @@ _CONTROL_TOPIC: Final = "runs:control"
 RunStatus = Literal["running", "completed", "cancelled", "failed"]
 """Where a run is: still producing, or how it ended."""
 
-# "run_" + milliseconds since the epoch (11 hex digits until the year 2527) + 96 random bits.
+#: What every run id looks like: ``run_``, the milliseconds since the epoch when it started (11
+#: hex digits, until the year 2527), then 96 random bits. For a route's ``Constraint(pattern=)``.
+RUN_ID_PATTERN: Final = "run_[0-9a-f]{35}"
 _RUN_ID: Final = re.compile(r"run_([0-9a-f]{11})([0-9a-f]{24})")
 
 
@@ -261,12 +263,15 @@ class Runs:
             return
         # The shutdown policy: the runs still producing get `shutdown_grace` to finish, then
         # are cancelled; each still writes its end (shielded), so no run is left half-written.
-        with trio.move_on_after(self.shutdown_grace):
-            await self._idle.wait()
-        for run in list(self._local.values()):
-            run.cancel("shutdown")
-        self._runs_nursery = None
-        await lifetime.__aexit__(exc_type, exc, tb)
+        try:
+            with trio.move_on_after(self.shutdown_grace):
+                await self._idle.wait()
+        finally:
+            # Also when that wait was cancelled: the nurseries are closed in any case.
+            for run in list(self._local.values()):
+                run.cancel("shutdown")
+            self._runs_nursery = None
+            await lifetime.__aexit__(exc_type, exc, tb)
 
     def _check_open(self, what: str) -> trio.Nursery:
         if self._runs_nursery is None:
