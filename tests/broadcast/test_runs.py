@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
+from tests.broadcast.conftest import BackendFactory, RedisServer
 from tests.helpers import wait_until
 from trio_dwex import (
     BadRequestException,
@@ -187,20 +188,52 @@ async def test_a_finished_run_is_readable_for_keep_finished_then_gone() -> None:
             await runs.status(run_id)
 
 
-async def test_at_shutdown_runs_get_the_grace_then_end_cancelled_with_their_end_written() -> None:
-    backend = MemoryBackend(retain_count=20_000, retain_seconds=3600)
+async def test_at_shutdown_runs_get_the_grace_then_end_cancelled_with_their_end_written(
+    backend_kind: str, make_backend: BackendFactory
+) -> None:
+    backend = make_backend(retain_count=20_000, retain_seconds=3600)
     quick, endless = Producer(), Producer()
     async with Runs(backend, shutdown_grace=0.3) as runs:
         quick_id = await runs.start(quick.words(5, delay=0.02))  # done within the grace
         endless_id = await runs.start(endless.words(10_000, delay=0.01))
     assert endless.cleaned
-    # The topics outlive the Runs on this backend: a new one reads how each ended.
-    async with Runs(backend) as again:
+    # Another Runs on the same topics (the same memory, or the same Redis: another worker
+    # after a restart) reads how each ended: nothing was left half-written.
+    again_backend = (
+        backend
+        if backend_kind == "memory"
+        else make_backend(retain_count=20_000, retain_seconds=3600)
+    )
+    async with Runs(again_backend) as again:
         assert (await again.status(quick_id)).status == "completed"
         info = await again.status(endless_id)
         assert (info.status, info.error) == ("cancelled", "shutdown")
         events = await read_all(await again.events(endless_id))
         assert ended(events[-1]) == {"status": "cancelled", "error": "shutdown"}
+        assert len(events) - 1 == endless.produced  # every word it made, then its end
+
+
+async def test_a_run_is_read_resumed_and_cancelled_from_another_process_on_redis(
+    redis_server: RedisServer,
+) -> None:
+    from trio_dwex.broadcast import RedisBackend
+
+    producer = Producer()
+    # Two Runs on one Redis, each with its own backend and connections: two workers.
+    async with Runs.from_url(redis_server.url) as here, Runs.from_url(redis_server.url) as there:
+        run_id = await here.start(producer.words(10_000, delay=0.01), owner="ada")
+        assert isinstance(here.hub.backend, RedisBackend)
+        events = await there.events(run_id, owner="ada")
+        first = [await anext(events) for _ in range(3)]
+        await events.aclose()  # type: ignore[attr-defined]
+        resumed = await there.events(run_id, last_event_id=first[-1].id, owner="ada")
+        assert (await anext(resumed)).data == "word 3"  # right after the last one seen
+        info = await there.cancel(run_id, owner="ada")
+        rest = await read_all(resumed)
+    assert (info.status, info.error) == ("cancelled", "cancelled")
+    assert ended(rest[-1])["status"] == "cancelled"
+    assert producer.cleaned
+    assert producer.produced == 4 + len(rest) - 1
 
 
 def test_settings_are_checked_and_the_backend_must_keep_enough() -> None:
