@@ -64,9 +64,12 @@ SPARSE_MODES = {
     "smoke": FanoutMode(20, 3, 20.0, gap=0.05),
 }
 
-BACKENDS = ("memory", "redis", "sse-starlette")
-"""Our hub on each backend, and the peer: sse-starlette on uvicorn with an ``asyncio.Queue`` per
-subscriber (``bench.apps.make_sse_starlette_fanout_app``)."""
+BACKENDS = ("memory", "redis", "sse-starlette", "sse-starlette-standard")
+#: The peers among them: each gets its own ratios.
+PEERS = ("sse-starlette", "sse-starlette-standard")
+"""Our hub on each backend, and the peers: sse-starlette on uvicorn with an ``asyncio.Queue`` per
+subscriber (``bench.apps.make_sse_starlette_fanout_app``), on plain uvicorn (h11, asyncio) and
+on uvicorn[standard] (httptools, uvloop)."""
 
 
 @dataclass
@@ -268,6 +271,7 @@ LABELS = {
     "memory": "trio-dwex Broadcast, MemoryBackend",
     "redis": "trio-dwex Broadcast, RedisBackend (local redis-server)",
     "sse-starlette": "sse-starlette on uvicorn, an asyncio.Queue per subscriber",
+    "sse-starlette-standard": "the same on uvicorn[standard] (uvloop, httptools)",
 }
 
 
@@ -293,14 +297,13 @@ def render(results: list[FanoutResult], mode_name: str, reps: int, gap: float = 
             f"| {fmt(r.p50_ms, '.1f')} / {fmt(r.p99_ms, '.1f')} | {fmt(r.cpu_us, '.2f')} "
             f"| {fmt(r.rss_mib, ',.0f')} |"
         )
-    peer = next((r for r in results if r.backend == "sse-starlette" and not r.error), None)
-    if peer is not None:
-        lines += [
-            "",
-            "ratios to the sse-starlette peer (ours ÷ theirs; CPU and p99: lower is better)",
-        ]
+    for name in PEERS:
+        peer = next((r for r in results if r.backend == name and not r.error), None)
+        if peer is None:
+            continue
+        lines += ["", f"ratios to {LABELS[name]} (ours ÷ theirs; CPU and p99: lower is better)"]
         for r in results:
-            if r is peer or r.error or None in (r.cpu_us, r.deliveries_per_s, r.p99_ms):
+            if r.backend in PEERS or r.error or None in (r.cpu_us, r.deliveries_per_s, r.p99_ms):
                 continue
             lines.append(
                 f"- {LABELS[r.backend]}: CPU/delivery {_ratio(r.cpu_us, peer.cpu_us)}, "

@@ -7,7 +7,13 @@ from ``/gen`` (one per send for the ``raw1`` kinds), and reports:
   Trio worker every send costs one ``sendto`` and two ``epoll_wait`` — one pass of Trio's
   scheduler per schedule point;
 * with ``--py-spy``, a sampling profile (py-spy, ``pip install py-spy``) folded into the
-  inclusive share of each function, so the Hypercorn layers can be read top-down.
+  inclusive share of each function, so the Hypercorn layers can be read top-down, and the
+  functions with the most samples of their own (time in a syscall counts as its caller's).
+
+``python -m bench.profile fanout-memory --fanout --py-spy`` profiles the fan-out burst
+(1,000 subscribers x 300 events, `bench.fanout`) instead of one stream. py-spy then stops the
+server for each sample (``--blocking``): slower, but a torn stack of a busy process would
+otherwise blame the wrong functions.
 
 Diagnostics only; the benchmark itself does not need strace or py-spy.
 """
@@ -59,34 +65,23 @@ def strace_counts(pid: int, run: Callable[[], None]) -> dict[str, int]:
 
 
 def py_spy_profile(
-    pid: int, run: Callable[[], None], seconds: float, top: int
+    pid: int, run: Callable[[], None], seconds: float, top: int, *, blocking: bool = False
 ) -> list[tuple[float, str]]:
+    """The ``top`` functions by inclusive share of the busy samples, then (after a ``---``
+    line) by samples of their own."""
     out = Path(tempfile.mkdtemp()) / "profile.txt"
-    spy = subprocess.Popen(
-        [
-            _tool("py-spy"),
-            "record",
-            "-p",
-            str(pid),
-            "-o",
-            str(out),
-            "-f",
-            "raw",
-            "-r",
-            "1000",
-            "-d",
-            str(int(seconds)),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [_tool("py-spy"), "record", "-p", str(pid), "-o", str(out), "-f", "raw"]
+    command += ["-r", "250" if blocking else "1000", "-d", str(int(seconds))]
+    if not blocking:
+        command.append("--nonblocking")
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
         run()
     finally:
         spy.wait(seconds + 30)
     inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
     busy = 0
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -96,8 +91,12 @@ def py_spy_profile(
         busy += int(count)
         for frame in set(frames):
             inclusive[frame] += int(count)
+        own[frames[-1]] += int(count)
     site = re.compile(r"/[^ ]*site-packages/|" + re.escape(str(Path.cwd())) + "/")
-    return [(100 * n / busy, site.sub("", f)) for f, n in inclusive.most_common(top)]
+    shares = [(100 * n / busy, site.sub("", f)) for f, n in inclusive.most_common(top)]
+    shares.append((0.0, "--- samples of their own"))
+    shares += [(100 * n / busy, site.sub("", f)) for f, n in own.most_common(top // 2)]
+    return shares
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,9 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sparse", action="store_true", help="the sparse stream: one event per write, spaced"
     )
+    parser.add_argument(
+        "--fanout", action="store_true", help="the fan-out burst (a fanout-* kind) instead"
+    )
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})
+    if args.fanout:
+        profile_fanout(args.kind, args.py_spy, args.top)
+        return
     path = f"/gen?n={args.events}" + ("&sparse=1" if args.sparse else "")
     server = Server(args.kind, 1 if (os.cpu_count() or 1) >= 2 else None)
     try:
@@ -145,6 +150,35 @@ def main(argv: list[str] | None = None) -> None:
                     stream()
 
             for share, frame in py_spy_profile(server.pid, repeat, seconds + 1, args.top):
+                print(f"{share:5.1f}%  {frame}")
+    finally:
+        server.stop()
+
+
+def profile_fanout(kind: str, spy: bool, top: int) -> None:
+    """The fan-out burst of `bench.fanout` against a ``fanout-*`` server: CPU per delivery,
+    then where it goes."""
+    from .fanout import FANOUT_MODES, FanoutResult, _measure
+
+    mode = FANOUT_MODES["full"]
+    server = Server(kind, 1 if (os.cpu_count() or 1) >= 2 else None)
+
+    def burst() -> None:
+        result = FanoutResult(kind, mode.subscribers, mode.events)
+        _measure(server, mode, result)
+        print(f"{kind}: {result.cpu_us:.1f} server CPU-µs per delivery")
+
+    try:
+        burst()  # warm up
+        burst()
+        if spy:
+
+            def repeat() -> None:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    burst()
+
+            for share, frame in py_spy_profile(server.pid, repeat, 12, top, blocking=True):
                 print(f"{share:5.1f}%  {frame}")
     finally:
         server.stop()

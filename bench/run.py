@@ -480,6 +480,8 @@ def versions() -> dict[str, str]:
         "hypercorn",
         "h11",
         "uvicorn",
+        "uvloop",
+        "httptools",
         "sse-starlette",
         "starlette",
         "trio-dwex",
@@ -540,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated row keys to run")
     parser.add_argument(
         "--fanout",
-        default="memory,redis,sse-starlette",
+        default="memory,redis,sse-starlette,sse-starlette-standard",
         help="fan-out backends measured after the main table (bench/fanout.py): "
         "comma-separated among memory,redis,sse-starlette (the peer), or 'none' "
         "(default: all three)",

@@ -25,7 +25,8 @@ from . import apps
 
 #: kind -> (app factory, server). Servers: "hypercorn" (plain hypercorn.trio.serve),
 #: "dwex" (trio-dwex's serve: Hypercorn's Trio worker plus our TCPServer fixes),
-#: "hypercorn-asyncio" (hypercorn.asyncio.serve), "uvicorn".
+#: "hypercorn-asyncio" (hypercorn.asyncio.serve), "uvicorn" (h11 on asyncio, what a plain
+#: ``pip install uvicorn`` runs), "uvicorn-standard" (httptools on uvloop: uvicorn[standard]).
 SERVERS: dict[str, tuple[Any, str]] = {
     "dwex": (apps.make_dwex_app, "dwex"),
     "dwex-orjson": (partial(apps.make_dwex_app, "orjson"), "dwex"),
@@ -41,8 +42,10 @@ SERVERS: dict[str, tuple[Any, str]] = {
     # The fan-out scenario (bench/fanout.py): a broadcast hub, in memory or on the Redis server
     # that $BENCH_REDIS_URL names.
     "fanout-memory": (partial(apps.make_fanout_app, "memory://"), "dwex"),
-    # The peer: sse-starlette on uvicorn, an asyncio.Queue per subscriber.
+    # The peer: sse-starlette on uvicorn, an asyncio.Queue per subscriber; and the same on
+    # uvicorn[standard] (uvloop and httptools), its fastest setup.
     "fanout-sse-starlette": (apps.make_sse_starlette_fanout_app, "uvicorn"),
+    "fanout-sse-starlette-standard": (apps.make_sse_starlette_fanout_app, "uvicorn-standard"),
     "fanout-redis": (
         lambda: apps.make_fanout_app(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")),
         "dwex",
@@ -139,7 +142,7 @@ def run_hypercorn_asyncio(app: Any) -> None:
     asyncio.run(main())
 
 
-def run_uvicorn(app: Any) -> None:
+def run_uvicorn(app: Any, *, standard: bool = False) -> None:
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -149,8 +152,8 @@ def run_uvicorn(app: Any) -> None:
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
-        http="h11",
-        loop="asyncio",
+        http="httptools" if standard else "h11",
+        loop="uvloop" if standard else "asyncio",
         lifespan="off",
         access_log=False,
         log_level="warning",
@@ -165,7 +168,12 @@ def run_uvicorn(app: Any) -> None:
         asyncio.get_running_loop().call_soon(ready, port)
         await server.serve(sockets=[sock])
 
-    asyncio.run(serve())
+    if standard:
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     factory, server = SERVERS[args.kind]
     app = factory()
-    if server == "uvicorn":
-        run_uvicorn(app)
+    if server in ("uvicorn", "uvicorn-standard"):
+        run_uvicorn(app, standard=server == "uvicorn-standard")
     elif server == "hypercorn-asyncio":
         run_hypercorn_asyncio(app)
     else:

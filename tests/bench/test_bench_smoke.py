@@ -67,5 +67,6 @@ def test_smoke_run_measures_every_row(tmp_path: Path) -> None:
         assert fanout["error"] is None, (backend, fanout["error"])
         assert fanout["deliveries"] == fanout["subscribers"] * fanout["events"] > 0, backend
         assert fanout["rss_mib"] > 0, backend
-    assert {"memory", "sse-starlette"} <= set(report["fanout_sparse"])
-    assert "ratios to the sse-starlette peer" in proc.stdout
+    assert {"memory", "sse-starlette", "sse-starlette-standard"} <= set(report["fanout_sparse"])
+    assert "ratios to sse-starlette on uvicorn, an asyncio.Queue per subscriber" in proc.stdout
+    assert "ratios to the same on uvicorn[standard]" in proc.stdout
