@@ -40,7 +40,7 @@ from tests.reliability.support import (  # noqa: E402
     server_process,
 )
 
-from trio_dwex import Body, Controller, Module, Sse, create_app  # noqa: E402
+from trio_dwex import Body, Controller, Module, Settings, Sse, StreamSettings, create_app  # noqa: E402
 
 Row = dict[str, Any]
 
@@ -88,6 +88,12 @@ class TokenModule:
 
 
 dwex_app = create_app(TokenModule)
+#: The same, with tokens merged into writes for up to `MERGE_WINDOW` seconds
+#: (``StreamSettings.merge_window``): fewer writes, each token at most that much later.
+MERGE_WINDOW = 0.025
+dwex_merged_app = create_app(
+    TokenModule, settings=Settings(streams=StreamSettings(merge_window=MERGE_WINDOW))
+)
 
 
 # -- the peer: FastAPI + sse-starlette ----------------------------------------------------------
@@ -128,8 +134,9 @@ def __getattr__(name: str) -> Any:
 
 @contextmanager
 def server(kind: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    if kind == "trio-dwex":
-        with server_process("bench.tokens:dwex_app", port, "--log-level", "error") as process:
+    if kind.startswith("trio-dwex"):
+        target = "bench.tokens:dwex_merged_app" if "merge" in kind else "bench.tokens:dwex_app"
+        with server_process(target, port, "--log-level", "error") as process:
             yield process
         return
     command = [
@@ -202,14 +209,17 @@ async def measure(kind: str, streams: int, tokens: int, gap: float) -> Row:
 
 async def main(options: argparse.Namespace) -> list[Row]:
     rows = []
-    for kind in ("trio-dwex", "fastapi+sse-starlette"):
+    merged = f"trio-dwex, merge_window={MERGE_WINDOW * 1000:g} ms"
+    for kind in ("trio-dwex", merged, "fastapi+sse-starlette"):
         row = await measure(kind, options.streams, options.tokens, options.gap)
-        print(f"| {kind:<22} | " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        print(f"| {kind:<32} | " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         rows.append(row)
-    ours, peer = rows[0]["cpu_us_per_token"], rows[1]["cpu_us_per_token"]
-    # /proc counts CPU in clock ticks (10 ms): a small run may measure none at all.
-    ratio = f"{peer / ours:.2f}x" if ours and peer else "too few ticks to compare"
-    print(f"CPU per token, FastAPI + sse-starlette / trio-dwex: {ratio}", flush=True)
+    peer = rows[-1]["cpu_us_per_token"]
+    for row in rows[:-1]:
+        ours = row["cpu_us_per_token"]
+        # /proc counts CPU in clock ticks (10 ms): a small run may measure none at all.
+        ratio = f"{ours / peer:.2f}x" if ours and peer else "too few ticks to compare"
+        print(f"CPU per token, {row['server']} / FastAPI + sse-starlette: {ratio}", flush=True)
     return rows
 
 

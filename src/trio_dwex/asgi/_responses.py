@@ -306,6 +306,7 @@ class EventSourceResponse(SetsCookies):
         max_lifetime: float | Unset | None = UNSET,
         close_timeout: float | Unset = UNSET,
         compress: bool | Unset = UNSET,
+        merge_window: float | Unset | None = UNSET,
         headers: HeadersInput | None = None,
         settings: StreamSettings | None = None,
         serializer: Serializer | None = None,
@@ -329,6 +330,7 @@ class EventSourceResponse(SetsCookies):
                 "max_lifetime": max_lifetime,
                 "close_timeout": close_timeout,
                 "compress": compress,
+                "merge_window": merge_window,
             }.items()
             if value is not UNSET
         }

@@ -288,6 +288,7 @@ def Sse(
     overflow: OverflowPolicy | Unset = UNSET,
     max_lifetime: float | Unset | None = UNSET,
     compress: bool | Unset = UNSET,
+    merge_window: float | Unset | None = UNSET,
     headers: Mapping[str, str] | Unset = UNSET,
     events: Mapping[str, object] | None = None,
     responses: Mapping[int, object] | None = None,
@@ -318,6 +319,8 @@ def Sse(
     - ``max_lifetime``: seconds after which the stream is closed (the client reconnects with
       ``Last-Event-ID``); ``None`` for no limit.
     - ``compress``: gzip the stream for clients that accept it, flushed after every write.
+    - ``merge_window``: seconds an unnamed event may wait to share a write with the next
+      ones (an LLM's tokens); named events and comments go at once. ``None``: no wait.
     - ``headers``: extra response headers.
     - ``events``: the events the stream sends, by name, each with the type of its ``data``
       (a dataclass, ``TypedDict``, ``msgspec.Struct``, pydantic model, or any annotation the
@@ -339,6 +342,7 @@ def Sse(
         "overflow": overflow,
         "max_lifetime": max_lifetime,
         "compress": compress,
+        "merge_window": merge_window,
     }
     options: dict[str, object] = {k: v for k, v in given.items() if v is not UNSET}
     try:

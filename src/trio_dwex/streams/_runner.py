@@ -323,6 +323,7 @@ class StreamRun:
             tracker.record_first_event(self)
         idle = math.inf if settings.keepalive is None else settings.keepalive
         send_timeout = settings.send_timeout
+        merge_window = settings.merge_window
         while True:
             # One timer serves the whole loop: its deadline is the keep-alive interval while we
             # wait for events and the send timeout while a write is in progress. Moving a
@@ -343,6 +344,10 @@ class StreamRun:
                         item if isinstance(item, bytes) else item.encode(), receiver, limit
                     )
                     budget.release(len(data))
+                    if merge_window is not None and not _flushes(data):
+                        data, count = await _merge(
+                            data, count, receiver, budget, merge_window, limit
+                        )
                     await sink.write(data)
                     record(count, len(data))
                     if awaiting_first:
@@ -413,6 +418,38 @@ def _coalesce(first: bytes, receiver: _Buffer, limit: int) -> tuple[bytes, int]:
     if len(parts) == 1:
         return first, 1
     return b"".join(parts), len(parts)
+
+
+async def _merge(
+    data: bytes, count: int, receiver: _Buffer, budget: ByteBudget, window: float, limit: int
+) -> tuple[bytes, int]:
+    """``data`` (``count`` events) with the events that arrive within ``window`` seconds, up to
+    ``limit`` bytes; a named event, a comment or the end of the buffer ends the wait at once."""
+    parts = [data]
+    size = len(data)
+    with trio.move_on_after(window):
+        while size < limit:
+            try:
+                item = await receiver.receive()
+            except trio.EndOfChannel:
+                break  # the source ended: what waits goes now, and the next receive ends
+            more = item if isinstance(item, bytes) else item.encode()
+            budget.release(len(more))
+            parts.append(more)
+            size += len(more)
+            count += 1
+            if _flushes(more):
+                break
+    return b"".join(parts), count
+
+
+def _flushes(data: bytes) -> bool:
+    """Whether encoded events must go out now: one of them is a comment or a named event.
+
+    `SseEvent.encode` writes comments, then ``event:``, first; an event ends with a blank
+    line, and nothing inside one does, so a blank line followed by either starts one.
+    """
+    return data.startswith((b":", b"event:")) or b"\n\nevent:" in data or b"\n\n:" in data
 
 
 def _discard(events: int, size: int) -> None:

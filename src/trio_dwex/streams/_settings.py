@@ -42,6 +42,11 @@ class StreamSettings:
         compress: gzip the stream for a client whose ``Accept-Encoding`` takes it, flushed
             after every write, so that each event still arrives at once. Off by default: it
             costs CPU per write, and pays off on verbose JSON over slow links.
+        merge_window: seconds an unnamed event (an LLM's token, say) may wait for the next
+            ones, to go out in one write with them: fewer writes, each event still whole and
+            in order, at most this much later. A named event, a comment and the end of the
+            stream go out at once, with what waits. ``None`` (the default): every write goes
+            out as soon as the writer has it.
     """
 
     keepalive: float | None = 15.0
@@ -56,11 +61,12 @@ class StreamSettings:
     lifetime_jitter: float = 0.1
     farewell_retry: float | None = 3.0
     compress: bool = False
+    merge_window: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("send_timeout", "first_event_wait", "close_timeout"):
             _check_seconds(name, getattr(self, name), allow_none=False)
-        for name in ("keepalive", "max_lifetime"):
+        for name in ("keepalive", "max_lifetime", "merge_window"):
             _check_seconds(name, getattr(self, name), allow_none=True)
         for name in ("buffer_size", "buffer_bytes", "max_batch_bytes"):
             value = getattr(self, name)
