@@ -250,3 +250,28 @@ async def test_a_closed_runs_refuses_with_a_clear_error() -> None:
     runs = Runs()
     with pytest.raises(RuntimeError, match="needs open Runs"):
         await runs.start(Producer().words(1))
+
+
+async def test_many_runs_readers_and_cancels_at_once_each_end_exactly_once() -> None:
+    producers = [Producer() for _ in range(40)]
+    async with Runs() as runs:
+        ids = [await runs.start(p.words(50, delay=0.002)) for p in producers]
+        results: dict[str, list[SseEvent]] = {}
+
+        async def read(run_id: str) -> None:
+            results[run_id] = await read_all(await runs.events(run_id))
+
+        async with trio.open_nursery() as nursery:
+            for run_id in ids:
+                nursery.start_soon(read, run_id)
+            for run_id in ids[::4]:
+                nursery.start_soon(runs.cancel, run_id)
+        assert runs.running == 0
+    for run_id, producer in zip(ids, producers, strict=True):
+        events = results[run_id]
+        status = ended(events[-1])["status"]
+        words = [event.data for event in events[:-1]]
+        assert words == [f"word {n}" for n in range(len(words))]  # in order, no gap
+        assert len(words) == producer.produced  # every word it made, once
+        assert status == ("completed" if producer.produced == 50 else "cancelled")
+        assert producer.cleaned

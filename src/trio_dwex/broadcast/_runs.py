@@ -198,7 +198,9 @@ class Runs:
                 retain_count=max_events + 2, retain_seconds=max_duration + keep_finished
             )
         _check_retention(backend, max_events + 2, max_duration + keep_finished)
-        self.hub = Broadcast(backend)
+        # A reader that joins a run late is replayed its events while new ones arrive: room
+        # for a whole run's worth, so that it is not dropped for falling behind its replay.
+        self.hub = Broadcast(backend, subscriber_buffer=max_events + 2)
         self.max_runs = max_runs
         self.max_runs_per_owner = max_runs_per_owner
         self.max_events = max_events
