@@ -36,6 +36,13 @@ class FeedController:
     async def plain(self) -> AsyncIterator[SseEvent]:
         yield SseEvent(data=NOTE, event="note")
 
+    @Sse("brotli", compress="br")
+    async def brotli(self) -> AsyncIterator[SseEvent]:
+        yield SseEvent(data=NOTE, event="note", id="1")
+        await RELEASE.wait()
+        for n in range(2, 50):
+            yield SseEvent(data=NOTE, event="note", id=str(n))
+
 
 @Module(controllers=[FeedController])
 class FeedModule:
@@ -80,16 +87,27 @@ async def test_only_for_a_client_that_asks() -> None:
     app = create_app(FeedModule)
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
         # httpx asks for gzip unless told otherwise: "" stands for a client that says nothing.
-        for accept in ("", "identity", "gzip;q=0", "br", "*;q=0"):
+        for accept in ("", "identity", "gzip;q=0", "gzip;q=0, br;q=0", "*;q=0"):
             headers = {"Accept-Encoding": accept}
             async with client.stream("GET", "/feed", headers=headers) as response:
                 assert "content-encoding" not in response.headers, accept
                 body = await response.aread()
             assert len(SseDecoder().feed(body)) == 49, accept
-        for accept in ("gzip", "deflate, gzip;q=0.5", "*"):
+        for accept in ("gzip", "deflate, gzip;q=0.5", "br;q=0, gzip"):
             response = await client.get("/feed", headers={"Accept-Encoding": accept})
             assert response.headers["content-encoding"] == "gzip", accept
             assert len(SseDecoder().feed(response.content)) == 49  # httpx inflates it
+        # compress=True is gzip, even for a client that also takes brotli.
+        response = await client.get("/feed", headers={"Accept-Encoding": "br, gzip"})
+        assert response.headers["content-encoding"] == "gzip"
+        # compress="br": brotli (installed with the test extra) for a client that takes it,
+        # gzip for one that does not.
+        for accept, coding in (("br", "br"), ("gzip, br", "br"), ("*", "br"), ("gzip", "gzip")):
+            response = await client.get("/brotli", headers={"Accept-Encoding": accept})
+            assert response.headers["content-encoding"] == coding, accept
+            assert len(SseDecoder().feed(response.content)) == 49  # httpx decodes it
+        refused = await client.get("/brotli", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in refused.headers
         plain = await client.get("/plain", headers={"Accept-Encoding": "gzip"})
         assert "content-encoding" not in plain.headers  # not asked for by the route
 
@@ -102,3 +120,40 @@ async def test_the_app_can_compress_every_stream() -> None:
         assert plain.headers["content-encoding"] == "gzip"
         assert SseDecoder().feed(plain.content)[0].type == "note"
         await wait_until(lambda: app.stats()["open"] == 0)
+
+
+async def test_a_lone_event_arrives_in_brotli_without_waiting_for_more() -> None:
+    import brotli  # type: ignore[import-untyped]
+
+    global RELEASE
+    RELEASE = trio.Event()
+    app = create_app(FeedModule)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("GET", "/brotli", headers={"Accept-Encoding": "br"}) as response:
+            assert response.headers["content-encoding"] == "br"
+            decompressor = brotli.Decompressor()
+            decoder = SseDecoder()
+            raw = response.aiter_raw()
+            wire = 0
+            events: list[MessageEvent] = []
+            with trio.fail_after(5):
+                while not events:  # the stream is still open: nothing else is coming yet
+                    chunk = await anext(raw)
+                    wire += len(chunk)
+                    events += decoder.feed(decompressor.process(chunk))
+            RELEASE.set()
+            async for chunk in raw:
+                wire += len(chunk)
+                events += decoder.feed(decompressor.process(chunk))
+            assert decompressor.is_finished()  # the stream's end came at the end
+    assert [e.id for e in events] == [str(n) for n in range(1, 50)]
+    assert wire < sum(len(event.data) for event in events) / 3
+
+
+def test_the_coding_is_a_checked_setting() -> None:
+    import pytest
+
+    for bad in ("zstd", 1, "gzip "):
+        with pytest.raises(ValueError, match='compress must be a bool, "gzip" or "br"'):
+            StreamSettings(compress=bad)  # type: ignore[arg-type]
+    assert StreamSettings(compress="br").compress == "br"

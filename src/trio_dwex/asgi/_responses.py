@@ -12,11 +12,10 @@ They work without the rest of trio-dwex, in any ASGI app served by a Trio server
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from .._errors import HttpException
@@ -28,7 +27,7 @@ from ..streams._state import CloseReason
 from ..streams._stream import OverflowPolicy, SseStream
 from ..streams._tracker import StreamTracker
 from ..wire._cookies import SameSite, set_cookie_value
-from ..wire._headers import HeadersInput, accepts_coding, encode_headers
+from ..wire._headers import HeadersInput, encode_headers
 from ..wire._sse import (
     Serializer,
     current_serializer,
@@ -36,6 +35,7 @@ from ..wire._sse import (
     replace_surrogates,
     use_serializer,
 )
+from ._encodings import StreamEncoder, choose_encoder
 from ._types import (
     DIRECT_WRITE_EXTENSION,
     DISCONNECT_EXTENSION,
@@ -255,14 +255,6 @@ def error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(server_error.to_json(), 500)
 
 
-_GZIP_HEADERS = [(b"content-encoding", b"gzip"), (b"vary", b"accept-encoding")]
-
-
-def _accepts_gzip(scope: Scope) -> bool:
-    """Whether the request's ``Accept-Encoding`` takes gzip (RFC 9110: ``q=0`` refuses)."""
-    return accepts_coding(scope_header(scope, b"accept-encoding"), "gzip")
-
-
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache, no-transform"),
@@ -305,7 +297,7 @@ class EventSourceResponse(SetsCookies):
         first_event_wait: float | Unset = UNSET,
         max_lifetime: float | Unset | None = UNSET,
         close_timeout: float | Unset = UNSET,
-        compress: bool | Unset = UNSET,
+        compress: bool | Literal["gzip", "br"] | Unset = UNSET,
         merge_window: float | Unset | None = UNSET,
         headers: HeadersInput | None = None,
         settings: StreamSettings | None = None,
@@ -376,9 +368,16 @@ class EventSourceResponse(SetsCookies):
             self.headers += [item for item in encode_headers(headers) if item[0] not in names]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gzip = self.settings.compress and _accepts_gzip(scope)
-        headers = self.headers + _GZIP_HEADERS if gzip else self.headers
-        sink = _ASGISink(scope, receive, send, headers, gzip=gzip)
+        compress = self.settings.compress
+        encoder = (
+            choose_encoder(scope_header(scope, b"accept-encoding"), prefer_brotli=compress == "br")
+            if compress
+            else None
+        )
+        headers = self.headers
+        if encoder is not None:
+            headers = [*headers, (b"content-encoding", encoder.name), (b"vary", b"accept-encoding")]
+        sink = _ASGISink(scope, receive, send, headers, encoder=encoder)
         try:
             serializer = self.serializer or current_serializer()
             with use_serializer(serializer):
@@ -405,15 +404,15 @@ class _ASGISink:
         send: Send,
         headers: list[tuple[bytes, bytes]],
         *,
-        gzip: bool = False,
+        encoder: StreamEncoder | None = None,
     ) -> None:
         self._scope = scope
         self._receive = receive
         self._send = send
         self._headers = headers
-        # gzip for a client that takes it: each write is flushed (Z_SYNC_FLUSH), so an event
-        # is never held back waiting for more to compress with.
-        self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
+        # Compression for a client that takes it: each write is flushed, so an event is never
+        # held back waiting for more to compress with.
+        self._encoder = encoder
         self._direct: Any = (scope.get("extensions") or {}).get(DIRECT_WRITE_EXTENSION)
 
     async def start(self) -> None:
@@ -424,12 +423,12 @@ class _ASGISink:
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
 
     def finish(self) -> bytes:
-        """The last bytes of the body: the gzip trailer, when the stream is compressed."""
-        return b"" if self._gzip is None else self._gzip.flush(zlib.Z_FINISH)
+        """The last bytes of the body: the compressed stream's end, when it is compressed."""
+        return b"" if self._encoder is None else self._encoder.finish()
 
     async def write(self, data: bytes) -> None:
-        if self._gzip is not None:
-            data = self._gzip.compress(data) + self._gzip.flush(zlib.Z_SYNC_FLUSH)
+        if self._encoder is not None:
+            data = self._encoder.encode(data)
         # Our server's fast path when it has one (``serving/_direct.py``): written at once if
         # the socket has room, else the ASGI way.
         direct = self._direct

@@ -287,7 +287,7 @@ def Sse(
     buffer_bytes: int | Unset = UNSET,
     overflow: OverflowPolicy | Unset = UNSET,
     max_lifetime: float | Unset | None = UNSET,
-    compress: bool | Unset = UNSET,
+    compress: bool | Literal["gzip", "br"] | Unset = UNSET,
     merge_window: float | Unset | None = UNSET,
     headers: Mapping[str, str] | Unset = UNSET,
     events: Mapping[str, object] | None = None,
@@ -318,7 +318,8 @@ def Sse(
     - ``overflow``: what ``send_nowait`` does when that buffer is full (``OverflowPolicy``).
     - ``max_lifetime``: seconds after which the stream is closed (the client reconnects with
       ``Last-Event-ID``); ``None`` for no limit.
-    - ``compress``: gzip the stream for clients that accept it, flushed after every write.
+    - ``compress``: gzip (``True``) or brotli (``"br"``, gzip for clients without it) for
+      clients that accept it, flushed after every write.
     - ``merge_window``: seconds an unnamed event may wait to share a write with the next
       ones (an LLM's tokens); named events and comments go at once. ``None``: no wait.
     - ``headers``: extra response headers.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from ._budget import DEFAULT_BUFFER_BYTES
 from ._stream import DEFAULT_BUFFER_SIZE, OverflowPolicy
@@ -39,9 +40,12 @@ class StreamSettings:
             its lease's expiry or a revocation (`StreamTracker.close_where`) ends its stream,
             as an SSE ``retry`` field drawn from half to one and a half times this; spreads
             the reconnections. ``None``: no field.
-        compress: gzip the stream for a client whose ``Accept-Encoding`` takes it, flushed
-            after every write, so that each event still arrives at once. Off by default: it
-            costs CPU per write, and pays off on verbose JSON over slow links.
+        compress: compress the stream for a client whose ``Accept-Encoding`` takes it, flushed
+            after every write, so that each event still arrives at once: ``True`` (or
+            ``"gzip"``) gzip; ``"br"`` brotli when the client takes it and the ``brotli``
+            package is installed, else gzip. Off by default: it costs CPU per write, and pays
+            off on verbose JSON over slow links. gzip is the better choice for a stream of one
+            event per write, brotli for one whose writes carry many (``bench.compression``).
         merge_window: seconds an unnamed event (an LLM's token, say) may wait for the next
             ones, to go out in one write with them: fewer writes, each event still whole and
             in order, at most this much later. A named event, a comment and the end of the
@@ -60,7 +64,7 @@ class StreamSettings:
     max_batch_bytes: int = 64 * 1024
     lifetime_jitter: float = 0.1
     farewell_retry: float | None = 3.0
-    compress: bool = False
+    compress: bool | Literal["gzip", "br"] = False
     merge_window: float | None = None
 
     def __post_init__(self) -> None:
@@ -76,8 +80,10 @@ class StreamSettings:
         if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter < 1:
             raise ValueError(f"stream setting lifetime_jitter must be in [0, 1), got {jitter!r}")
         _check_seconds("farewell_retry", self.farewell_retry, allow_none=True)
-        if not isinstance(self.compress, bool):
-            raise ValueError(f"stream setting compress must be a bool, got {self.compress!r}")
+        if not isinstance(self.compress, bool) and self.compress not in ("gzip", "br"):
+            raise ValueError(
+                f'stream setting compress must be a bool, "gzip" or "br", got {self.compress!r}'
+            )
         if not isinstance(self.overflow, OverflowPolicy):
             raise ValueError(
                 f"stream setting overflow must be an OverflowPolicy, got {self.overflow!r}"
