@@ -275,3 +275,23 @@ async def test_many_runs_readers_and_cancels_at_once_each_end_exactly_once() -> 
         assert len(words) == producer.produced  # every word it made, once
         assert status == ("completed" if producer.produced == 50 else "cancelled")
         assert producer.cleaned
+
+
+async def test_on_redis_a_finished_run_is_gone_from_redis_after_keep_finished(
+    redis_server: RedisServer,
+) -> None:
+    import coredis
+
+    async with Runs.from_url(redis_server.url, max_duration=0.5, keep_finished=0.5) as runs:
+        run_id = await runs.start(Producer().words(3, delay=0))
+        events = await read_all(await runs.events(run_id))
+        assert ended(events[-1])["status"] == "completed"
+        client = coredis.Redis.from_url(redis_server.url, decode_responses=True)
+        async with client:
+            keys = [f"trio-dwex:runs:{run_id}", f"trio-dwex:runs:{run_id}:status"]
+            ttls = [await client.pttl(key) for key in keys]
+            assert all(0 < ttl <= 500 for ttl in ttls), ttls  # set at the end: keep_finished
+            await trio.sleep(0.8)
+            with pytest.raises(GoneException):
+                await runs.status(run_id)
+            assert await client.exists(keys) == 0  # nothing left behind in Redis

@@ -26,6 +26,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Final
 
+import trio
+
 from .._errors import HttpException, ServiceUnavailableException, clip
 from .._unset import UNSET
 from ..wire._sse import SseEvent
@@ -216,6 +218,16 @@ class BroadcastBackend(abc.ABC):
 
         Never raises, whatever the text: it reads clients' ``Last-Event-ID`` headers.
         """
+
+    async def expire(self, topic: str, seconds: float) -> None:
+        """Drop ``topic``, events and all, ``seconds`` from now (a later call moves the time):
+        for a topic that ends, such as a run's, whose events must not outlive it.
+
+        By default nothing beyond retention: a backend whose topics go once their events aged
+        out (`MemoryBackend`) needs no more. One whose topics stay until something trims them
+        (Redis, which trims when someone publishes) overrides it.
+        """
+        await trio.lowlevel.checkpoint()
 
 
 def rebuild_event(event: SseEvent, event_id: str) -> SseEvent:

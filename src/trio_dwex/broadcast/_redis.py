@@ -574,6 +574,18 @@ class RedisBackend(BroadcastBackend):
         await self._trim(topic, key, entry_id, size + len(entry_id) + len("id: \n"))
         return entry_id
 
+    async def expire(self, topic: str, seconds: float) -> None:
+        """``PEXPIRE`` the topic's stream: it goes ``seconds`` from now, as a whole."""
+        client = self._require_client()
+        try:
+            with trio.fail_after(self.command_timeout):
+                await client.pexpire(self._key(topic), max(1, round(seconds * 1000)))
+        except _UNAVAILABLE as exc:
+            raise BroadcastUnavailable(
+                f"could not set the expiry of topic {topic!r}: Redis at {self.url} is "
+                f"unavailable ({exc!r})"
+            ) from exc
+
     async def _trim(self, topic: str, key: str, entry_id: str, size: int) -> None:
         """Trim the topic by age and by bytes, if it is time (see `_AGE_TRIM_EVERY`)."""
         now = trio.current_time()

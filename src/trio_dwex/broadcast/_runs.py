@@ -320,6 +320,9 @@ class Runs:
         try:
             await self.hub.publish(_status_topic(run_id), _status_event(info))
             await self.hub.publish(run_id, SseEvent(event=_STARTED_EVENT, data=""))
+            # Gone at the latest when a run that lasts its longest has been kept its time,
+            # even if its end is never written (its worker died).
+            await self._expire(run_id, self.max_duration + self.keep_finished)
         except BaseException:
             self._remove(run)
             await _close(events)
@@ -472,12 +475,19 @@ class Runs:
                 ended = {"status": info.status, "error": info.error}
                 await self.hub.publish(info.id, SseEvent(event=RUN_ENDED_EVENT, data=ended))
                 await self.hub.publish(_status_topic(info.id), _status_event(info))
+                await self._expire(info.id, self.keep_finished)
             except BroadcastUnavailable:
                 logger.error(
                     "run %s ended (%s) but its end could not be written", info.id, info.status
                 )
         if scope.cancelled_caught:
             logger.error("run %s ended (%s) but writing its end timed out", info.id, info.status)
+
+    async def _expire(self, run_id: str, seconds: float) -> None:
+        """Drop the run's topics ``seconds`` from now, where the backend keeps topics until
+        told (Redis); elsewhere its retention already does."""
+        for topic in (run_id, _status_topic(run_id)):
+            await self.hub.backend.expire(topic, seconds)
 
     async def _listen_for_cancels(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Cancel the local runs that another worker was asked to cancel."""
