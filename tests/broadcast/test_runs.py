@@ -295,3 +295,15 @@ async def test_on_redis_a_finished_run_is_gone_from_redis_after_keep_finished(
             with pytest.raises(GoneException):
                 await runs.status(run_id)
             assert await client.exists(keys) == 0  # nothing left behind in Redis
+
+
+async def test_a_run_is_gone_keep_finished_after_its_end_even_if_its_events_linger() -> None:
+    # The memory backend keeps events for max_duration + keep_finished (an hour here), but a
+    # run is read whole or not at all: gone keep_finished after its end.
+    async with Runs(max_duration=3600, keep_finished=0.3) as runs:
+        run_id = await runs.start(Producer().words(2, delay=0))
+        events = await read_all(await runs.events(run_id))  # to its end
+        assert ended(events[-1])["status"] == "completed"
+        await trio.sleep(0.4)
+        with pytest.raises(GoneException):
+            await runs.events(run_id)

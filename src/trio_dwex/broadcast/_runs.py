@@ -389,6 +389,10 @@ class Runs:
         info = RunInfo.from_json(json.loads(replay.events[-1].data or "{}"))
         if owner is not None and info.owner != owner:
             raise NotFoundException("no such run")
+        if info.ended_at is not None and time.time() > info.ended_at + self.keep_finished:
+            # Kept a while longer by a backend's retention, perhaps, but no longer whole (its
+            # oldest events age out first): gone, as promised, rather than half there.
+            raise GoneException("this run has expired: its events are no longer kept")
         return info
 
     async def cancel(self, run_id: str, *, owner: str | None = None) -> RunInfo:
@@ -467,14 +471,15 @@ class Runs:
                 await aclose_iterator(iterator)
 
     async def _write_end(self, info: RunInfo) -> None:
-        """The run's last event, then its final status: shielded, so that a cancelled run
-        still says how it ended; bounded, so that an unreachable backend cannot hang shutdown."""
+        """The run's final status, then its last event: shielded, so that a cancelled run still
+        says how it ended; bounded, so that an unreachable backend cannot hang shutdown."""
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.cancel_timeout
             try:
+                # The status first: whoever has read the run's last event then finds it ended.
+                await self.hub.publish(_status_topic(info.id), _status_event(info))
                 ended = {"status": info.status, "error": info.error}
                 await self.hub.publish(info.id, SseEvent(event=RUN_ENDED_EVENT, data=ended))
-                await self.hub.publish(_status_topic(info.id), _status_event(info))
                 await self._expire(info.id, self.keep_finished)
             except BroadcastUnavailable:
                 logger.error(
