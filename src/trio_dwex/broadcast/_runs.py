@@ -17,7 +17,9 @@ Each run has three topics on the hub that `Runs` owns:
 
 Retention is the hub's: `Runs` makes its backend keep every event of a run for
 ``max_duration + keep_finished`` seconds, so that a finished run stays readable for
-``keep_finished`` seconds at least, and then is gone (`GoneException`, a 410).
+``keep_finished`` seconds, and then is gone (`GoneException`, a 410): whole or not at all. A
+backend that keeps topics until told (Redis) is told: a run's topics expire
+``max_duration + keep_finished`` after its start and ``keep_finished`` after its end.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class Runs:
         max_events: events a run may produce; one more fails it (every event is kept until
             the run expires, so this bounds its memory, or its Redis stream).
         max_duration: seconds a run may produce; then it is stopped and fails.
-        keep_finished: seconds a finished run stays readable, at least; then it is gone (410).
+        keep_finished: seconds a finished run stays readable; then it is gone (410).
         shutdown_grace: seconds the runs still producing at shutdown get to finish; the rest
             are cancelled, and end with a ``run.ended`` event saying so (``"error":
             "shutdown"``).
