@@ -122,6 +122,10 @@ class DwexApp:
         streams: counts open streams and their outcomes, and closes them all at shutdown.
         openapi: the app's OpenAPI 3.2 document (JSON-able data), or None when
             ``Settings(openapi=None)``.
+        metrics: what ``GET /metrics`` serves (a `StreamMetrics`), or None when
+            ``Settings(metrics_path=None)``.
+        spans: the span per stream (OpenTelemetry), or None without ``opentelemetry-api`` or
+            with ``Settings(tracing=False)``.
     """
 
     def __init__(
