@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import trio
 
@@ -67,7 +67,7 @@ from ._backend import (
 )
 from ._memory import MemoryBackend
 
-__all__ = ["DEFAULT_SUBSCRIBER_BUFFER_BYTES", "Broadcast", "Subscription"]
+__all__ = ["DEFAULT_SUBSCRIBER_BUFFER_BYTES", "Broadcast", "Subscription", "backend_from_url"]
 
 logger = logging.getLogger("trio_dwex.broadcast")
 
@@ -364,6 +364,23 @@ class Subscription:
         await trio.sleep_forever()
 
 
+def backend_from_url(url: str, *, what: str = "broadcast", **retention: Any) -> BroadcastBackend:
+    """The backend a URL names: `MemoryBackend` for ``memory://``, ``RedisBackend`` for
+    ``redis://``, ``rediss://`` or ``unix://``. ``retention`` goes to the backend
+    (``retain_count``, ``retain_seconds``; ``key_prefix`` for Redis only); ``what`` names the
+    URL's use in the error for any other scheme."""
+    key_prefix = retention.pop("key_prefix", None)
+    if url in ("memory", "memory://"):
+        return MemoryBackend(**retention)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from ._redis import RedisBackend  # optional dependency: coredis
+
+        if key_prefix is not None:
+            retention["key_prefix"] = key_prefix
+        return RedisBackend(url, **retention)
+    raise ValueError(f"unknown {what} URL {url!r}: use memory:// or redis://host:port/db")
+
+
 class Broadcast:
     """A hub of named topics: publish once, every subscriber of every process gets it.
 
@@ -430,17 +447,7 @@ class Broadcast:
 
         For a setting or a command-line option. Other keyword arguments go to `Broadcast`.
         """
-        if url in ("memory", "memory://"):
-            backend: BroadcastBackend = MemoryBackend()
-        elif url.startswith(("redis://", "rediss://", "unix://")):
-            from ._redis import RedisBackend  # optional dependency: coredis
-
-            backend = RedisBackend(url)
-        else:
-            raise ValueError(
-                f"unknown broadcast URL {url!r}: use memory:// or redis://host:port/db"
-            )
-        return cls(backend, **kwargs)  # type: ignore[arg-type]
+        return cls(backend_from_url(url), **kwargs)  # type: ignore[arg-type]
 
     # -- lifetime -----------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from .._errors import (
 from ..streams._iterators import aclose_iterator
 from ..wire._sse import SseEvent, to_event
 from ._backend import RESET_EVENT, BroadcastBackend, BroadcastUnavailable
-from ._hub import Broadcast
+from ._hub import Broadcast, backend_from_url
 from ._memory import MemoryBackend
 
 __all__ = ["RUN_ENDED_EVENT", "RUN_ID_PATTERN", "RunInfo", "RunStatus", "Runs"]
@@ -195,14 +195,13 @@ class Runs:
                 raise ValueError(
                     f"Runs {name} must be a positive number of seconds, got {seconds!r}"
                 )
+        retain_count, retain_seconds = max_events + 2, max_duration + keep_finished
         if backend is None:
-            backend = MemoryBackend(
-                retain_count=max_events + 2, retain_seconds=max_duration + keep_finished
-            )
-        _check_retention(backend, max_events + 2, max_duration + keep_finished)
+            backend = MemoryBackend(retain_count=retain_count, retain_seconds=retain_seconds)
+        _check_retention(backend, retain_count, retain_seconds)
         # A reader that joins a run late is replayed its events while new ones arrive: room
         # for a whole run's worth, so that it is not dropped for falling behind its replay.
-        self.hub = Broadcast(backend, subscriber_buffer=max_events + 2)
+        self.hub = Broadcast(backend, subscriber_buffer=retain_count)
         self.max_runs = max_runs
         self.max_runs_per_owner = max_runs_per_owner
         self.max_events = max_events
@@ -222,23 +221,17 @@ class Runs:
     def from_url(cls, url: str, **settings: Any) -> Runs:
         """Runs on the backend a URL names (``memory://`` or ``redis://host:port/db``), with
         the retention the settings need; ``settings`` are `Runs`'s keyword arguments."""
-        max_events = settings.get("max_events", 10_000)
-        seconds = settings.get("max_duration", 900.0) + settings.get("keep_finished", 300.0)
         if url in ("memory", "memory://"):
-            backend: BroadcastBackend = MemoryBackend(
-                retain_count=max_events + 2, retain_seconds=seconds
-            )
-        elif url.startswith(("redis://", "rediss://", "unix://")):
-            from ._redis import RedisBackend  # optional dependency: coredis
-
-            backend = RedisBackend(
-                url,
-                retain_count=max_events + 2,
-                retain_seconds=seconds,
-                key_prefix="trio-dwex:runs:",
-            )
-        else:
-            raise ValueError(f"unknown runs URL {url!r}: use memory:// or redis://host:port/db")
+            return cls(**settings)  # a memory backend sized by the settings
+        # The retention the settings need, as the runs (checked, with their defaults) say.
+        needs = cls(**settings)
+        backend = backend_from_url(
+            url,
+            what="runs",
+            retain_count=needs.max_events + 2,
+            retain_seconds=needs.max_duration + needs.keep_finished,
+            key_prefix="trio-dwex:runs:",
+        )
         return cls(backend, **settings)
 
     # -- lifetime -------------------------------------------------------------------------------
