@@ -15,8 +15,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,16 +34,6 @@ from trio_dwex.wire._decoder import MessageEvent, SseDecoder
 KEY = "sk-runs"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PROMPT = " ".join(f"word{n}" for n in range(40))
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def make_app(runs_url: str = "memory://", **config: Any) -> DwexApp:

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import httpx
-import pytest
 import trio
 
 from examples import guide
 from tests.broadcast.conftest import RedisServer
 from tests.helpers import open_stream
 from trio_dwex.testing._server import serve_app
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_guide_activity_on_redis_reaches_a_client_of_another_instance(
