@@ -123,6 +123,8 @@ LOWLEVEL = [
     "CloseReason",
     "DroppedWrites",
     "EventSink",
+    # What a sink may offer so that producers write events themselves (issue 15).
+    "ImmediateWriter",
     # The type of ``SseStream.state``: a stream's lifecycle is readable (issue 12).
     "StreamState",
     "StreamStats",

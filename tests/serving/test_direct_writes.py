@@ -22,6 +22,7 @@ from trio_dwex.testing import serve_app
 from trio_dwex.wire._decoder import SseDecoder
 
 BIG = "x" * 200_000  # far more than a socket buffer: the first write can only be partial
+SPACED = 60  # 12 MB: more than loopback's send and receive buffers hold together
 
 
 @Controller()
@@ -35,6 +36,15 @@ class StreamController:
     @Sse("big")
     async def big(self) -> AsyncIterator[SseEvent]:
         for n in range(6):
+            yield SseEvent(data=f"{n}{BIG}")
+
+    @Sse("big-spaced")
+    async def big_spaced(self) -> AsyncIterator[SseEvent]:
+        # Apart, so that the generator's own task writes them (streams/_outlet.py), and more
+        # than the socket buffers on both sides hold while the client reads nothing.
+        yield SseEvent(data="first")
+        for n in range(SPACED):
+            await trio.sleep(0.005)
             yield SseEvent(data=f"{n}{BIG}")
 
 
@@ -130,6 +140,33 @@ async def test_a_chunk_the_socket_takes_in_part_arrives_whole() -> None:
     events = SseDecoder().feed(body)
     assert [e.data for e in events] == [f"{n}{BIG}" for n in range(6)]
     assert direct_write_counts.partial > before
+
+
+async def test_producers_write_their_own_events_and_partial_frames_are_completed() -> None:
+    before = (direct_write_counts.by_producers, direct_write_counts.partial)
+    async with serve_app(create_app(StreamModule)) as url:
+        # Spaced events, on a connection that is then reused: written by the generator's task.
+        both = request("/three", close=False) + request("/three")
+        data = await raw_exchange(port_of(url), both)
+        body, ended = dechunk(data.partition(b"\r\n\r\n")[2].partition(b"HTTP/1.1 200")[0])
+        assert ended
+        assert [e.data for e in SseDecoder().feed(body)] == ["event 0", "event 1", "event 2"]
+        assert direct_write_counts.by_producers - before[0] >= 4
+        # Events larger than the socket's buffer while the client reads nothing: the producer
+        # writes part of a frame, and the writer task sends the rest before anything else.
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        async with stream:
+            await stream.send_all(request("/big-spaced"))
+            await trio.sleep(SPACED * 0.005 + 0.2)
+            received = bytearray()
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some():
+                    received += chunk
+    body, ended = dechunk(bytes(received).partition(b"\r\n\r\n")[2])
+    assert ended
+    events = [e.data for e in SseDecoder().feed(body)]
+    assert events == ["first"] + [f"{n}{BIG}" for n in range(SPACED)]
+    assert direct_write_counts.partial > before[1]
 
 
 async def test_a_client_that_leaves_is_noticed_on_the_fast_path() -> None:

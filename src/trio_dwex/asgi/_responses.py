@@ -21,6 +21,7 @@ from urllib.parse import quote
 from .._errors import HttpException
 from .._unset import UNSET, Unset
 from ..streams._lease import StreamLease
+from ..streams._outlet import ImmediateWriter
 from ..streams._runner import TaskStarter, run_stream
 from ..streams._settings import StreamSettings
 from ..streams._state import CloseReason
@@ -414,6 +415,9 @@ class _ASGISink:
         # held back waiting for more to compress with.
         self._encoder = encoder
         self._direct: Any = (scope.get("extensions") or {}).get(DIRECT_WRITE_EXTENSION)
+        #: How a producer writes an event itself (``streams/_outlet.py``): our server's fast
+        #: path, unless each write must first go through the encoder.
+        self.immediate: ImmediateWriter | None = self._direct if encoder is None else None
 
     async def start(self) -> None:
         headers = list(self._headers)

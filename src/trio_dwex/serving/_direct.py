@@ -24,6 +24,12 @@ It keeps every guarantee of the slow path: a write is still a cancellation point
 blocks, so ``send_timeout`` bounds only the slow path, which keeps its deadlines; a failed
 write reports nothing here and lets the ASGI send find the broken connection and tell the app;
 nothing is written once the response has ended, since h11's state says so first.
+
+A stream's producer may also write an event itself, without waiting, from its own task
+(`RequestWriter.write_now`, used by ``streams/_outlet.py``): the same write, except that the
+rest of a frame the socket took only in part is kept, and sent first by whoever writes next
+(the stream's writer, which the producer then wakes, or the server before the response's next
+ASGI message).
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ class DirectWriteCounts:
     #: Not written here (another write held the lock, a full socket, a closed connection):
     #: sent through Hypercorn instead.
     declined: int = 0
+    #: Of the chunks written (whole or in part), those a stream's producer wrote itself
+    #: (`RequestWriter.write_now`), not the stream's writer task.
+    by_producers: int = 0
 
 
 direct_write_counts = DirectWriteCounts()
@@ -81,15 +90,21 @@ class DirectWriter:
             return None
         return RequestWriter(self, connection)
 
-    async def write_framed(self, connection: h11.Connection, data: bytes) -> bool:
-        """Write body ``data`` now; ``False``: nothing was written, send it the ASGI way."""
+    @property
+    def send_raw(self) -> Callable[[bytes], Awaitable[None]]:
+        """Bytes already framed (the rest of a frame), the slow and bounded way."""
+        return self._send_raw
+
+    def write_now(self, connection: h11.Connection, data: bytes) -> bytes | None:
+        """Write body ``data`` as one frame, without waiting: what the socket did not take
+        (``b""``: all of it was written), or ``None``: nothing was written, send it the ASGI
+        way. The rest of a frame must follow before anything else (`send_raw`)."""
         counts = direct_write_counts
         if self._sock is None or self._lock.locked() or connection.our_state is not h11.SEND_BODY:
             counts.declined += 1
-            return False
-        await trio.lowlevel.checkpoint_if_cancelled()
+            return None
         if not data:
-            return True  # an empty chunk means nothing in chunked framing (0 would end it)
+            return b""  # an empty chunk means nothing in chunked framing (0 would end it)
         if connection.their_http_version == b"1.0":
             frame = data  # HTTP/1.0: the body as is, ended by closing the connection
         else:
@@ -99,45 +114,88 @@ class DirectWriter:
         fileno = self._sock.fileno()
         if fileno < 0:
             counts.declined += 1
-            return False
+            return None
         try:
             written = os.write(fileno, frame)
         except OSError:
             # A full socket (BlockingIOError), or a client gone (EPIPE, ECONNRESET): the ASGI
             # send waits for room, or meets the same error and tells the app.
             counts.declined += 1
-            return False
+            return None
         if written == len(frame):
             counts.whole += 1
-        else:
-            counts.partial += 1
-            # Part of a frame is on the wire: the rest must follow it, byte for byte, before
-            # anything else; the slow path's lock makes sure of that, its deadlines do the rest.
-            await self._send_raw(frame[written:])
-        return True
+            return b""
+        counts.partial += 1
+        return frame[written:]
 
 
 class RequestWriter:
-    r"""The fast path of one response: ``await write(data)`` is ``True`` when it wrote ``data``.
+    r"""The fast path of one response.
 
     An app (the ASGI layer's stream sink) finds it in ``scope["extensions"]`` under
     ``DIRECT_WRITE_EXTENSION`` and uses it for body chunks only after it sent
-    ``http.response.start``; when it answers ``False`` the app sends the chunk as usual. It is
-    `close`\ d when the response's last message goes out, and writes nothing after: h11 would
-    be sending the next request's response by then.
+    ``http.response.start``: ``await write(data)`` is ``True`` when it wrote ``data``, and
+    ``write_now(data)`` does the same without waiting, for a producer that writes from its own
+    task. When either answers ``False``, the app sends the chunk as usual. It is `close`\ d
+    when the response's last message goes out, and writes nothing after: h11 would be sending
+    the next request's response by then.
+
+    A frame that ``write_now`` could write only in part has its rest held here (`pending`),
+    and nothing else is written before it: `write` and `flush` send it first, the bounded
+    way, and the server flushes it before any ASGI message of the response.
     """
 
-    __slots__ = ("_connection", "_writer", "closed")
+    __slots__ = ("_connection", "_rest", "_writer", "closed")
 
     def __init__(self, writer: DirectWriter, connection: h11.Connection) -> None:
         self._writer = writer
         self._connection = connection
+        # The unwritten end of a frame `write_now` began.
+        self._rest = b""
         self.closed = False
 
+    @property
+    def pending(self) -> bool:
+        """Whether part of a frame waits to be written (`flush`)."""
+        return bool(self._rest)
+
+    def write_now(self, data: bytes) -> bool:
+        """Write ``data`` now, without waiting; ``False``: nothing was written.
+
+        ``True`` means ``data`` is the connection's: all written, or the rest of its frame
+        `pending`, which whoever writes next sends first. The caller makes sure someone does.
+        """
+        if self.closed or self._rest:
+            return False
+        rest = self._writer.write_now(self._connection, data)
+        if rest is None:
+            return False
+        direct_write_counts.by_producers += 1
+        self._rest = rest
+        return True
+
     async def write(self, data: bytes) -> bool:
+        """Write ``data``, after a `pending` rest; ``False``: nothing was written."""
+        if self._rest:
+            await self.flush()
         if self.closed:
             return False
-        return await self._writer.write_framed(self._connection, data)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        rest = self._writer.write_now(self._connection, data)
+        if rest is None:
+            return False
+        if rest:
+            # Part of a frame is on the wire: the rest must follow it, byte for byte, before
+            # anything else; the slow path's lock makes sure of that, its deadlines do the rest.
+            await self._writer.send_raw(rest)
+        return True
+
+    async def flush(self) -> None:
+        """Send the `pending` rest of a frame, the slow and bounded way."""
+        if self._rest:
+            await self._writer.send_raw(self._rest)
+            # Cleared only once sent: until then `write_now` writes nothing past it.
+            self._rest = b""
 
     def close(self) -> None:
         self.closed = True

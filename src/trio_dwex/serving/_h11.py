@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 import h11
+import trio
 from hypercorn.events import Closed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent
@@ -144,6 +145,10 @@ class _ContinueOnFirstRead:
         scope["extensions"][DIRECT_WRITE_EXTENSION] = writer
 
         async def send_closing_writer(message: Any) -> None:
+            # The end of a frame that the app's producer began (`RequestWriter.write_now`)
+            # goes before anything Hypercorn writes.
+            if writer.pending:
+                await writer.flush()
             # The response's last message: from now on h11 may be answering the next request.
             if message is None or (
                 message["type"] == "http.response.body" and not message.get("more_body", False)
@@ -156,4 +161,10 @@ class _ContinueOnFirstRead:
                 scope, receive_after_continue, send_closing_writer, sync_spawn, call_soon
             )
         finally:
+            if writer.pending:
+                # The app ended without a last message (it failed, or its client left), and
+                # Hypercorn ends the response next. Shielded: the rest of a frame is never cut
+                # short; the slow path's own write deadline bounds it.
+                with trio.CancelScope(shield=True):
+                    await writer.flush()
             writer.close()

@@ -11,6 +11,7 @@ import trio
 
 from ..wire._sse import SseEvent, to_event
 from ._budget import ByteBudget
+from ._outlet import Outlet
 from ._state import CloseReason
 
 __all__ = ["MAX_YIELDS_WHILE_CLOSING", "Ending", "aclose_iterator", "pump"]
@@ -34,13 +35,15 @@ async def pump(
     buffer: trio.MemorySendChannel[SseEvent | bytes],
     budget: ByteBudget,
     run: Ending,
+    outlet: Outlet | None = None,
 ) -> None:
     """Move a source's items, encoded, into ``buffer``; always finish the source explicitly.
 
     The buffer is the run's own, so nobody else closes it while this runs; it is closed when
     the source is exhausted, which ends the run once the writer has sent the rest. The source
     waits while the buffer is full in events, or in bytes (``budget``, which the writer
-    releases).
+    releases). With an ``outlet``, an item that it writes to the client at once skips the
+    buffer.
     """
     iterator = aiter(source)
     next_item = iterator.__anext__
@@ -66,6 +69,8 @@ async def pump(
                 await _resume_once_then_close(iterator)
                 await trio.lowlevel.checkpoint()  # raises the Cancelled
             data = (item if type(item) is SseEvent else to_event(item)).encode()
+            if outlet is not None and outlet.offer(data):
+                continue
             size = len(data)
             if not budget.fits(size):
                 await budget.wait_for_room(size)

@@ -41,6 +41,7 @@ from ..wire._sse import SseEvent
 from ._budget import ByteBudget
 from ._iterators import pump
 from ._lease import StreamLease
+from ._outlet import ImmediateWriter, Outlet
 from ._settings import StreamSettings
 from ._state import CloseReason
 from ._stream import CloseCallback, SseStream, current_run
@@ -72,6 +73,11 @@ class EventSink(Protocol):
     async def write(self, data: bytes) -> None:
         """Send bytes to the client; returns when the transport took them."""
 
+    # A sink may also have an ``immediate`` attribute: an `ImmediateWriter` (or ``None``), with
+    # which a stream's producer writes an event itself when the writer has nothing else to do
+    # (see ``_outlet.py``). Our server's sink has one; without it every event goes through the
+    # writer task.
+
     def notify_disconnect(self, callback: Callable[[], object], start_soon: TaskStarter) -> None:
         """Call ``callback()`` when the client leaves; called once, as the stream starts.
 
@@ -94,6 +100,7 @@ class StreamRun:
         "_deadline_reason",
         "_natural_end",
         "_nursery",
+        "_outlet",
         "_settings",
         "_sink",
         "_source",
@@ -123,6 +130,8 @@ class StreamRun:
             CloseReason.CLOSED if isinstance(source, SseStream) else CloseReason.COMPLETED
         )
         self._nursery: trio.Nursery | None = None
+        # Where the source's producers write events themselves, when the sink lets them.
+        self._outlet: Outlet | None = None
         self._streams: list[SseStream] = []
         # Whether the response headers were committed (see `_write`).
         self._started = False
@@ -136,6 +145,8 @@ class StreamRun:
         """Begin to end the run now (its nursery is cancelled); the first reason given stays."""
         if self.reason is None:
             self.reason = reason
+        if self._outlet is not None:
+            self._outlet.waiting = False
         for stream in self._streams:
             stream._end_run()
         if self._nursery is not None:
@@ -227,14 +238,31 @@ class StreamRun:
     def _open_source(self, nursery: trio.Nursery) -> tuple[_Buffer, ByteBudget]:
         """Start the source in ``nursery``; the buffer that the writer reads, and its budget."""
         source = self._source
+        immediate = self._immediate_writer()
+        tracker = self._tracker
+        record = _discard if tracker is None else tracker.record_sent
         if isinstance(source, SseStream):
-            opened = source._start_run(nursery, wire=True)
+            receive, budget = source._start_run(nursery, wire=True)
             self._streams.append(source)
-            return opened
+            if immediate is not None:
+                self._outlet = source._open_outlet(immediate, record)
+            return receive, budget
         send, receive = trio.open_memory_channel[SseEvent | bytes](self._settings.buffer_size)
         budget = ByteBudget(self._settings.buffer_bytes)
-        nursery.start_soon(pump, source, send, budget, self)
+        if immediate is not None:
+            self._outlet = Outlet(budget, send.send_nowait, immediate, record)
+        nursery.start_soon(pump, source, send, budget, self, self._outlet)
         return receive, budget
+
+    def _immediate_writer(self) -> ImmediateWriter | None:
+        """The sink's writer for producers that write events themselves, if they may.
+
+        Not when the route merges events (`merge_window`): those wait to share a write.
+        """
+        if self._settings.merge_window is not None:
+            return None
+        immediate: ImmediateWriter | None = getattr(self._sink, "immediate", None)
+        return immediate
 
     def _conclude(self) -> None:
         """Settle the reason the run reports, once its nursery is done."""
@@ -324,6 +352,10 @@ class StreamRun:
         idle = math.inf if settings.keepalive is None else settings.keepalive
         send_timeout = settings.send_timeout
         merge_window = settings.merge_window
+        outlet = self._outlet
+        # How long the next wait for events may last before a keep-alive: the interval, or
+        # less once a producer wrote for us.
+        wait = idle
         while True:
             # One timer serves the whole loop: its deadline is the keep-alive interval while we
             # wait for events and the send timeout while a write is in progress. Moving a
@@ -333,16 +365,27 @@ class StreamRun:
             writing = False
             with trio.CancelScope() as timer:
                 while True:
-                    timer.deadline = trio.current_time() + idle
+                    timer.deadline = trio.current_time() + wait
+                    wait = idle
                     try:
+                        if outlet is not None:
+                            # Producers may write for us while we wait (``_outlet.py``).
+                            outlet.waiting = not awaiting_first
                         item = await receiver.receive()
                     except trio.EndOfChannel:
                         return None
+                    finally:
+                        if outlet is not None:
+                            outlet.waiting = False
                     writing = True
                     timer.deadline = trio.current_time() + send_timeout
                     data, count = _coalesce(
                         item if isinstance(item, bytes) else item.encode(), receiver, limit
                     )
+                    if not item:
+                        # The wake after an event a producer wrote in part: the sink sends the
+                        # rest first, and the event was counted when it was written.
+                        count -= 1
                     budget.release(len(data))
                     if merge_window is not None and not _flushes(data):
                         data, count = await _merge(
@@ -357,6 +400,13 @@ class StreamRun:
                     if self.reason is not None and self._missed(timer.deadline):
                         break
                     writing = False
+            if not writing and outlet is not None:
+                # Events a producer wrote itself count as traffic: a keep-alive only once the
+                # stream has been quiet for the whole interval.
+                wait = outlet.last_write + idle - trio.current_time()
+                if wait > 0:
+                    continue
+                wait = idle
             if writing or not await self._write(KEEPALIVE_COMMENT):
                 logger.info(
                     "dropping an SSE client that accepted nothing for %ss (send_timeout)",

@@ -30,6 +30,7 @@ import trio
 from .._errors import StreamClosed
 from ..wire._sse import SseEvent, to_event
 from ._budget import DEFAULT_BUFFER_BYTES, ByteBudget, check_buffer_bytes
+from ._outlet import ImmediateWriter, Outlet
 from ._state import CloseReason, StreamState, next_state
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "OverflowPolicy", "SseStream", "StreamOwner", "current_run"]
@@ -144,6 +145,9 @@ class SseStream:
         # with hundreds of busy streams saves a fifth of the CPU per event
         # (docs/performance.md). A stream that an interceptor iterates keeps its events.
         self._wire = False
+        # Where `send` and `send_nowait` offer an event to the client first (``_outlet.py``),
+        # when the runner writes this stream to a sink that allows it.
+        self._outlet: Outlet | None = None
 
     # -- producing ----------------------------------------------------------------------------
 
@@ -168,6 +172,9 @@ class SseStream:
         if self._reason is not None:
             await trio.lowlevel.checkpoint()
             raise StreamClosed(_CLOSED)
+        outlet = self._outlet
+        if outlet is not None and outlet.offer(data):
+            return
         size = len(data)
         budget = self._budget
         if not budget.fits(size):
@@ -213,6 +220,9 @@ class SseStream:
         item = data if self._wire else message
         if self._reason is not None:
             return False
+        outlet = self._outlet
+        if outlet is not None and outlet.offer(data):
+            return True
         size = len(data)
         budget = self._budget
         if budget.fits(size):
@@ -346,6 +356,12 @@ class SseStream:
         for fn, args in pending:
             nursery.start_soon(fn, *args)
         return self._receiver, self._budget
+
+    def _open_outlet(self, writer: ImmediateWriter, record: Callable[[int, int], None]) -> Outlet:
+        """Let producers write events to the client themselves, with ``writer``, while the
+        runner's writer waits (``_outlet.py``); ``record`` counts what they write."""
+        self._outlet = Outlet(self._budget, self._sender.send_nowait, writer, record)
+        return self._outlet
 
     def _end_run(self) -> None:
         """RUNNING → ENDING: the response's nursery is being cancelled.

@@ -1,0 +1,99 @@
+"""`Outlet`: a producer writes its event to the client itself, when the writer would only
+pass it on.
+
+A stream's events normally go from their producer (the pump over a generator, or whoever
+calls `SseStream.send`, such as a broadcast's fan-out) into the stream's buffer, and from
+there the writer task takes them to the sink. On a sparse stream, one event per write, that
+hand-over is a task switch and a pass through Trio's scheduler per event: about a fifth of the
+CPU an event costs (docs/performance.md, "Producers that write"). When the writer is parked
+waiting for the buffer and the buffer is empty, the producer can do the write itself, in its
+own task, provided the sink can write without waiting (our server's direct write path,
+``serving/_direct.py``). Order is kept: nothing is queued before the event, and what follows
+it either goes the same way or queues behind it.
+
+Everything else still goes through the writer: a socket that is full, coalescing when the
+producer is ahead of the client, keep-alives, ``send_timeout``, the end of the stream. A
+sink's ``write_now`` that writes only part of a frame keeps the rest and the producer wakes
+the writer, which sends that rest before anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from ._budget import ByteBudget
+
+__all__ = ["BURST_GAP", "ImmediateWriter", "Outlet"]
+
+#: Seconds after an event a producer wrote itself during which its next events are queued
+#: for the writer instead. A producer that is ahead of its client (a burst) would otherwise
+#: pay a write per event, where the writer joins everything queued into one write: a burst of
+#: 100,000 events cost three times the CPU per event written one by one. 100 µs is a few
+#: scheduler passes: a stream whose events come further apart than that gains nothing from
+#: waiting, and one whose events come closer writes at most one event in 100 µs by itself.
+BURST_GAP = 100e-6
+
+
+class ImmediateWriter(Protocol):
+    """A sink's way to write without waiting (our server's ``RequestWriter`` is one)."""
+
+    def write_now(self, data: bytes) -> bool:
+        """Write ``data`` now; ``False``: nothing was written. ``True``: all of it, or the
+        rest is `pending` and goes out, first, with the sink's next ``write``."""
+
+    @property
+    def pending(self) -> bool:
+        """Whether the rest of a write begun by `write_now` waits; `write_now` then refuses."""
+
+
+class Outlet:
+    """Where a running stream's producers offer each event's bytes before queueing them.
+
+    ``waiting`` is the writer's to set: ``True`` only while it is parked on the buffer with
+    nothing left to write (the run clears it when it ends). ``last_write`` is when an event
+    last went out this way (Trio time), so that the writer's keep-alive counts from it.
+    """
+
+    __slots__ = ("_budget", "_record", "_wake", "_writer", "last_write", "waiting")
+
+    def __init__(
+        self,
+        budget: ByteBudget,
+        wake: Callable[[bytes], None],
+        writer: ImmediateWriter,
+        record: Callable[[int, int], None],
+    ) -> None:
+        self._budget = budget
+        # Queues an item in the buffer; an empty one wakes the writer and counts for nothing.
+        self._wake = wake
+        self._writer = writer
+        # The run's record of what it wrote (events, bytes), for the tracker's figures.
+        self._record = record
+        self.waiting = False
+        self.last_write = -float("inf")
+
+    def offer(self, data: bytes) -> bool:
+        """Write ``data`` (one encoded event) to the client now, if it may; ``False``: queue it.
+
+        It may when the writer waits with an empty buffer, the producer's last event did not
+        go this way less than `BURST_GAP` ago, and the sink takes the bytes at once.
+        """
+        if not self.waiting or self._budget.queued:
+            return False
+        now = trio.current_time()
+        if now - self.last_write < BURST_GAP:
+            return False  # the producer is in a burst: the writer coalesces what follows
+        writer = self._writer
+        if not writer.write_now(data):
+            return False  # a full socket: queued, the writer waits for room
+        self.last_write = now
+        self._record(1, len(data))
+        if writer.pending:
+            # Written in part: the sink holds the rest and takes nothing more until it is
+            # sent. The writer sends it (an empty write) and everything after goes its way.
+            self.waiting = False
+            self._wake(b"")
+        return True
