@@ -248,7 +248,8 @@ def make_sse_starlette_fanout_app() -> Any:
             event = ServerSentEvent(data=f"{i} {time.monotonic():.6f}", id=str(i + 1))
             for queue in list(subscribers):
                 queue.put_nowait(event)
-            await asyncio.sleep(gap)  # 0: one pass of the event loop, as ours
+            # 0: one pass of the event loop, as ours; else on a schedule, as ours.
+            await asyncio.sleep(max(0.0, start + (i + 1) * gap - time.monotonic()))
         return JSONResponse({"start": start, "end": time.monotonic()})
 
     routes = [Route("/fan", fan), Route("/prime", prime), Route("/publish", publish)]
@@ -320,10 +321,12 @@ def make_fanout_app(backend_url: str) -> Any:
                 while self.hub.subscriber_count(FANOUT_TOPIC) < subs:  # noqa: ASYNC110
                     await trio.sleep(0.005)
             start = time.monotonic()
+            scheduled = trio.current_time()
             for i in range(n):
                 await self.hub.publish(FANOUT_TOPIC, f"{i} {time.monotonic():.6f}")
                 if gap:
-                    await trio.sleep(gap)
+                    # On a schedule, whatever a publish costs: "one every gap" for every row.
+                    await trio.sleep_until(scheduled + (i + 1) * gap)
                 else:
                     await trio.lowlevel.checkpoint()
             return {"start": start, "end": time.monotonic()}

@@ -60,13 +60,14 @@ def test_smoke_run_measures_every_row(tmp_path: Path) -> None:
             assert fanout[metric] > 0, (backend, metric, fanout[metric])
     assert "memory" in report["fanout"]
     assert "MemoryBackend" in proc.stdout
-    # The sparse fan-out (one event every gap, many subscribers) and the peer, side by side.
-    for backend, fanout in report["fanout_sparse"].items():
-        if backend == "redis" and (fanout["error"] or "").startswith("not measured"):
-            continue
-        assert fanout["error"] is None, (backend, fanout["error"])
-        assert fanout["deliveries"] == fanout["subscribers"] * fanout["events"] > 0, backend
-        assert fanout["rss_mib"] > 0, backend
-    assert {"memory", "sse-starlette", "sse-starlette-standard"} <= set(report["fanout_sparse"])
+    # The same burst paced, and the sparse fan-out: every backend, every delivery.
+    for table in ("fanout_paced", "fanout_sparse"):
+        for backend, fanout in report[table].items():
+            if backend == "redis" and (fanout["error"] or "").startswith("not measured"):
+                continue
+            assert fanout["error"] is None, (table, backend, fanout["error"])
+            assert fanout["deliveries"] == fanout["subscribers"] * fanout["events"] > 0, backend
+            assert fanout["rss_mib"] > 0, (table, backend)
+        assert {"memory", "sse-starlette", "sse-starlette-standard"} <= set(report[table])
     assert "ratios to sse-starlette on uvicorn, an asyncio.Queue per subscriber" in proc.stdout
     assert "ratios to the same on uvicorn[standard]" in proc.stdout
