@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import trio
@@ -167,6 +168,31 @@ async def test_producers_write_their_own_events_and_partial_frames_are_completed
     events = [e.data for e in SseDecoder().feed(body)]
     assert events == ["first"] + [f"{n}{BIG}" for n in range(SPACED)]
     assert direct_write_counts.partial > before[1]
+
+
+async def test_an_asgi_middleware_around_the_app_sees_every_body_chunk() -> None:
+    seen: list[bytes] = []
+
+    async def shouting(scope: Any, receive: Any, send: Any) -> None:
+        # Rewrites every body chunk: nothing may reach the socket past it.
+        async def send_shouting(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                seen.append(message.get("body", b""))
+                body = message.get("body", b"").replace(b"event", b"EVENT")
+                message = {**message, "body": body}
+            await send(message)
+
+        await app(scope, receive, send_shouting)
+
+    app = create_app(StreamModule)
+    before = direct_write_counts.whole + direct_write_counts.partial
+    async with serve_app(shouting) as url:
+        data = await raw_exchange(port_of(url), request("/three"))
+    body, ended = dechunk(data.partition(b"\r\n\r\n")[2])
+    assert ended
+    assert [e.data for e in SseDecoder().feed(body)] == ["EVENT 0", "EVENT 1", "EVENT 2"]
+    assert b"".join(seen).count(b"data: event") == 3
+    assert direct_write_counts.whole + direct_write_counts.partial == before
 
 
 async def test_a_client_that_leaves_is_noticed_on_the_fast_path() -> None:

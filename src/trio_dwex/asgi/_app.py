@@ -56,7 +56,16 @@ from ._request import Request
 from ._responses import EventSourceResponse, JSONResponse, Response, error_response
 from ._settings import Settings
 from ._tracing import trace_streams
-from ._types import SERVER_EXTENSION, ASGIApp, Message, Receive, Scope, Send, scope_header
+from ._types import (
+    SERVER_EXTENSION,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    scope_header,
+    without_foreign_direct_write,
+)
 
 __all__ = ["DwexApp", "create_app"]
 
@@ -184,7 +193,7 @@ class DwexApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with use_serializer(self.settings.serializer):
             if scope["type"] == "http":
-                await self._http(scope, receive, send)
+                await self._http(without_foreign_direct_write(scope, send), receive, send)
             elif scope["type"] == "lifespan":
                 await self._lifespan(scope, receive, send)
             elif scope["type"] == "websocket":

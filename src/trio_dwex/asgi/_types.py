@@ -16,6 +16,7 @@ __all__ = [
     "Scope",
     "Send",
     "scope_header",
+    "without_foreign_direct_write",
 ]
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -45,9 +46,26 @@ DIRECT_WRITE_EXTENSION = "trio_dwex.direct_write"
 
 Its value has ``async write(data: bytes) -> bool``: after ``http.response.start`` was sent, a
 body chunk given to it is written straight to the connection, and ``True`` says so; ``False``
-says nothing was written, and the chunk is sent as an ASGI message as usual. trio-dwex's own
-server offers it for HTTP/1 over plain TCP (``serving/_direct.py``); with any other server the
-key is absent."""
+says nothing was written, and the chunk is sent as an ASGI message as usual. It also has
+``write_now`` (the same, without waiting, for a stream's producers) and ``app_send``: the
+``send`` the server gave the app with it; `DwexApp` drops the extension from the scope when its
+own ``send`` is another (an ASGI middleware wraps the app, and bodies must go through it).
+trio-dwex's own server offers it for HTTP/1 over plain TCP (``serving/_direct.py``); with any
+other server the key is absent."""
+
+
+def without_foreign_direct_write(scope: Scope, send: Send) -> Scope:
+    """``scope``, less `DIRECT_WRITE_EXTENSION` when ``send`` is not the one the server gave with
+    it: something between the server and the app wraps the response (an ASGI middleware that
+    compresses, logs or rewrites bodies), and bytes written straight to the socket would skip it.
+    """
+    extensions = scope.get("extensions")
+    direct = extensions.get(DIRECT_WRITE_EXTENSION) if extensions else None
+    if direct is None or getattr(direct, "app_send", None) is send:
+        return scope
+    assert extensions is not None
+    kept = {key: value for key, value in extensions.items() if key != DIRECT_WRITE_EXTENSION}
+    return {**scope, "extensions": kept}
 
 
 SERVER_EXTENSION = "trio_dwex.server"

@@ -145,7 +145,7 @@ class RequestWriter:
     way, and the server flushes it before any ASGI message of the response.
     """
 
-    __slots__ = ("_connection", "_rest", "_writer", "closed")
+    __slots__ = ("_connection", "_rest", "_writer", "app_send", "closed")
 
     def __init__(self, writer: DirectWriter, connection: h11.Connection) -> None:
         self._writer = writer
@@ -153,6 +153,10 @@ class RequestWriter:
         # The unwritten end of a frame `write_now` began.
         self._rest = b""
         self.closed = False
+        #: The ASGI ``send`` the server gives the app along with this writer. An app that was
+        #: given another one (an ASGI middleware wrapped it) must not use the writer: its body
+        #: would skip whatever the middleware does to the body.
+        self.app_send: object = None
 
     @property
     def pending(self) -> bool:

@@ -142,7 +142,6 @@ class _ContinueOnFirstRead:
         if writer is None:
             await self._app(scope, receive_after_continue, send, sync_spawn, call_soon)
             return
-        scope["extensions"][DIRECT_WRITE_EXTENSION] = writer
 
         async def send_closing_writer(message: Any) -> None:
             # The end of a frame that the app's producer began (`RequestWriter.write_now`)
@@ -155,6 +154,9 @@ class _ContinueOnFirstRead:
             ):
                 writer.close()
             await send(message)
+
+        writer.app_send = send_closing_writer
+        scope["extensions"][DIRECT_WRITE_EXTENSION] = writer
 
         try:
             await self._app(
