@@ -70,16 +70,31 @@ def py_spy_profile(
     """The ``top`` functions by inclusive share of the busy samples, then (after a ``---``
     line) by samples of their own."""
     out = Path(tempfile.mkdtemp()) / "profile.txt"
-    command = [_tool("py-spy"), "record", "-p", str(pid), "-o", str(out), "-f", "raw"]
-    command += ["-r", "250" if blocking else "1000", "-d", str(int(seconds))]
-    if not blocking:
-        command.append("--nonblocking")
-    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy = start_py_spy(pid, out, seconds, blocking=blocking)
     try:
         time.sleep(1.0)
         run()
     finally:
         spy.wait(seconds + 30)
+    return fold_py_spy(out, top)
+
+
+def start_py_spy(
+    pid: int, out: Path, seconds: float | None, *, blocking: bool
+) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` into ``out`` (raw folded stacks) for ``seconds``, or until it
+    is sent SIGINT (``seconds=None``)."""
+    command = [_tool("py-spy"), "record", "-p", str(pid), "-o", str(out), "-f", "raw"]
+    command += ["-r", "250" if blocking else "1000"]
+    if seconds is not None:
+        command += ["-d", str(int(seconds))]
+    if not blocking:
+        command.append("--nonblocking")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def fold_py_spy(out: Path, top: int) -> list[tuple[float, str]]:
+    """What `py_spy_profile` returns, from py-spy's raw output in ``out``."""
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     busy = 0

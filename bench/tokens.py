@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -172,7 +174,9 @@ async def one_stream(client: httpx.AsyncClient, tokens: int, gap: float, first: 
     return received
 
 
-async def measure(kind: str, streams: int, tokens: int, gap: float) -> Row:
+async def measure(kind: str, streams: int, tokens: int, gap: float, spy: bool = False) -> Row:
+    """One server's row; with ``spy``, also where its CPU goes while the streams run (py-spy,
+    printed)."""
     port = free_port()
     with server(kind, port) as process:
         limits = httpx.Limits(max_connections=streams + 10)
@@ -182,6 +186,12 @@ async def measure(kind: str, streams: int, tokens: int, gap: float) -> Row:
             await one_stream(client, 5, 0.0, [])  # warm up
             first: list[float] = []
             counts: list[int] = []
+            if spy:
+                from .profile import fold_py_spy, start_py_spy
+
+                profile = Path(tempfile.mkdtemp()) / "profile.txt"
+                recording = start_py_spy(process.pid, profile, None, blocking=True)
+                await trio.sleep(1.0)  # py-spy attached
             cpu_before = cpu_seconds(process.pid)
             wall = time.perf_counter()
 
@@ -193,6 +203,12 @@ async def measure(kind: str, streams: int, tokens: int, gap: float) -> Row:
                     nursery.start_soon(run_one)
             wall = time.perf_counter() - wall
             cpu = cpu_seconds(process.pid) - cpu_before
+            if spy:
+                recording.send_signal(signal.SIGINT)
+                recording.wait(30)
+                print(f"where {kind}'s CPU goes (py-spy, share of the busy samples):")
+                for share, frame in fold_py_spy(profile, 40):
+                    print(f"{share:5.1f}%  {frame}")
     delivered = sum(counts)
     assert delivered == streams * tokens, f"{kind}: {delivered} of {streams * tokens} tokens"
     ordered = sorted(first)
@@ -211,7 +227,8 @@ async def main(options: argparse.Namespace) -> list[Row]:
     rows = []
     merged = f"trio-dwex, merge_window={MERGE_WINDOW * 1000:g} ms"
     for kind in ("trio-dwex", merged, "fastapi+sse-starlette"):
-        row = await measure(kind, options.streams, options.tokens, options.gap)
+        spy = options.py_spy and kind == "trio-dwex"
+        row = await measure(kind, options.streams, options.tokens, options.gap, spy)
         print(f"| {kind:<32} | " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         rows.append(row)
     peer = rows[-1]["cpu_us_per_token"]
@@ -229,6 +246,9 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="tokens each (200)")
     parser.add_argument("--gap", type=float, default=DEFAULT_GAP, help="seconds between (0.005)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument(
+        "--py-spy", action="store_true", help="also profile our server (py-spy) while it runs"
+    )
     options = parser.parse_args(argv)
     rows = trio.run(main, options)
     if options.json:
