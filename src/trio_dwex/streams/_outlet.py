@@ -52,12 +52,14 @@ class ImmediateWriter(Protocol):
 class Outlet:
     """Where a running stream's producers offer each event's bytes before queueing them.
 
-    ``waiting`` is the writer's to set: ``True`` only while it is parked on the buffer with
-    nothing left to write (the run clears it when it ends). ``last_write`` is when an event
-    last went out this way (Trio time), so that the writer's keep-alive counts from it.
+    It is open only while the stream's writer is parked on the buffer with nothing left to
+    write: the writer `open` s it as it starts to wait and `close` s it when it wakes, the run
+    closes it when it ends, and a write the socket took only in part closes it until the writer
+    has sent the rest. ``last_write`` is when an event last went out this way (Trio time), so
+    that the writer's keep-alive counts from it.
     """
 
-    __slots__ = ("_budget", "_record", "_wake", "_writer", "last_write", "waiting")
+    __slots__ = ("_budget", "_open", "_record", "_wake", "_writer", "last_write")
 
     def __init__(
         self,
@@ -72,16 +74,24 @@ class Outlet:
         self._writer = writer
         # The run's record of what it wrote (events, bytes), for the tracker's figures.
         self._record = record
-        self.waiting = False
+        self._open = False
         self.last_write = -float("inf")
+
+    def open(self) -> None:
+        """The writer waits for events: producers may write theirs."""
+        self._open = True
+
+    def close(self) -> None:
+        """The writer is busy, or the stream is ending: producers queue their events."""
+        self._open = False
 
     def offer(self, data: bytes) -> bool:
         """Write ``data`` (one encoded event) to the client now, if it may; ``False``: queue it.
 
-        It may when the writer waits with an empty buffer, the producer's last event did not
+        It may when the outlet is open, the buffer is empty, the producer's last event did not
         go this way less than `BURST_GAP` ago, and the sink takes the bytes at once.
         """
-        if not self.waiting or self._budget.queued:
+        if not self._open or self._budget.queued:
             return False
         now = trio.current_time()
         if now - self.last_write < BURST_GAP:
@@ -94,6 +104,6 @@ class Outlet:
         if writer.pending:
             # Written in part: the sink holds the rest and takes nothing more until it is
             # sent. The writer sends it (an empty write) and everything after goes its way.
-            self.waiting = False
+            self._open = False
             self._wake(b"")
         return True

@@ -146,7 +146,7 @@ class StreamRun:
         if self.reason is None:
             self.reason = reason
         if self._outlet is not None:
-            self._outlet.waiting = False
+            self._outlet.close()
         for stream in self._streams:
             stream._end_run()
         if self._nursery is not None:
@@ -368,15 +368,15 @@ class StreamRun:
                     timer.deadline = trio.current_time() + wait
                     wait = idle
                     try:
-                        if outlet is not None:
+                        if outlet is not None and not awaiting_first:
                             # Producers may write for us while we wait (``_outlet.py``).
-                            outlet.waiting = not awaiting_first
+                            outlet.open()
                         item = await receiver.receive()
                     except trio.EndOfChannel:
                         return None
                     finally:
                         if outlet is not None:
-                            outlet.waiting = False
+                            outlet.close()
                     writing = True
                     timer.deadline = trio.current_time() + send_timeout
                     data, count = _coalesce(
