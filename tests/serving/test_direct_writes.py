@@ -17,7 +17,8 @@ import trio
 import trustme
 
 from tests.helpers import wait_until
-from trio_dwex import Controller, Module, Sse, SseEvent, create_app
+from trio_dwex import Controller, Module, Sse, SseEvent, SseStream, create_app
+from trio_dwex.broadcast import Broadcast
 from trio_dwex.serving._direct import direct_write_counts
 from trio_dwex.testing import serve_app
 from trio_dwex.wire._decoder import SseDecoder
@@ -193,6 +194,50 @@ async def test_an_asgi_middleware_around_the_app_sees_every_body_chunk() -> None
     assert [e.data for e in SseDecoder().feed(body)] == ["EVENT 0", "EVENT 1", "EVENT 2"]
     assert b"".join(seen).count(b"data: event") == 3
     assert direct_write_counts.whole + direct_write_counts.partial == before
+
+
+async def test_a_broadcast_publisher_writes_to_every_subscriber_in_order() -> None:
+    hub = Broadcast()
+
+    @Controller()
+    class Feed:
+        @Sse("feed")
+        def feed(self) -> SseStream:
+            return hub.stream("t")
+
+    @Module(controllers=[Feed])
+    class FeedModule:
+        pass
+
+    subscribers, events = 12, 40
+    before = direct_write_counts.by_producers
+    async with hub, serve_app(create_app(FeedModule)) as url:
+        streams = []
+        for _ in range(subscribers):
+            stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+            await stream.send_all(request("/feed"))
+            streams.append(stream)
+        await wait_until(lambda: hub.subscriber_count("t") == subscribers)
+        for n in range(events):
+            await hub.publish("t", f"n{n}")
+            await trio.sleep(0.002)  # apart: each goes out from the publisher's own task
+
+        async def read(stream: trio.SocketStream) -> list[str]:
+            decoder, data = SseDecoder(), list[str]()
+            with trio.fail_after(10):
+                while len(data) < events:
+                    chunk = await stream.receive_some()
+                    assert chunk
+                    data += [event.data for event in decoder.feed(chunk)]
+            return data
+
+        for stream in streams:
+            async with stream:
+                # The headers, then chunked frames: the decoder skips the framing lines.
+                assert await read(stream) == [f"n{n}" for n in range(events)]
+    # Every subscriber's first event goes with its headers, by its writer; most of the rest
+    # were written by the publisher's task.
+    assert direct_write_counts.by_producers - before >= subscribers * (events - 1) // 2
 
 
 async def test_a_client_that_leaves_is_noticed_on_the_fast_path() -> None:
