@@ -126,18 +126,25 @@ async def test_http_1_0_gets_the_body_as_is_and_head_gets_none() -> None:
     assert head_body == b""  # ...and its answer has no body
 
 
+async def read_after_a_stall(port: int, path: str, stall: float) -> bytes:
+    """Ask for ``path``, read nothing for ``stall`` seconds (the socket buffers fill), then
+    read until the server closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request(path))
+        await trio.sleep(stall)
+        data = bytearray()
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    return bytes(data)
+
+
 async def test_a_chunk_the_socket_takes_in_part_arrives_whole() -> None:
     before = direct_write_counts.partial
     async with serve_app(create_app(StreamModule)) as url:
-        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
-        async with stream:
-            await stream.send_all(request("/big"))
-            await trio.sleep(0.3)  # let the buffers fill while we read nothing
-            data = bytearray()
-            with trio.fail_after(10):
-                while chunk := await stream.receive_some():
-                    data += chunk
-    body, ended = dechunk(bytes(data).partition(b"\r\n\r\n")[2])
+        data = await read_after_a_stall(port_of(url), "/big", 0.3)
+    body, ended = dechunk(data.partition(b"\r\n\r\n")[2])
     assert ended
     events = SseDecoder().feed(body)
     assert [e.data for e in events] == [f"{n}{BIG}" for n in range(6)]
@@ -156,15 +163,8 @@ async def test_producers_write_their_own_events_and_partial_frames_are_completed
         assert direct_write_counts.by_producers - before[0] >= 4
         # Events larger than the socket's buffer while the client reads nothing: the producer
         # writes part of a frame, and the writer task sends the rest before anything else.
-        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
-        async with stream:
-            await stream.send_all(request("/big-spaced"))
-            await trio.sleep(SPACED * 0.005 + 0.2)
-            received = bytearray()
-            with trio.fail_after(10):
-                while chunk := await stream.receive_some():
-                    received += chunk
-    body, ended = dechunk(bytes(received).partition(b"\r\n\r\n")[2])
+        received = await read_after_a_stall(port_of(url), "/big-spaced", SPACED * 0.005 + 0.2)
+    body, ended = dechunk(received.partition(b"\r\n\r\n")[2])
     assert ended
     events = [e.data for e in SseDecoder().feed(body)]
     assert events == ["first"] + [f"{n}{BIG}" for n in range(SPACED)]
