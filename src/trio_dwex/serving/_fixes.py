@@ -325,11 +325,18 @@ class _DwexTCPServer(TCPServer):
         await self.protocol.handle(Closed())
 
     async def _read_until_end(self, read_ahead: _ReadAhead) -> _ReadEnd:
+        read_timeout = self.config.read_timeout
         while True:
             max_bytes = min(MAX_RECV, await read_ahead.room())
             try:
-                with trio.fail_after(self.config.read_timeout or math.inf):
+                if not read_timeout:
+                    # None (Hypercorn's default) or 0 mean no timeout, as upstream reads them;
+                    # then no cancel scope either: it would cost every idle connection about
+                    # 1 KiB while it waits (``python -m bench.memory``).
                     data = await self.stream.receive_some(max_bytes)
+                else:
+                    with trio.fail_after(read_timeout):
+                        data = await self.stream.receive_some(max_bytes)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 # A reset, our own close (idle timeout, aborted write) or the read timeout:
                 # upstream treats all of them as the end of the connection, and so do we.
