@@ -117,7 +117,8 @@ def fold_py_spy(out: Path, top: int) -> list[tuple[float, str]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("kind", help="a bench.server kind, e.g. raw1, raw1-hypercorn-asyncio")
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=20_000, help="events per stream")
+    parser.add_argument("--streams", type=int, default=1, help="concurrent streams")
     parser.add_argument("--py-spy", action="store_true", help="also a sampling profile")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument(
@@ -133,25 +134,26 @@ def main(argv: list[str] | None = None) -> None:
         profile_fanout(args.kind, args.py_spy, args.top)
         return
     path = f"/gen?n={args.events}" + ("&sparse=1" if args.sparse else "")
+    total = args.events * args.streams
     server = Server(args.kind, 1 if (os.cpu_count() or 1) >= 2 else None)
     try:
-        load.run_streams(server.port, path, 1, args.events, 60)  # warm up
+        load.run_streams(server.port, path, args.streams, args.events, 60)  # warm up
 
         def stream() -> None:
-            load.run_streams(server.port, path, 1, args.events, 120)
+            load.run_streams(server.port, path, args.streams, args.events, 120)
 
         wait_quiet(server.pid)
         before = cpu_seconds(server.pid)
         stream()
         wait_quiet(server.pid)
         print(
-            f"{args.kind}: {(cpu_seconds(server.pid) - before) / args.events * 1e6:.1f} "
+            f"{args.kind}: {(cpu_seconds(server.pid) - before) / total * 1e6:.1f} "
             "server CPU-µs per event"
         )
         if shutil.which("strace"):
             counts = strace_counts(server.pid, stream)
             per_event = {
-                k: round(v / args.events, 2) for k, v in counts.items() if v >= 100 and k != "total"
+                k: round(v / total, 3) for k, v in counts.items() if v >= 100 and k != "total"
             }
             print(f"syscalls per event: {per_event}")
         if args.py_spy:
