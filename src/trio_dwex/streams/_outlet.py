@@ -28,13 +28,14 @@ from ._budget import ByteBudget
 
 __all__ = ["BURST_GAP", "ImmediateWriter", "Outlet"]
 
-#: Seconds after an event a producer wrote itself during which its next events are queued
-#: for the writer instead. A producer that is ahead of its client (a burst) would otherwise
-#: pay a write per event, where the writer joins everything queued into one write: a burst of
-#: 100,000 events cost four times the CPU per event written one by one (5.7 µs, not 1.4).
-#: 100 µs is a few scheduler passes: a stream whose events come further apart than that gains
-#: nothing from waiting, and one whose events come closer writes at most one event in 100 µs
-#: by itself.
+#: Seconds after a write (a producer's, or the writer's) during which a producer's events are
+#: queued for the writer instead. A producer that is ahead of its client (a burst) would
+#: otherwise pay a write per event, where the writer joins everything queued into one write: a
+#: burst of 100,000 events cost four times the CPU per event written one by one (5.7 µs, not
+#: 1.4). Counting the writer's writes too keeps a burst entirely to the writer: when it has
+#: written a batch and waits, the producer's next event is queued, not written alone. 100 µs
+#: is a few scheduler passes: a stream whose events come further apart than that gains nothing
+#: from waiting, and one whose events come closer writes at most one event in 100 µs by itself.
 BURST_GAP = 100e-6
 
 
@@ -56,8 +57,9 @@ class Outlet:
     It is open only while the stream's writer is parked on the buffer with nothing left to
     write: the writer `open` s it as it starts to wait and `close` s it when it wakes, the run
     closes it when it ends, and a write the socket took only in part closes it until the writer
-    has sent the rest. ``last_write`` is when an event last went out this way (Trio time), so
-    that the writer's keep-alive counts from it.
+    has sent the rest. ``last_write`` is when the stream last wrote (Trio time): an event that
+    went out this way, or the writer's last write as it opened the outlet; the writer's
+    keep-alive counts from it, and `BURST_GAP` too.
     """
 
     __slots__ = ("_budget", "_open", "_record", "_wake", "_writer", "last_write")
@@ -78,9 +80,13 @@ class Outlet:
         self._open = False
         self.last_write = -float("inf")
 
-    def open(self) -> None:
-        """The writer waits for events: producers may write theirs."""
+    def open(self, wrote_at: float | None) -> None:
+        """The writer waits for events: producers may write theirs, once `BURST_GAP` has passed
+        since the last write. ``wrote_at``: when the writer itself just wrote (Trio time), or
+        ``None`` if it did not."""
         self._open = True
+        if wrote_at is not None:
+            self.last_write = wrote_at
 
     def close(self) -> None:
         """The writer is busy, or the stream is ending: producers queue their events."""

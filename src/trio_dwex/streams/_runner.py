@@ -354,8 +354,9 @@ class StreamRun:
         merge_window = settings.merge_window
         outlet = self._outlet
         # How long the next wait for events may last before a keep-alive: the interval, or
-        # less once a producer wrote for us.
+        # less once a producer wrote for us; and whether that wait follows a write of ours.
         wait = idle
+        after_write = True
         while True:
             # One timer serves the whole loop: its deadline is the keep-alive interval while we
             # wait for events and the send timeout while a write is in progress. Moving a
@@ -365,12 +366,14 @@ class StreamRun:
             writing = False
             with trio.CancelScope() as timer:
                 while True:
-                    timer.deadline = trio.current_time() + wait
+                    now = trio.current_time()
+                    timer.deadline = now + wait
                     wait = idle
                     try:
                         if outlet is not None and not awaiting_first:
                             # Producers may write for us while we wait (``_outlet.py``).
-                            outlet.open()
+                            outlet.open(now if after_write else None)
+                        after_write = True
                         item = await receiver.receive()
                     except trio.EndOfChannel:
                         return None
@@ -405,6 +408,7 @@ class StreamRun:
                 # stream has been quiet for the whole interval.
                 wait = outlet.last_write + idle - trio.current_time()
                 if wait > 0:
+                    after_write = False
                     continue
                 wait = idle
             if writing or not await self._write(KEEPALIVE_COMMENT):
