@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import enum
 import json
+import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ __all__ = [
     "IdKey",
     "Replay",
     "ResetReason",
+    "check_counts",
+    "check_seconds",
     "event_size",
     "parse_stream_id",
     "rebuild_event",
@@ -296,3 +299,25 @@ def _is_id_part(text: str) -> bool:
 def event_size(event: SseEvent) -> int:
     """The bytes ``event`` counts for in every byte bound of the hub: its encoded length."""
     return len(event.encode())
+
+
+def check_counts(owner: str, **counts: object) -> None:
+    """A ``ValueError`` naming ``owner``'s setting unless each of ``counts`` is a positive int."""
+    for name, count in counts.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"{owner} {name} must be a positive int, got {count!r}")
+
+
+def check_seconds(owner: str, *, finite: bool, **durations: object) -> None:
+    """A ``ValueError`` naming ``owner``'s setting unless each of ``durations`` is a positive
+    number (of seconds), and a finite one where ``finite``."""
+    for name, seconds in durations.items():
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or (finite and not math.isfinite(seconds))
+            or not seconds > 0
+        ):
+            raise ValueError(
+                f"{owner} {name} must be a positive number of seconds, got {seconds!r}"
+            )

@@ -109,6 +109,8 @@ from ._backend import (
     IdKey,
     Replay,
     ResetReason,
+    check_counts,
+    check_seconds,
     event_size,
     parse_stream_id,
     reset_event,
@@ -419,24 +421,23 @@ class RedisBackend(BroadcastBackend):
         reader_linger: float = 5.0,
         max_connections: int = 256,
     ) -> None:
-        for name, count in (
-            ("retain_count", retain_count),
-            ("retain_bytes", retain_bytes),
-            ("read_count", read_count),
-            ("read_bytes", read_bytes),
-        ):
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise ValueError(f"RedisBackend {name} must be a positive int, got {count!r}")
-        for name, value in (
-            ("retain_seconds", retain_seconds),
-            ("command_timeout", command_timeout),
-            ("publish_timeout", publish_timeout),
-            ("block_seconds", block_seconds),
-            ("backoff_initial", backoff_initial),
-            ("backoff_max", backoff_max),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"RedisBackend {name} must be a positive number, got {value!r}")
+        check_counts(
+            "RedisBackend",
+            retain_count=retain_count,
+            retain_bytes=retain_bytes,
+            read_count=read_count,
+            read_bytes=read_bytes,
+        )
+        check_seconds(
+            "RedisBackend",
+            finite=False,
+            retain_seconds=retain_seconds,
+            command_timeout=command_timeout,
+            publish_timeout=publish_timeout,
+            block_seconds=block_seconds,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
         self.url = url
         self.retain_count = retain_count
         self.retain_bytes = retain_bytes

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import secrets
 import time
@@ -48,7 +47,13 @@ from .._errors import (
 )
 from ..streams._iterators import aclose_iterator
 from ..wire._sse import SseEvent, to_event
-from ._backend import RESET_EVENT, BroadcastBackend, BroadcastUnavailable
+from ._backend import (
+    RESET_EVENT,
+    BroadcastBackend,
+    BroadcastUnavailable,
+    check_counts,
+    check_seconds,
+)
 from ._hub import Broadcast, backend_from_url
 from ._memory import MemoryBackend
 
@@ -172,29 +177,21 @@ class Runs:
         cancel_timeout: float = 5.0,
         retry_after: int = 5,
     ) -> None:
-        for name, count in (
-            ("max_runs", max_runs),
-            ("max_runs_per_owner", max_runs_per_owner),
-            ("max_events", max_events),
-            ("retry_after", retry_after),
-        ):
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise ValueError(f"Runs {name} must be a positive int, got {count!r}")
-        for name, seconds in (
-            ("max_duration", max_duration),
-            ("keep_finished", keep_finished),
-            ("shutdown_grace", shutdown_grace),
-            ("cancel_timeout", cancel_timeout),
-        ):
-            if (
-                isinstance(seconds, bool)
-                or not isinstance(seconds, int | float)
-                or not math.isfinite(seconds)
-                or not seconds > 0
-            ):
-                raise ValueError(
-                    f"Runs {name} must be a positive number of seconds, got {seconds!r}"
-                )
+        check_counts(
+            "Runs",
+            max_runs=max_runs,
+            max_runs_per_owner=max_runs_per_owner,
+            max_events=max_events,
+            retry_after=retry_after,
+        )
+        check_seconds(
+            "Runs",
+            finite=True,
+            max_duration=max_duration,
+            keep_finished=keep_finished,
+            shutdown_grace=shutdown_grace,
+            cancel_timeout=cancel_timeout,
+        )
         retain_count, retain_seconds = max_events + 2, max_duration + keep_finished
         if backend is None:
             backend = MemoryBackend(retain_count=retain_count, retain_seconds=retain_seconds)
