@@ -70,8 +70,9 @@ def package_of(filename: str) -> str:
     return "<other>"
 
 
-async def measure(kind: str, streams: int) -> dict[str, float]:
-    """Bytes allocated per idle connection, by package, for one server ``kind``."""
+async def measure(kind: str, streams: int, lines: int = 0) -> dict[str, float]:
+    """Bytes allocated per idle connection, by package, for one server ``kind``; with
+    ``lines``, also print the ``lines`` source lines that allocated the most per connection."""
     from hypercorn.config import Config
 
     from trio_dwex.testing import serve_app
@@ -115,11 +116,18 @@ async def measure(kind: str, streams: int) -> dict[str, float]:
         async def snapshot() -> None:
             await trio.sleep(0.5)
             gc.collect()
-            diff = tracemalloc.take_snapshot().compare_to(baseline, "filename")
+            snapshot = tracemalloc.take_snapshot()
+            diff = snapshot.compare_to(baseline, "filename")
             totals: collections.Counter[str] = collections.Counter()
             for stat in diff:
                 totals[package_of(stat.traceback[0].filename)] += stat.size_diff
             result.update({name: size / streams for name, size in totals.items()})
+            if lines:
+                print(f"\n{kind}: the {lines} lines that allocate most per connection (bytes)")
+                for stat in snapshot.compare_to(baseline, "lineno")[:lines]:
+                    frame = stat.traceback[0]
+                    where = "/".join(Path(frame.filename).parts[-2:])
+                    print(f"{stat.size_diff / streams:8.0f}  {where}:{frame.lineno}")
 
         await hold(port, path, streams, snapshot)
         tracemalloc.stop()
@@ -155,13 +163,18 @@ async def hold(port: int, path: str, count: int, while_held: Callable[[], Awaita
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=1000, help="idle connections per row")
+    parser.add_argument(
+        "--lines", type=int, default=0, help="also print the N source lines that allocate most"
+    )
     args = parser.parse_args(argv)
     rows = {
         "trio-dwex, async generator route": "dwex-gen",
         "trio-dwex, SseStream route": "dwex-stream",
         "raw ASGI on plain Hypercorn-Trio (floor)": "raw",
     }
-    results = {label: trio.run(measure, kind, args.streams) for label, kind in rows.items()}
+    results = {
+        label: trio.run(measure, kind, args.streams, args.lines) for label, kind in rows.items()
+    }
     columns = [*PACKAGES, "<other>"]
     print(f"Python memory per idle stream (tracemalloc, KiB), {args.streams} streams per row\n")
     print("| server | " + " | ".join(columns) + " | total |")

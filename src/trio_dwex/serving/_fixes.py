@@ -103,14 +103,13 @@ from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.tcp_server import MAX_RECV
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, LifespanState
-from hypercorn.utils import wrap_app
 
 from ._direct import DirectWriter
 from ._h2 import DwexH2Protocol, ResetBudgets
 from ._h11 import DwexH11Protocol
 from ._limits import LimitedListener, ServerLimits
 from ._memory import trim_memory_every
-from ._notice import NoticeTaskGroup, announce_server
+from ._notice import NoticeTaskGroup, ServerApp
 from ._upstream import ProtocolWrapper, TCPServer, worker_serve
 
 __all__ = [
@@ -235,17 +234,25 @@ class _DwexProtocols(ProtocolWrapper):
     """Hypercorn's protocol selector, with our HTTP/1 and HTTP/2 protocols (``_h11.py``,
     ``_h2.py``).
 
-    ``h2_options`` are `DwexH2Protocol`'s keyword arguments.
+    ``h2_protocol`` makes `DwexH2Protocol` with the server's options; ``direct`` is the
+    connection's fast write path for HTTP/1 responses, if any.
     """
 
-    h11_protocol_class: Callable[..., DwexH11Protocol] = DwexH11Protocol
-
     def __init__(
-        self, *args: Any, h2_options: dict[str, Any], direct: DirectWriter | None, **kwargs: Any
+        self,
+        *args: Any,
+        h2_protocol: Callable[..., DwexH2Protocol],
+        direct: DirectWriter | None,
+        **kwargs: Any,
     ) -> None:
-        self.h2_protocol_class = partial(DwexH2Protocol, **h2_options)
-        self.h11_protocol_class = partial(DwexH11Protocol, direct=direct)
+        self.h2_protocol_class = h2_protocol
+        self._direct = direct
         super().__init__(*args, **kwargs)
+
+    # A method, not a ``partial`` per connection: what a connection holds, it holds for as
+    # long as its stream lasts.
+    def h11_protocol_class(self, *args: Any) -> DwexH11Protocol:
+        return DwexH11Protocol(*args, direct=self._direct)
 
 
 class _DwexTCPServer(TCPServer):
@@ -269,24 +276,15 @@ class _DwexTCPServer(TCPServer):
         write_timeout: float,
         fast_send_lock: bool = True,
         direct_writes: bool = True,
-        limits: ServerLimits = DEFAULT_LIMITS,
         connection_slots: trio.Semaphore | None = None,
-        reset_budgets: ResetBudgets | None = None,
+        h2_protocol: Callable[..., DwexH2Protocol] = DwexH2Protocol,
     ) -> None:
         super().__init__(app, config, context, state, stream)
         # HTTP/1 body chunks straight to a plain TCP socket when it takes them at once
         # (``_direct.py``); TLS keeps the full path.
         sock = stream.socket if isinstance(stream, trio.SocketStream) else None
-        direct = DirectWriter(sock, self.send_lock, self._send_raw) if direct_writes else None
-        # HTTP/2 streams get bounded buffers, and a stream stalled for as long as a write may
-        # wait is reset (see ``_h2.py``).
-        h2_options = {
-            "stall_timeout": write_timeout,
-            "buffer_bytes": limits.h2_buffer_bytes,
-            "limits": limits.h2,
-            "reset_budgets": reset_budgets,
-        }
-        self.protocol_wrapper_class = partial(_DwexProtocols, h2_options=h2_options, direct=direct)
+        self._direct = DirectWriter(sock, self.send_lock, self._send_raw) if direct_writes else None
+        self._h2_protocol = h2_protocol
         # The slot `LimitedListener` took for this connection, given back when it ends.
         self._connection_slots = connection_slots
         self._write_timeout = write_timeout
@@ -297,6 +295,9 @@ class _DwexTCPServer(TCPServer):
         self._feeder_done: trio.Event | None = None
         # Cancelled once a write found the client gone (see `_connection_lost`).
         self._reading = trio.CancelScope()
+
+    def protocol_wrapper_class(self, *args: Any) -> ProtocolWrapper:
+        return _DwexProtocols(*args, h2_protocol=self._h2_protocol, direct=self._direct)
 
     async def run(self) -> None:
         try:
@@ -530,11 +531,7 @@ async def serve_hypercorn(
         if limits.memory_trim_interval is not None:
             housekeeping.start_soon(trim_memory_every, limits.memory_trim_interval)
         await worker_serve(
-            wrap_app(
-                announce_server(app),
-                config.wsgi_max_body_size,
-                "asgi",
-            ),
+            ServerApp(app),
             config,
             sockets=sockets,
             shutdown_trigger=shutdown_trigger,
@@ -544,9 +541,16 @@ async def serve_hypercorn(
                 write_timeout=write_timeout,
                 fast_send_lock=fast_send_lock,
                 direct_writes=direct_writes,
-                limits=limits,
                 connection_slots=slots,
-                reset_budgets=ResetBudgets(limits.h2),
+                # HTTP/2 streams get bounded buffers, and a stream stalled for as long as a
+                # write may wait is reset (see ``_h2.py``).
+                h2_protocol=partial(
+                    DwexH2Protocol,
+                    stall_timeout=write_timeout,
+                    buffer_bytes=limits.h2_buffer_bytes,
+                    limits=limits.h2,
+                    reset_budgets=ResetBudgets(limits.h2),
+                ),
             ),
             wrap_listeners=lambda listeners: [
                 LimitedListener(listener, slots, limits.accept_error_log_interval)

@@ -41,6 +41,7 @@ from hypercorn.typing import AppWrapper, ASGIReceiveEvent
 
 from ..asgi._types import DIRECT_WRITE_EXTENSION
 from ._direct import DirectWriter, RequestWriter
+from ._notice import ServerApp
 
 __all__ = ["DwexH11Protocol"]
 
@@ -119,6 +120,9 @@ class _ContinueOnFirstRead:
 
     def __init__(self, app: AppWrapper, protocol: DwexH11Protocol) -> None:
         self._app = app
+        # Our server's app wrapper acts on the lifespan scope only: an HTTP request calls the
+        # app inside it directly, one suspended frame less for each open stream.
+        self._asgi = app.app if isinstance(app, ServerApp) else None
         self._protocol = protocol
 
     async def __call__(
@@ -127,46 +131,71 @@ class _ContinueOnFirstRead:
         if scope["type"] != "http":
             await self._app(scope, receive, send, sync_spawn, call_soon)
             return
-        protocol = self._protocol
-        first = True
-
-        async def receive_after_continue() -> ASGIReceiveEvent:
-            nonlocal first
-            if first:
-                first = False
-                await protocol.send_continue()
-            message: ASGIReceiveEvent = await receive()
-            return message
-
-        writer = protocol.request_writer(scope["method"])
-        if writer is None:
-            await self._app(scope, receive_after_continue, send, sync_spawn, call_soon)
-            return
-
-        async def send_closing_writer(message: Any) -> None:
-            # The end of a frame that the app's producer began (`RequestWriter.write_now`)
-            # goes before anything Hypercorn writes.
-            if writer.pending:
-                await writer.flush()
-            # The response's last message: from now on h11 may be answering the next request.
-            if message is None or (
-                message["type"] == "http.response.body" and not message.get("more_body", False)
-            ):
-                writer.close()
-            await send(message)
-
-        writer.app_send = send_closing_writer
-        scope["extensions"][DIRECT_WRITE_EXTENSION] = writer
-
+        writer = self._protocol.request_writer(scope["method"])
+        request = _RequestMessages(self._protocol, receive, send, writer)
+        receive = request.receive
+        if writer is not None:
+            # Bound once: the writer recognises the app's ``send`` by identity (`app_send`).
+            send = writer.app_send = request.send
+            scope["extensions"][DIRECT_WRITE_EXTENSION] = writer
         try:
-            await self._app(
-                scope, receive_after_continue, send_closing_writer, sync_spawn, call_soon
-            )
+            if self._asgi is not None:
+                await self._asgi(scope, receive, send)
+            else:
+                await self._app(scope, receive, send, sync_spawn, call_soon)
         finally:
-            if writer.pending:
-                # The app ended without a last message (it failed, or its client left), and
-                # Hypercorn ends the response next. Shielded: the rest of a frame is never cut
-                # short; the slow path's own write deadline bounds it.
-                with trio.CancelScope(shield=True):
-                    await writer.flush()
+            if writer is not None:
+                if writer.pending:
+                    # The app ended without a last message (it failed, or its client left),
+                    # and Hypercorn ends the response next. Shielded: the rest of a frame is
+                    # never cut short; the slow path's own write deadline bounds it.
+                    with trio.CancelScope(shield=True):
+                        await writer.flush()
+                writer.close()
+
+
+class _RequestMessages:
+    """One request's ``receive`` and ``send`` as its app sees them.
+
+    The first ``receive()`` lets the protocol send ``100 Continue``. With the fast write path
+    (``writer``), ``send`` first sends the rest of a frame that a producer began
+    (`RequestWriter.write_now`), and closes the writer at the response's last message. One
+    slotted object rather than two closures and their cells: it lives as long as the request,
+    which for a stream is hours.
+    """
+
+    __slots__ = ("_asked", "_protocol", "_receive", "_send", "_writer")
+
+    def __init__(
+        self,
+        protocol: DwexH11Protocol,
+        receive: Any,
+        send: Any,
+        writer: RequestWriter | None,
+    ) -> None:
+        self._protocol = protocol
+        self._receive = receive
+        self._send = send
+        self._writer = writer
+        self._asked = False
+
+    async def receive(self) -> ASGIReceiveEvent:
+        if not self._asked:
+            self._asked = True
+            await self._protocol.send_continue()
+        message: ASGIReceiveEvent = await self._receive()
+        return message
+
+    async def send(self, message: Any) -> None:
+        writer = self._writer
+        assert writer is not None, "only a request with a writer sends through here"
+        # The end of a frame that the app's producer began goes before anything Hypercorn
+        # writes.
+        if writer.pending:
+            await writer.flush()
+        # The response's last message: from now on h11 may be answering the next request.
+        if message is None or (
+            message["type"] == "http.response.body" and not message.get("more_body", False)
+        ):
             writer.close()
+        await self._send(message)

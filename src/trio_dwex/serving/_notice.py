@@ -6,8 +6,8 @@ so a stream would need a task parked in ``receive()`` for its whole life just to
 that queues messages for the app also fires the request's notice, so a stream that handed its
 ``receive()`` over (`DisconnectNotice.hand_over`) is told by a callback instead.
 
-:func:`announce_server` marks the lifespan scope, so an app can tell at startup that it runs
-on this server rather than on plain Hypercorn.
+:class:`ServerApp` is how the server calls the app: it marks the lifespan scope, so an app
+can tell at startup that it runs on this server rather than on plain Hypercorn.
 """
 
 from __future__ import annotations
@@ -21,22 +21,33 @@ from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
 from ..asgi._types import DISCONNECT_EXTENSION, SERVER_EXTENSION, ASGIApp
 
-__all__ = ["NoticeTaskGroup", "RequestNotice", "announce_server"]
+__all__ = ["NoticeTaskGroup", "RequestNotice", "ServerApp"]
 
 
-def announce_server(app: ASGIApp) -> Callable[[Any, Any, Any], Awaitable[None]]:
-    """``app`` with `SERVER_EXTENSION` added to its lifespan scope's ``extensions``.
+class ServerApp:
+    """An ASGI 3 app as our server calls it: Hypercorn's ``AppWrapper`` (whose two extra
+    arguments serve WSGI apps only), with `SERVER_EXTENSION` added to the lifespan scope's
+    ``extensions``.
 
-    Loosely typed like the rest of this layer's ASGI glue: Hypercorn's scope and message
-    types are stricter ``TypedDict`` s than the app's mappings.
+    One object in place of Hypercorn's ``ASGIWrapper`` around a closure that announced the
+    server: each is a coroutine frame that every open stream keeps suspended for its whole
+    life, and our HTTP/1 protocol calls ``app`` itself (``_h11.py``), so a stream keeps
+    neither. Loosely typed like the rest of this layer's ASGI glue: Hypercorn's scope and
+    message types are stricter ``TypedDict`` s than the app's mappings.
     """
 
-    async def announced(scope: Any, receive: Any, send: Any) -> None:
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        #: The ASGI 3 app itself.
+        self.app: Callable[[Any, Any, Any], Awaitable[None]] = app
+
+    async def __call__(
+        self, scope: Any, receive: Any, send: Any, sync_spawn: Any, call_soon: Any
+    ) -> None:
         if scope["type"] == "lifespan":
             scope = {**scope, "extensions": {**scope.get("extensions", {}), SERVER_EXTENSION: {}}}
-        await app(scope, receive, send)
-
-    return announced
+        await self.app(scope, receive, send)
 
 
 class RequestNotice:
@@ -83,13 +94,29 @@ class NoticeTaskGroup(TaskGroup):
         extensions: dict[str, Any] = scope["extensions"]
         extensions[DISCONNECT_EXTENSION] = notice
         put = await super().spawn_app(app, config, scope, send)
+        return _PutOrNotify(notice, put)
 
-        async def put_or_notify(message: ASGIReceiveEvent) -> None:
-            if message["type"] == "http.disconnect":
-                notice.client_gone()
-            if not notice.handed_over:
-                await put(message)
-            # Handed over: the app reads no more, so nothing is queued (a queue that nobody
-            # drains would block the connection once full).
 
-        return put_or_notify
+class _PutOrNotify:
+    """Queues a message for the app, first firing the request's notice on a disconnect.
+
+    A slotted object rather than a closure: it lives as long as the request (hours, for a
+    stream), and is smaller than a function with its cells.
+    """
+
+    __slots__ = ("_notice", "_put")
+
+    def __init__(
+        self, notice: RequestNotice, put: Callable[[ASGIReceiveEvent], Awaitable[None]]
+    ) -> None:
+        self._notice = notice
+        self._put = put
+
+    async def __call__(self, message: ASGIReceiveEvent) -> None:
+        notice = self._notice
+        if message["type"] == "http.disconnect":
+            notice.client_gone()
+        if not notice.handed_over:
+            await self._put(message)
+        # Handed over: the app reads no more, so nothing is queued (a queue that nobody
+        # drains would block the connection once full).
