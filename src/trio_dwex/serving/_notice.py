@@ -2,9 +2,10 @@
 
 Hypercorn tells an app that its client left by queueing ``http.disconnect`` for ``receive()``,
 so a stream would need a task parked in ``receive()`` for its whole life just to hear it.
-:class:`NoticeTaskGroup` is Hypercorn's per-connection task group with one change: the function
-that queues messages for the app also fires the request's notice, so a stream that handed its
-``receive()`` over (`DisconnectNotice.hand_over`) is told by a callback instead.
+:class:`NoticeTaskGroup` is Hypercorn's per-connection task group with one change: the
+messages for the app wait in a `RequestInbox`, whose ``put`` also fires the request's notice,
+so a stream that handed its ``receive()`` over (`DisconnectNotice.hand_over`) is told by a
+callback instead.
 
 :class:`ServerApp` is how the server calls the app: it marks the lifespan scope, so an app
 can tell at startup that it runs on this server rather than on plain Hypercorn.
@@ -15,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
 from hypercorn.config import Config
-from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, Scope
 
 from ..asgi._types import DISCONNECT_EXTENSION, SERVER_EXTENSION, ASGIApp
 
-__all__ = ["NoticeTaskGroup", "RequestNotice", "ServerApp"]
+__all__ = ["NoticeTaskGroup", "RequestInbox", "RequestNotice", "ServerApp"]
 
 
 class ServerApp:
@@ -79,7 +81,8 @@ class RequestNotice:
 
 
 class NoticeTaskGroup(TaskGroup):
-    """Hypercorn's task group, giving each HTTP request a `RequestNotice` in its scope."""
+    """Hypercorn's task group, giving each request a `RequestInbox` for the messages its
+    app receives, and each HTTP request a `RequestNotice` in its scope."""
 
     async def spawn_app(
         self,
@@ -88,35 +91,80 @@ class NoticeTaskGroup(TaskGroup):
         scope: Scope,
         send: Callable[[ASGISendEvent | None], Awaitable[None]],
     ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
-        if scope["type"] != "http":
-            return await super().spawn_app(app, config, scope, send)
-        notice = RequestNotice()
-        extensions: dict[str, Any] = scope["extensions"]
-        extensions[DISCONNECT_EXTENSION] = notice
-        put = await super().spawn_app(app, config, scope, send)
-        return _PutOrNotify(notice, put)
+        notice = None
+        if scope["type"] == "http":
+            notice = RequestNotice()
+            extensions: dict[str, Any] = scope["extensions"]
+            extensions[DISCONNECT_EXTENSION] = notice
+        inbox = RequestInbox(config.max_app_queue_size, notice)
+        # What upstream's ``spawn_app`` does, with our inbox for its memory channel.
+        self.spawn(
+            _handle,
+            app,
+            config,
+            scope,
+            inbox.receive,
+            send,
+            trio.to_thread.run_sync,
+            trio.from_thread.run,
+        )
+        return inbox.put
 
 
-class _PutOrNotify:
-    """Queues a message for the app, first firing the request's notice on a disconnect.
+class RequestInbox:
+    """The messages one request's app has yet to ``receive()``: body chunks, then
+    ``http.disconnect``; at most ``limit`` of them (Hypercorn's ``max_app_queue_size``), the
+    protocol's ``put`` waits for room beyond.
 
-    A slotted object rather than a closure: it lives as long as the request (hours, for a
-    stream), and is smaller than a function with its cells.
+    Upstream keeps them in a trio memory channel, which with its two ends, its tables of
+    waiting tasks and its deque costs about 1.2 KiB per request; a request that streams for
+    hours keeps it all that time, mostly empty. This is a list, and a parking lot made only
+    when someone waits. Waiting is rare (an app slower than a client's upload, or an app
+    waiting for its next chunk), so every change wakes every waiter and each checks again.
+
+    With a ``notice`` (HTTP requests), ``http.disconnect`` also fires the notice, and once
+    the app has handed its ``receive()`` over, nothing more is queued: nobody would drain it,
+    and a full inbox would block the connection.
     """
 
-    __slots__ = ("_notice", "_put")
+    __slots__ = ("_limit", "_messages", "_notice", "_waiting")
 
-    def __init__(
-        self, notice: RequestNotice, put: Callable[[ASGIReceiveEvent], Awaitable[None]]
-    ) -> None:
+    def __init__(self, limit: int, notice: RequestNotice | None = None) -> None:
+        self._limit = max(limit, 1)
         self._notice = notice
-        self._put = put
+        self._messages: list[ASGIReceiveEvent] = []
+        self._waiting: trio.lowlevel.ParkingLot | None = None
 
-    async def __call__(self, message: ASGIReceiveEvent) -> None:
+    async def put(self, message: ASGIReceiveEvent) -> None:
+        """Queue ``message`` for the app, waiting while the inbox is full."""
         notice = self._notice
-        if message["type"] == "http.disconnect":
-            notice.client_gone()
-        if not notice.handed_over:
-            await self._put(message)
-        # Handed over: the app reads no more, so nothing is queued (a queue that nobody
-        # drains would block the connection once full).
+        if notice is not None:
+            if message["type"] == "http.disconnect":
+                notice.client_gone()
+            if notice.handed_over:
+                return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while len(self._messages) >= self._limit:
+            await self._park()
+        self._messages.append(message)
+        self._changed()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        """The app's ``receive()``: the next message, waiting for one if none is queued."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._messages:
+            await self._park()
+        message = self._messages.pop(0)
+        self._changed()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+    async def _park(self) -> None:
+        if self._waiting is None:
+            self._waiting = trio.lowlevel.ParkingLot()
+        await self._waiting.park()
+
+    def _changed(self) -> None:
+        if self._waiting:
+            self._waiting.unpark_all()
