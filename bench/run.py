@@ -31,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -541,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", help="comma-separated row keys to run")
     parser.add_argument(
+        "--scenarios",
+        help="comma-separated scenarios to measure in each row (idle, latency, single, "
+        "concurrent, sparse; default: each row's own)",
+    )
+    parser.add_argument(
         "--fanout",
         default="memory,redis,sse-starlette,sse-starlette-standard",
         help="fan-out backends measured after the main table (bench/fanout.py): "
@@ -560,6 +565,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keys = set(args.only.split(","))
         rows = [row for row in rows if row.key in keys]
+    if args.scenarios:
+        wanted = args.scenarios.split(",")
+        unknown_scenarios = set(wanted) - set(Row.scenarios)
+        if unknown_scenarios:
+            parser.error(f"--scenarios: unknown scenario(s) {', '.join(sorted(unknown_scenarios))}")
+        rows = [
+            replace(row, scenarios=tuple(s for s in row.scenarios if s in wanted)) for row in rows
+        ]
     if args.fanout_only:
         rows = []
     backends = [] if args.fanout == "none" else [b for b in args.fanout.split(",") if b]

@@ -1,9 +1,9 @@
 """``serving/_upstream.py`` is still upstream's code, except where it says otherwise.
 
 Each copied function is compared with the installed Hypercorn's: every run of differing lines
-must contain one of ours marked ``# trio-dwex:``, once lint annotations are set aside. Upstream
-changing a line we copied (a new release, or a patch in the pinned series) fails here, with the
-diff to carry over; so does an unmarked change of ours.
+must contain one of ours marked ``# trio-dwex:``, once lint annotations and indentation are set
+aside. Upstream changing a line we copied (a new release, or a patch in the pinned series)
+fails here, with the diff to carry over; so does an unmarked change of ours.
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ COPIES: list[tuple[Callable[..., Any], Callable[..., Any]]] = [
 
 
 def source_lines(function: Callable[..., Any]) -> list[str]:
-    return [LINT_ANNOTATION.sub("", line) for line in inspect.getsource(function).splitlines()]
+    """The function's lines without lint annotations, and without their indentation: a block
+    of upstream's that ours nests one level deeper (under a marked ``else:``) is still
+    upstream's code."""
+    return [
+        LINT_ANNOTATION.sub("", line).strip() for line in inspect.getsource(function).splitlines()
+    ]
 
 
 def unmarked_changes(upstream: list[str], ours: list[str]) -> list[list[str]]:

@@ -31,7 +31,6 @@ import logging
 import math
 import random
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
-from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -152,6 +151,11 @@ class StreamRun:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
+    def _client_gone(self) -> None:
+        # A method rather than a ``partial`` of `end`: the sink holds it for the stream's
+        # whole life, and a bound method is a quarter of the size.
+        self.end(CloseReason.CLIENT_GONE)
+
     def end_at(self, reason: CloseReason, deadline: float) -> None:
         """End the run at ``deadline`` (Trio time), for ``reason``, unless it ends before.
 
@@ -200,9 +204,7 @@ class StreamRun:
                         # The lease's end is wall-clock time; the scope's deadline, Trio's.
                         self.end_at(CloseReason.EXPIRED, trio.current_time() + seconds_left)
                     buffer, budget = self._open_source(nursery)
-                    self._sink.notify_disconnect(
-                        partial(self.end, CloseReason.CLIENT_GONE), nursery.start_soon
-                    )
+                    self._sink.notify_disconnect(self._client_gone, nursery.start_soon)
                     ended = await self._write_events(buffer, budget)
                     self.end(self._natural_end if ended is None else ended)
             except* StreamClosed as group:
