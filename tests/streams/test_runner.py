@@ -552,3 +552,44 @@ async def test_a_stream_being_sent_cannot_be_iterated_as_well() -> None:
     stream.start_soon(iterate)
     await run_stream(stream, MemorySink())
     assert iterated == ["this SseStream is being sent to a client; it cannot be iterated as well"]
+
+
+async def test_a_stream_ends_when_its_producer_sends_and_closes_without_a_checkpoint() -> None:
+    """The writer learns of the end from the same look at the buffer that finds the last
+    events, whether they come while it waits for the first event or later."""
+    for already_running in (False, True):
+        stream = SseStream()
+        sink = MemorySink()
+        go = trio.Event()
+
+        async def produce(stream: SseStream = stream, go: trio.Event = go) -> None:
+            await go.wait()
+            await stream.send("last")  # no checkpoint between the event and the close
+            stream.close()
+
+        stream.start_soon(produce)
+        if not already_running:
+            go.set()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_stream, stream, sink)
+                if already_running:
+                    stream.send_nowait("first")
+                    await sink.wrote.wait()
+                    await trio.testing.wait_all_tasks_blocked()
+                    go.set()
+        assert data_of(sink)[-1] == "last"
+
+
+async def test_a_generator_that_yields_then_returns_ends_its_stream() -> None:
+    async def one() -> AsyncIterator[str]:
+        yield "only"
+
+    sink = MemorySink()
+    with trio.fail_after(5):
+        assert await run_stream(one(), sink) is CloseReason.COMPLETED
+    assert data_of(sink) == ["only"]
+
+
+def data_of(sink: MemorySink) -> list[str]:
+    return [event.data for event in SseDecoder().feed(b"".join(sink.writes))]

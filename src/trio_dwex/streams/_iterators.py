@@ -83,6 +83,7 @@ async def pump(
         if not finished:
             await aclose_iterator(iterator)
     buffer.close()
+    budget.close()  # rings the writer, which finds the end once it has sent the rest
 
 
 async def _resume_once_then_close(iterator: AsyncIterator[object]) -> None:

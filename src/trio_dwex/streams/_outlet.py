@@ -113,4 +113,5 @@ class Outlet:
             # sent. The writer sends it (an empty write) and everything after goes its way.
             self._open = False
             self._wake(b"")
+            self._budget.ring()
         return True

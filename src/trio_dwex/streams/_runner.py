@@ -336,14 +336,15 @@ class StreamRun:
         # error, and the first event usually leaves in the same packet as the headers.
         first, count = b"", 0
         with trio.move_on_after(settings.first_event_wait):
-            try:
-                item = await receiver.receive()
-                first, count = _coalesce(
-                    item if isinstance(item, bytes) else item.encode(), receiver, limit
-                )
-                budget.release(len(first))
-            except trio.EndOfChannel:
-                return None
+            taken = None
+            while taken is None:
+                if not budget.rung:
+                    await budget.wait_for_ring()
+                try:
+                    taken = _take(receiver, budget, limit)
+                except trio.EndOfChannel:
+                    return None
+            first, count = taken
         if not await self._write(first):
             return CloseReason.SLOW_CLIENT
         record(count, len(first))
@@ -371,27 +372,30 @@ class StreamRun:
                     now = trio.current_time()
                     timer.deadline = now + wait
                     wait = idle
-                    try:
-                        if outlet is not None and not awaiting_first:
-                            # Producers may write for us while we wait (``_outlet.py``).
-                            outlet.open(now if after_write else None)
+                    if budget.rung:
+                        # Queued while we wrote: a checkpoint, as a trio channel's receive()
+                        # makes, then it all goes in one write.
                         after_write = True
-                        item = await receiver.receive()
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        try:
+                            if outlet is not None and not awaiting_first:
+                                # Producers may write for us while we wait (``_outlet.py``).
+                                outlet.open(now if after_write else None)
+                            after_write = True
+                            await budget.wait_for_ring()
+                        finally:
+                            if outlet is not None:
+                                outlet.close()
+                    try:
+                        taken = _take(receiver, budget, limit)
                     except trio.EndOfChannel:
                         return None
-                    finally:
-                        if outlet is not None:
-                            outlet.close()
+                    if taken is None:
+                        continue  # the bell rang for what an earlier write took
+                    data, count = taken
                     writing = True
                     timer.deadline = trio.current_time() + send_timeout
-                    data, count = _coalesce(
-                        item if isinstance(item, bytes) else item.encode(), receiver, limit
-                    )
-                    if not item:
-                        # The wake after an event a producer wrote in part: the sink sends the
-                        # rest first, and the event was counted when it was written.
-                        count -= 1
-                    budget.release(len(data))
                     if merge_window is not None and not _flushes(data):
                         data, count = await _merge(
                             data, count, receiver, budget, merge_window, limit
@@ -458,22 +462,37 @@ def run_stream(
     return StreamRun(source, sink, settings, tracker, lease).run()
 
 
-def _coalesce(first: bytes, receiver: _Buffer, limit: int) -> tuple[bytes, int]:
-    """``first`` plus every event already queued, up to ``limit`` bytes: one write, not many;
-    and how many events that is."""
-    parts = [first]
-    size = len(first)
+def _take(receiver: _Buffer, budget: ByteBudget, limit: int) -> tuple[bytes, int] | None:
+    """Everything queued, up to ``limit`` bytes, as one write, and how many events that is;
+    ``None`` if nothing is. Raises ``EndOfChannel`` once the buffer is closed and empty.
+
+    The writer waits for the bell next only if this emptied the buffer: it stops at ``limit``,
+    or at the buffer's end, with the bell left rung, so the writer looks again first.
+    An empty item is the wake after an event that a producer wrote in part (``_outlet.py``):
+    the sink sends the rest first, and the event was counted when it was written.
+    """
+    try:
+        item = receiver.receive_nowait()
+    except trio.WouldBlock:
+        budget.drained(0, more=False)
+        return None
+    parts = [item if isinstance(item, bytes) else item.encode()]
+    size = len(parts[0])
+    more = True
     while size < limit:
         try:
-            item = receiver.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
+            next_item = receiver.receive_nowait()
+        except trio.WouldBlock:
+            more = False
             break
-        data = item if isinstance(item, bytes) else item.encode()
+        except trio.EndOfChannel:
+            break
+        data = next_item if isinstance(next_item, bytes) else next_item.encode()
         parts.append(data)
         size += len(data)
-    if len(parts) == 1:
-        return first, 1
-    return b"".join(parts), len(parts)
+    count = len(parts) - (not item)
+    budget.drained(size, more=more)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), count
 
 
 async def _merge(
