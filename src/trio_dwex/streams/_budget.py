@@ -72,7 +72,12 @@ class ByteBudget:
         """Count ``size`` bytes as queued, and ring the bell: the item is queued before the
         producer's next checkpoint, so before the writer runs."""
         self.queued += size
-        self.ring()
+        # `ring`, inline: this runs once per event.
+        self.rung = True
+        writer = self._writer
+        if writer is not None:
+            self._writer = None
+            trio.lowlevel.reschedule(writer)
 
     def ring(self) -> None:
         """Tell the writer to look at the buffer: something was queued, or it was closed."""
