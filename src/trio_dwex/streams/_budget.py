@@ -58,7 +58,9 @@ class ByteBudget:
         self.limit = limit
         self.queued = 0
         self._closed = False
-        self._room = trio.lowlevel.ParkingLot()
+        # The producers waiting for room; made when the first one waits (most streams never
+        # fill, and a parking lot with its ordered dict is 0.4 KiB per stream).
+        self._room: trio.lowlevel.ParkingLot | None = None
         # The writer, while it waits for the bell.
         self._writer: trio.lowlevel.Task | None = None
         # Events may be queued before the stream runs: the writer looks first.
@@ -111,17 +113,21 @@ class ByteBudget:
     def release(self, size: int) -> None:
         """Count ``size`` bytes as taken out, and wake the producers that wait for room."""
         self.queued -= size
-        if self._room:
-            self._room.unpark_all()
+        room = self._room
+        if room:
+            room.unpark_all()
 
     async def wait_for_room(self, size: int) -> None:
         """Wait until ``size`` bytes fit, or the budget is closed (then return at once)."""
         while not self._closed and not self.fits(size):
+            if self._room is None:
+                self._room = trio.lowlevel.ParkingLot()
             await self._room.park()
 
     def close(self) -> None:
         """No more room will be waited for: wake every waiting producer for good, and ring
         the bell (the buffer is closed too, or about to be: the writer finds its end)."""
         self._closed = True
-        self._room.unpark_all()
+        if self._room is not None:
+            self._room.unpark_all()
         self.ring()
