@@ -110,9 +110,11 @@ async def test_put_and_receive_are_checkpoints_and_a_cancelled_one_changes_nothi
     assert await inbox.receive() == body(1)  # neither the cancelled put nor receive counted
 
 
-async def test_an_upload_larger_than_the_inbox_arrives_whole_to_a_slow_app() -> None:
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2c"])
+async def test_an_upload_larger_than_the_inbox_arrives_whole_to_a_slow_app(http2: bool) -> None:
     """Through the server: 4 MiB in 64 KiB pieces to an app that reads one message per tick,
-    so the protocol waits for room in the inbox (10 messages) again and again."""
+    so the protocol waits for room in the inbox (10 messages) again and again; over HTTP/1.1
+    and over HTTP/2 with prior knowledge, whose streams get an inbox each too."""
     digest = hashlib.sha256()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -134,7 +136,11 @@ async def test_an_upload_larger_than_the_inbox_arrives_whole_to_a_slow_app() -> 
         for start in range(0, len(payload), 65536):
             yield payload[start : start + 65536]
 
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=30, http1=not http2, http2=http2) as client,
+    ):
         response = await client.post("/upload", content=pieces())
+    assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
     assert response.status_code == 200
     assert response.text == hashlib.sha256(payload).hexdigest()
