@@ -127,13 +127,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fanout", action="store_true", help="the fan-out burst (a fanout-* kind) instead"
     )
+    parser.add_argument(
+        "--route", default="/gen", help="the app's route (/stream: trio-dwex's SseStream one)"
+    )
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})
     if args.fanout:
         profile_fanout(args.kind, args.py_spy, args.top)
         return
-    path = f"/gen?n={args.events}" + ("&sparse=1" if args.sparse else "")
+    path = f"{args.route}?n={args.events}" + ("&sparse=1" if args.sparse else "")
     total = args.events * args.streams
     server = Server(args.kind, 1 if (os.cpu_count() or 1) >= 2 else None)
     try:
