@@ -274,10 +274,10 @@ class _DwexTCPServer(TCPServer):
         stream: trio.SSLStream[trio.SocketStream],
         *,
         write_timeout: float,
+        h2_protocol: Callable[..., DwexH2Protocol],
         fast_send_lock: bool = True,
         direct_writes: bool = True,
         connection_slots: trio.Semaphore | None = None,
-        h2_protocol: Callable[..., DwexH2Protocol] = DwexH2Protocol,
     ) -> None:
         super().__init__(app, config, context, state, stream)
         # HTTP/1 body chunks straight to a plain TCP socket when it takes them at once
