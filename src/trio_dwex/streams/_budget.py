@@ -106,7 +106,8 @@ class ByteBudget:
 
     def drained(self, size: int, *, more: bool) -> None:
         """The writer took ``size`` bytes out in one go (see `release`); the bell is quiet
-        again unless ``more``: it stopped at its limit, and more may wait."""
+        again unless ``more``: the writer stopped at its limit or found the buffer's end, and
+        must look again before it waits."""
         self.rung = more
         self.release(size)
 
