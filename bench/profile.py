@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--route", default="/gen", help="the app's route (/stream: trio-dwex's SseStream one)"
     )
+    parser.add_argument(
+        "--no-strace", action="store_true", help="skip the syscall count (slow with many streams)"
+    )
     args = parser.parse_args(argv)
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.kind}: {(cpu_seconds(server.pid) - before) / total * 1e6:.1f} "
             "server CPU-µs per event"
         )
-        if shutil.which("strace"):
+        if shutil.which("strace") and not args.no_strace:
             counts = strace_counts(server.pid, stream)
             per_event = {
                 k: round(v / total, 3) for k, v in counts.items() if v >= 100 and k != "total"
