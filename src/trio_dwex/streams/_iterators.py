@@ -69,7 +69,7 @@ async def pump(
                 await _resume_once_then_close(iterator)
                 await trio.lowlevel.checkpoint()  # raises the Cancelled
             data = (item if type(item) is SseEvent else to_event(item)).encode()
-            if outlet is not None and outlet.offer(data):
+            if outlet is not None and outlet.accepting and outlet.offer(data):
                 continue
             size = len(data)
             if not budget.fits(size):

@@ -62,7 +62,7 @@ class Outlet:
     keep-alive counts from it, and `BURST_GAP` too.
     """
 
-    __slots__ = ("_budget", "_open", "_record", "_wake", "_writer", "last_write")
+    __slots__ = ("_budget", "_record", "_wake", "_writer", "accepting", "last_write")
 
     def __init__(
         self,
@@ -77,20 +77,22 @@ class Outlet:
         self._writer = writer
         # The run's record of what it wrote (events, bytes), for the tracker's figures.
         self._record = record
-        self._open = False
+        #: Whether the writer waits with nothing to write: read it before calling `offer`
+        #: (an attribute, not a call: producers ask once per event, and mostly it is false).
+        self.accepting = False
         self.last_write = -float("inf")
 
     def open(self, wrote_at: float | None) -> None:
         """The writer waits for events: producers may write theirs, once `BURST_GAP` has passed
         since the last write. ``wrote_at``: when the writer itself just wrote (Trio time), or
         ``None`` if it did not."""
-        self._open = True
+        self.accepting = True
         if wrote_at is not None:
             self.last_write = wrote_at
 
     def close(self) -> None:
         """The writer is busy, or the stream is ending: producers queue their events."""
-        self._open = False
+        self.accepting = False
 
     def offer(self, data: bytes) -> bool:
         """Write ``data`` (one encoded event) to the client now, if it may; ``False``: queue it.
@@ -98,7 +100,7 @@ class Outlet:
         It may when the outlet is open, the buffer is empty, the producer's last event did not
         go this way less than `BURST_GAP` ago, and the sink takes the bytes at once.
         """
-        if not self._open or self._budget.queued:
+        if not self.accepting or self._budget.queued:
             return False
         now = trio.current_time()
         if now - self.last_write < BURST_GAP:
@@ -111,7 +113,7 @@ class Outlet:
         if writer.pending:
             # Written in part: the sink holds the rest and takes nothing more until it is
             # sent. The writer sends it (an empty write) and everything after goes its way.
-            self._open = False
+            self.accepting = False
             self._wake(b"")
             self._budget.ring()
         return True

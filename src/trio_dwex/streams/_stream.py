@@ -173,7 +173,7 @@ class SseStream:
             await trio.lowlevel.checkpoint()
             raise StreamClosed(_CLOSED)
         outlet = self._outlet
-        if outlet is not None and outlet.offer(data):
+        if outlet is not None and outlet.accepting and outlet.offer(data):
             return
         size = len(data)
         budget = self._budget
@@ -221,7 +221,7 @@ class SseStream:
         if self._reason is not None:
             return False
         outlet = self._outlet
-        if outlet is not None and outlet.offer(data):
+        if outlet is not None and outlet.accepting and outlet.offer(data):
             return True
         size = len(data)
         budget = self._budget

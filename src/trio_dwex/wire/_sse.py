@@ -201,16 +201,38 @@ class SseEvent:
         self._id = id
         self._retry = retry
         self._comment = comment
-        # This runs once per event, so it is the hot path of every stream: each check is
-        # skipped for a field that is None, and the common single-line field costs one
-        # ``in`` test per forbidden character rather than a function call.
+        # This runs once per event, so it is the hot path of every stream. Most events are
+        # one line of text and maybe an id: their checks are one expression, with no call
+        # but two scans of the id (``isprintable`` is false for every control character, CR,
+        # LF, NUL and TAB included; ``strip`` finds a space at either end). Every other event
+        # takes `_checked_text`, which names the field that is wrong.
+        if (
+            type(data) is str
+            and event is None
+            and retry is None
+            and comment is None
+            and "\n" not in data
+            and "\r" not in data
+            and (id is None or (type(id) is str and id.isprintable() and id.strip(" ") == id))
+        ):
+            self._data_text: str | None = data
+            text = f"data: {data}\n\n" if id is None else f"id: {id}\ndata: {data}\n\n"
+        else:
+            text = self._checked_text(data)
+        try:
+            self._encoded = text.encode()
+        except UnicodeEncodeError:
+            self._encode_surrogates(self._data_text, serialized=type(data) is not str)
+
+    def _checked_text(self, data: Any) -> str:
+        """Check every field, serialize ``data`` if it is not text, and return the event's
+        text; ``ValueError`` naming the field that would break the framing."""
+        event, id, retry, comment = self._event, self._id, self._retry, self._comment
+        # Still once per event for JSON data: each check is skipped for a field that is None,
+        # and the slow one runs only for a value that may be wrong.
         if event is not None and (type(event) is not str or "\n" in event or "\r" in event):
             _check_line_field("event", event)
-        # ``isprintable`` is false for every control character (CR, LF, NUL, TAB...), so the
-        # slow check runs only for an id that holds one, or starts or ends with a space.
-        if id is not None and (
-            type(id) is not str or not id.isprintable() or id[:1] == " " or id[-1:] == " "
-        ):
+        if id is not None and (type(id) is not str or not id.isprintable() or id.strip(" ") != id):
             _check_id(id)
         if retry is not None and (type(retry) is not int or retry < 0):
             _check_retry(retry)
@@ -219,7 +241,7 @@ class SseEvent:
                 f"SseEvent comment must be a str, got {type(comment).__name__!r}; "
                 "pass str(value) to send it as a comment"
             )
-        data_text = data if type(data) is str else _serialize(data)
+        data_text: str | None = data if type(data) is str else _serialize(data)
         self._data_text = data_text
         if (
             data_text is not None
@@ -229,21 +251,14 @@ class SseEvent:
             and "\n" not in data_text
             and "\r" not in data_text
         ):
-            # The common event, a line of data and maybe an id, without the general builder.
-            text = f"data: {data_text}\n\n" if id is None else f"id: {id}\ndata: {data_text}\n\n"
-        elif (
-            data_text is None and event is None and id is None and retry is None and comment is None
-        ):
+            # Serialized data on one line (compact JSON), maybe an id.
+            return f"data: {data_text}\n\n" if id is None else f"id: {id}\ndata: {data_text}\n\n"
+        if data_text is None and event is None and id is None and retry is None and comment is None:
             raise ValueError(
                 "SseEvent is an empty event: give it at least one of data, comment, "
                 "id, event or retry (comment='' makes a bare keep-alive)"
             )
-        else:
-            text = self._text(data_text)
-        try:
-            self._encoded = text.encode()
-        except UnicodeEncodeError:
-            self._encode_surrogates(data_text, serialized=type(data) is not str)
+        return self._text(data_text)
 
     def _encode_surrogates(self, data_text: str | None, *, serialized: bool) -> None:
         """Encode an event whose text holds a lone surrogate, which UTF-8 cannot carry.
