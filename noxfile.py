@@ -19,9 +19,10 @@ TOOLS = ["ruff>=0.6", "import-linter>=2.0"]
 def tests(session: nox.Session) -> None:
     """The test suite, against real Hypercorn servers on loopback ports.
 
-    The real-client tests drive Chromium, nginx, curl and redis-server; the first run installs
-    them from Debian's packages (`.ci/install-system-packages`, which needs root or sudo and
-    touches nothing once they are there).
+    The real-client tests drive Chromium, nginx, curl and redis-server, and a bench smoke test
+    valgrind; the first run installs them from Debian's packages
+    (`.ci/install-system-packages`, which needs root or sudo and touches nothing once they are
+    there).
     """
     session.run("bash", ".ci/install-system-packages", external=True)
     session.install("-e", ".[test,bench]")

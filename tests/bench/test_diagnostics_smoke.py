@@ -53,3 +53,16 @@ def test_memory_splits_each_row_by_package() -> None:
     assert floor[0] == 0, "the raw floor does not use trio_dwex"
     assert ours[-1] > 0
     assert floor[-1] > 0
+
+
+def test_instructions_counts_an_event_against_a_revision() -> None:
+    # HEAD is this tree in a clean checkout (CI): the counts agree; a working tree with
+    # changes to the event path may differ from it by some percent, hence the wide bounds.
+    output = run(
+        "bench.instructions", "--scenarios", "event", "--events", "300", "--against", "HEAD"
+    )
+    (row,) = [line for line in output.splitlines() if line.startswith("| event |")]
+    ours, theirs, ratio = (cell.strip() for cell in row.strip().strip("|").split("|")[1:])
+    assert int(ours.replace(",", "")) > 1_000, row  # an event is thousands of instructions
+    assert int(theirs.replace(",", "")) > 1_000, row
+    assert 0.5 < float(ratio) < 2, row
