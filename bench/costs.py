@@ -58,8 +58,9 @@ class CountingSink:
         self.bytes = 0
         self.writes = 0
 
-    async def start(self) -> None:
-        pass
+    async def start(self, first: bytes) -> None:
+        if first:
+            await self.write(first)
 
     async def write(self, data: bytes) -> None:
         self.bytes += len(data)

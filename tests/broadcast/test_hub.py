@@ -254,8 +254,10 @@ class StallingSink:
         self.stall = False
         self.gone = trio.Event()
 
-    async def start(self) -> None:
+    async def start(self, first: bytes) -> None:
         await trio.lowlevel.checkpoint()
+        if first:
+            await self.write(first)
 
     async def write(self, data: bytes) -> None:
         if self.stall:

@@ -35,6 +35,11 @@ class StreamController:
             yield SseEvent(data=f"event {n}", id=str(n))
             await trio.sleep(0.01)
 
+    @Sse("late")
+    async def late(self) -> AsyncIterator[SseEvent]:
+        await trio.sleep(5)  # far past first_event_wait: the head goes out on its own first
+        yield SseEvent(data="late")
+
     @Sse("big")
     async def big(self) -> AsyncIterator[SseEvent]:
         for n in range(6):
@@ -111,6 +116,34 @@ async def test_chunks_are_valid_and_the_connection_is_reused() -> None:
     assert ended
     assert [e.id for e in SseDecoder().feed(body)] == ["0", "1", "2"]
     assert direct_write_counts.whole - before >= 6  # the fast path wrote them
+
+
+async def test_the_head_and_the_first_event_leave_in_one_write() -> None:
+    before = direct_write_counts.with_head
+    async with serve_app(create_app(StreamModule)) as url:
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        async with stream:
+            await stream.send_all(request("/three"))
+            with trio.fail_after(5):
+                first = await stream.receive_some()
+    # One write(2) on loopback arrives as one segment: the first read holds both.
+    head, _, body = first.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert [e.data for e in SseDecoder().feed(dechunk(body)[0])] == ["event 0"]
+    assert direct_write_counts.with_head == before + 1
+
+
+async def test_a_stream_whose_first_event_is_late_sends_its_head_at_once() -> None:
+    before = direct_write_counts.with_head
+    async with serve_app(create_app(StreamModule)) as url:
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        async with stream:
+            await stream.send_all(request("/late"))
+            with trio.fail_after(3):  # the event comes after 5 s; the head after 0.2 s
+                head = await stream.receive_some()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert head.endswith(b"\r\n\r\n")  # the head alone
+    assert direct_write_counts.with_head == before
 
 
 async def test_http_1_0_gets_the_body_as_is_and_head_gets_none() -> None:

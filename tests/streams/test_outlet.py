@@ -66,8 +66,9 @@ class WireSink:
         self.immediate = Immediate(self)
         self.gone = trio.Event()
 
-    async def start(self) -> None:
-        pass
+    async def start(self, first: bytes) -> None:
+        if first:
+            await self.write(first)
 
     async def write(self, data: bytes) -> None:
         if self.checkpoint:

@@ -28,9 +28,11 @@ class MemorySink:
         self.stall = False
         self.wrote = trio.Event()
 
-    async def start(self) -> None:
+    async def start(self, first: bytes) -> None:
         assert not self.started, "headers committed twice"
         self.started = True
+        if first:
+            await self.write(first)
 
     async def write(self, data: bytes) -> None:
         assert self.started, "body written before the headers"

@@ -419,12 +419,19 @@ class _ASGISink:
         #: path, unless each write must first go through the encoder.
         self.immediate: ImmediateWriter | None = self._direct if encoder is None else None
 
-    async def start(self) -> None:
+    async def start(self, first: bytes) -> None:
         headers = list(self._headers)
         # HTTP/2 and 3 forbid connection-specific headers; HTTP/1.0 clients would misread it.
         if self._scope.get("http_version") == "1.1":
             headers.append((b"connection", b"keep-alive"))
+        direct = self._direct
+        if first and direct is not None:
+            # Our server keeps the head it is about to send for this write: one ``write(2)``
+            # and, usually, one packet for both.
+            direct.hold_head()
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+        if first:
+            await self.write(first)
 
     def finish(self) -> bytes:
         """The last bytes of the body: the compressed stream's end, when it is compressed."""

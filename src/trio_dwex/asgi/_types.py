@@ -47,7 +47,9 @@ DIRECT_WRITE_EXTENSION = "trio_dwex.direct_write"
 Its value has ``async write(data: bytes) -> bool``: after ``http.response.start`` was sent, a
 body chunk given to it is written straight to the connection, and ``True`` says so; ``False``
 says nothing was written, and the chunk is sent as an ASGI message as usual. It also has
-``write_now`` (the same, without waiting, for a stream's producers) and ``app_send``: the
+``write_now`` (the same, without waiting, for a stream's producers), ``hold_head()`` (called
+before ``http.response.start`` by an app that writes at once: the head then leaves with the
+first ``write``, in one system call) and ``app_send``: the
 ``send`` the server gave the app with it; `DwexApp` drops the extension from the scope when its
 own ``send`` is another (an ASGI middleware wraps the app, and bodies must go through it).
 trio-dwex's own server offers it for HTTP/1 over plain TCP (``serving/_direct.py``); with any

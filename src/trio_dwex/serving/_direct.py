@@ -58,6 +58,8 @@ class DirectWriteCounts:
     #: Of the chunks written (whole or in part), those a stream's producer wrote itself
     #: (`RequestWriter.write_now`), not the stream's writer task.
     by_producers: int = 0
+    #: Of the chunks written, those that carried the response's head (`RequestWriter.hold_head`).
+    with_head: int = 0
 
 
 direct_write_counts = DirectWriteCounts()
@@ -95,20 +97,27 @@ class DirectWriter:
         """Bytes already framed (the rest of a frame), the slow and bounded way."""
         return self._send_raw
 
-    def write_now(self, connection: h11.Connection, data: bytes) -> bytes | None:
-        """Write body ``data`` as one frame, without waiting: what the socket did not take
-        (``b""``: all of it was written), or ``None``: nothing was written, send it the ASGI
-        way. The rest of a frame must follow before anything else (`send_raw`)."""
+    def write_now(
+        self, connection: h11.Connection, data: bytes, before: bytes = b""
+    ) -> bytes | None:
+        """Write body ``data`` as one frame, after the bytes ``before`` (already framed: the
+        head, or the rest of a frame), without waiting: what the socket did not take (``b""``:
+        all of it was written), or ``None``: nothing was written, send it the ASGI way. The
+        rest of a frame must follow before anything else (`send_raw`)."""
         counts = direct_write_counts
         if self._sock is None or self._lock.locked() or connection.our_state is not h11.SEND_BODY:
             counts.declined += 1
             return None
         if not data:
-            return b""  # an empty chunk means nothing in chunked framing (0 would end it)
-        if connection.their_http_version == b"1.0":
+            frame = b""  # an empty chunk means nothing in chunked framing (0 would end it)
+        elif connection.their_http_version == b"1.0":
             frame = data  # HTTP/1.0: the body as is, ended by closing the connection
         else:
             frame = b"%x\r\n%b\r\n" % (len(data), data)
+        if before:
+            frame = before + frame
+        elif not frame:
+            return b""
         # Read now, with no await before the write: a closed socket says -1, and its old number
         # may already be another connection's.
         fileno = self._sock.fileno()
@@ -145,18 +154,45 @@ class RequestWriter:
     way, and the server flushes it before any ASGI message of the response.
     """
 
-    __slots__ = ("_connection", "_rest", "_writer", "app_send", "closed")
+    __slots__ = (
+        "_connection",
+        "_head_kept",
+        "_rest",
+        "_writer",
+        "app_send",
+        "closed",
+        "head_wanted",
+    )
 
     def __init__(self, writer: DirectWriter, connection: h11.Connection) -> None:
         self._writer = writer
         self._connection = connection
-        # The unwritten end of a frame `write_now` began.
+        # What must be written before anything else: the unwritten end of a frame `write_now`
+        # began, or the response's head kept for the first write (`hold_head`).
         self._rest = b""
         self.closed = False
+        #: Whether the server should give the response's head to `keep_head` rather than
+        #: send it (`hold_head`).
+        self.head_wanted = False
+        # Whether `_rest` is the head (for the counts only).
+        self._head_kept = False
         #: The ASGI ``send`` the server gives the app along with this writer. An app that was
         #: given another one (an ASGI middleware wrapped it) must not use the writer: its body
         #: would skip whatever the middleware does to the body.
         self.app_send: object = None
+
+    def hold_head(self) -> None:
+        """Ask the server to keep the head of the response the app starts next, and send it
+        with the first `write`, in the same ``write(2)``. Only for an app that writes at once:
+        the server also sends it before the response's next ASGI message, but not otherwise."""
+        self.head_wanted = True
+
+    def keep_head(self, head: bytes) -> None:
+        """The server's side of `hold_head`: ``head`` is the response's head as h11 made it;
+        it is `pending` until the next write."""
+        self.head_wanted = False
+        self._rest = head
+        self._head_kept = True
 
     @property
     def pending(self) -> bool:
@@ -179,19 +215,23 @@ class RequestWriter:
         return True
 
     async def write(self, data: bytes) -> bool:
-        """Write ``data``, after a `pending` rest; ``False``: nothing was written."""
-        if self._rest:
-            await self.flush()
+        """Write ``data``, after a `pending` rest, in one ``write(2)`` when the socket takes
+        both; ``False``: ``data`` was not written (the rest was, the slow way)."""
         if self.closed:
-            return False
+            return False  # closed after its last message, so nothing is pending
         await trio.lowlevel.checkpoint_if_cancelled()
-        rest = self._writer.write_now(self._connection, data)
+        before = self._rest
+        rest = self._writer.write_now(self._connection, data, before)
         if rest is None:
+            await self.flush()
             return False
-        if rest:
-            # Part of a frame is on the wire: the rest must follow it, byte for byte, before
-            # anything else; the slow path's lock makes sure of that, its deadlines do the rest.
-            await self._writer.send_raw(rest)
+        if self._head_kept:
+            self._head_kept = False
+            direct_write_counts.with_head += 1
+        # Part of a frame may be on the wire: the rest must follow it, byte for byte, before
+        # anything else; the slow path's lock makes sure of that, its deadlines do the rest.
+        self._rest = rest
+        await self.flush()
         return True
 
     async def flush(self) -> None:

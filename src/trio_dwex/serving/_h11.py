@@ -57,13 +57,16 @@ class DwexH11Protocol(H11Protocol):
         # Whether this request's app has asked for its body (so 100 Continue may go out).
         self._continue_wanted = False
         self._direct = direct
+        # The fast path of the response being served, which may ask to keep its head.
+        self._writer: RequestWriter | None = None
 
     def request_writer(self, method: str) -> RequestWriter | None:
         """The fast write path for the response to the request being served, if any."""
         connection = self.connection
         if self._direct is None or not isinstance(connection, h11.Connection):
             return None
-        return self._direct.for_request(connection, method)
+        self._writer = self._direct.for_request(connection, method)
+        return self._writer
 
     async def _create_stream(self, request: h11.Request) -> None:
         refusal = _refusal(request, self.config.h11_max_incomplete_size)
@@ -82,6 +85,18 @@ class DwexH11Protocol(H11Protocol):
             and event.status_code == 100
             and not self._continue_wanted
         ):
+            return
+        writer = self._writer
+        if writer is not None and writer.head_wanted and isinstance(event, h11.Response):
+            # The app writes at once (`RequestWriter.hold_head`): the head goes with it.
+            try:
+                head = self.connection.send(event)
+            except h11.LocalProtocolError:
+                if self.connection.their_state is not h11.ERROR:
+                    raise
+                return  # as Hypercorn does: the client broke the protocol, nothing to send
+            assert head is not None  # a Response always has bytes
+            writer.keep_head(head)
             return
         await super()._send_h11_event(event)
 

@@ -66,8 +66,10 @@ class TaskStarter(Protocol):
 class EventSink(Protocol):
     """Where a stream's bytes go: the ASGI response, or an in-memory sink in tests."""
 
-    async def start(self) -> None:
-        """Commit the response headers. Called once, before the first `write`."""
+    async def start(self, first: bytes) -> None:
+        """Commit the response headers, followed by ``first``, the body's first bytes (may be
+        empty). Called once, before any `write`. A sink that can sends both in one write, so
+        the first events reach the client in the headers' packet."""
 
     async def write(self, data: bytes) -> None:
         """Send bytes to the client; returns when the transport took them."""
@@ -297,11 +299,13 @@ class StreamRun:
             # fallback 500 then raises LocalProtocolError out of the connection and takes the
             # whole server down. Shielded, the cancellation takes effect right after; the
             # deadline keeps a client that accepts nothing from pinning the stream.
+            # The first bytes go with the headers, under the same shield: a write our server
+            # makes never waits (``serving/_direct.py``) but on the bounded slow path, and on
+            # another server the deadline is the same ``send_timeout`` as every write's.
             deadline = trio.current_time() + settings.send_timeout
             with trio.CancelScope(shield=True, deadline=deadline) as scope:
-                await self._sink.start()
-            if scope.cancelled_caught or self._missed(deadline):
-                return False
+                await self._sink.start(data)
+            return not (scope.cancelled_caught or self._missed(deadline))
         if not data:
             return True
         with trio.move_on_after(settings.send_timeout) as timer:
