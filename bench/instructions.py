@@ -2,7 +2,8 @@
 
 CPU time on a shared machine moves by 10-20% from one run to the next, more than most changes
 to the per-event path are worth; the number of instructions the interpreter executes for the
-same work does not (cachegrind's ``I refs``, within about 0.5% between runs). This counts them
+same work barely does (cachegrind's ``I refs``: within 0.1% between runs, the hash seed
+fixed). This counts them
 for `bench.costs`' in-process scenarios, so that a change can be judged by one deterministic
 A/B instead of many alternated timings:
 
@@ -58,6 +59,11 @@ def run_scenario(scenario: str, events: int) -> None:
         costs.many_streams_from_generators(events, MANY_STREAMS)
     else:
         raise ValueError(f"unknown scenario {scenario!r}; the scenarios are {SCENARIOS}")
+    # Every event is about 70 bytes: a run that failed quietly must not count as a fast one.
+    if scenario != "event" and costs.CountingSink.total_bytes < 60 * events:
+        raise SystemExit(
+            f"{scenario} wrote {costs.CountingSink.total_bytes} bytes for {events} events"
+        )
 
 
 def count_instructions(src: Path, scenario: str, events: int) -> int:
@@ -79,7 +85,8 @@ def count_instructions(src: Path, scenario: str, events: int) -> int:
         str(events),
         str(src),
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), str(ROOT)]))
+    # A fixed hash seed: string hashes decide dict and set layouts, and so some instructions.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), str(ROOT)]), PYTHONHASHSEED="0")
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     found = _I_REFS.search(done.stderr)
     if done.returncode != 0 or found is None:
