@@ -17,7 +17,7 @@ import trio
 import trustme
 
 from tests.helpers import wait_until
-from trio_dwex import Controller, Module, Sse, SseEvent, SseStream, create_app
+from trio_dwex import Controller, Get, Module, Sse, SseEvent, SseStream, create_app
 from trio_dwex.broadcast import Broadcast
 from trio_dwex.serving._direct import direct_write_counts
 from trio_dwex.testing import serve_app
@@ -34,6 +34,10 @@ class StreamController:
         for n in range(3):
             yield SseEvent(data=f"event {n}", id=str(n))
             await trio.sleep(0.01)
+
+    @Get("json")
+    async def json(self) -> dict[str, str]:
+        return {"hello": "world"}
 
     @Sse("late")
     async def late(self) -> AsyncIterator[SseEvent]:
@@ -131,6 +135,22 @@ async def test_the_head_and_the_first_event_leave_in_one_write() -> None:
     assert head.startswith(b"HTTP/1.1 200")
     assert [e.data for e in SseDecoder().feed(dechunk(body)[0])] == ["event 0"]
     assert direct_write_counts.with_head == before + 1
+
+
+async def test_the_server_writes_its_own_heads_and_body_ends_directly() -> None:
+    before = direct_write_counts.by_server
+    async with serve_app(create_app(StreamModule)) as url:
+        both = request("/json", close=False) + request("/three")
+        data = await raw_exchange(port_of(url), both)
+    first, _, rest = data.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200")
+    assert b"content-length: 17" in first.lower()
+    assert rest.startswith(b'{"hello":"world"}HTTP/1.1 200')  # the connection was reused
+    stream_body, ended = dechunk(rest.partition(b"\r\n\r\n")[2])
+    assert ended
+    assert [e.data for e in SseDecoder().feed(stream_body)] == ["event 0", "event 1", "event 2"]
+    # The JSON head, its body, the stream's end (its head left with its first event).
+    assert direct_write_counts.by_server - before >= 3
 
 
 async def test_a_stream_whose_first_event_is_late_sends_its_head_at_once() -> None:

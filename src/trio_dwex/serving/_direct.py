@@ -30,6 +30,11 @@ A stream's producer may also write an event itself, without waiting, from its ow
 rest of a frame the socket took only in part is kept, and sent first by whoever writes next
 (the stream's writer, which the producer then wakes, or the server before the response's next
 ASGI message).
+
+The server's own bytes take the same write (`DirectWriter.send_now`, from ``_h11.py``): every
+head and body end that h11 makes, for any response, goes straight out when the socket takes it
+and the bounded way otherwise. A stream's head may even wait for its first events
+(`RequestWriter.hold_head`), so that both leave in one ``write(2)``.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ class DirectWriteCounts:
     by_producers: int = 0
     #: Of the chunks written, those that carried the response's head (`RequestWriter.hold_head`).
     with_head: int = 0
+    #: Bytes h11 made for the server itself (heads, the ends of bodies), written here (whole
+    #: or in part) rather than through the lock and the shielded send; not counted above.
+    by_server: int = 0
 
 
 direct_write_counts = DirectWriteCounts()
@@ -104,9 +112,8 @@ class DirectWriter:
         head, or the rest of a frame), without waiting: what the socket did not take (``b""``:
         all of it was written), or ``None``: nothing was written, send it the ASGI way. The
         rest of a frame must follow before anything else (`send_raw`)."""
-        counts = direct_write_counts
-        if self._sock is None or self._lock.locked() or connection.our_state is not h11.SEND_BODY:
-            counts.declined += 1
+        if connection.our_state is not h11.SEND_BODY:
+            direct_write_counts.declined += 1
             return None
         if not data:
             frame = b""  # an empty chunk means nothing in chunked framing (0 would end it)
@@ -118,24 +125,42 @@ class DirectWriter:
             frame = before + frame
         elif not frame:
             return b""
+        counts = direct_write_counts
+        rest = self._write(frame)
+        if rest is None:
+            counts.declined += 1
+        elif rest:
+            counts.partial += 1
+        else:
+            counts.whole += 1
+        return rest
+
+    def send_now(self, data: bytes) -> bytes | None:
+        """Write ``data``, bytes h11 made for the server (a head, the body's end), without
+        waiting: what the socket did not take (``b""``: all of it was written), or ``None``:
+        nothing was written, send it the bounded way."""
+        rest = self._write(data)
+        if rest is not None:
+            direct_write_counts.by_server += 1
+        return rest
+
+    def _write(self, data: bytes) -> bytes | None:
+        """One non-blocking ``write(2)`` of ``data``: what the socket did not take, or ``None``
+        if it took nothing (another write holds the connection, a full or closed socket)."""
+        if self._sock is None or self._lock.locked():
+            return None
         # Read now, with no await before the write: a closed socket says -1, and its old number
         # may already be another connection's.
         fileno = self._sock.fileno()
         if fileno < 0:
-            counts.declined += 1
             return None
         try:
-            written = os.write(fileno, frame)
+            written = os.write(fileno, data)
         except OSError:
-            # A full socket (BlockingIOError), or a client gone (EPIPE, ECONNRESET): the ASGI
-            # send waits for room, or meets the same error and tells the app.
-            counts.declined += 1
+            # A full socket (BlockingIOError), or a client gone (EPIPE, ECONNRESET): the
+            # bounded way waits for room, or meets the same error and says so.
             return None
-        if written == len(frame):
-            counts.whole += 1
-            return b""
-        counts.partial += 1
-        return frame[written:]
+        return data[written:]
 
 
 class RequestWriter:

@@ -35,7 +35,7 @@ from typing import Any
 
 import h11
 import trio
-from hypercorn.events import Closed
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent
 
@@ -86,19 +86,29 @@ class DwexH11Protocol(H11Protocol):
             and not self._continue_wanted
         ):
             return
+        direct = self._direct
+        if direct is None:
+            await super()._send_h11_event(event)
+            return
+        # Hypercorn's own send, then ours: straight to the socket when it takes the bytes now
+        # (``_direct.py``), else the bounded way; and a head kept for the app's first write.
+        try:
+            data = self.connection.send(event)
+        except h11.LocalProtocolError:
+            if self.connection.their_state is not h11.ERROR:
+                raise
+            return  # as Hypercorn does: the client broke the protocol, nothing to send
+        if not data:
+            return
         writer = self._writer
         if writer is not None and writer.head_wanted and isinstance(event, h11.Response):
-            # The app writes at once (`RequestWriter.hold_head`): the head goes with it.
-            try:
-                head = self.connection.send(event)
-            except h11.LocalProtocolError:
-                if self.connection.their_state is not h11.ERROR:
-                    raise
-                return  # as Hypercorn does: the client broke the protocol, nothing to send
-            assert head is not None  # a Response always has bytes
-            writer.keep_head(head)
+            writer.keep_head(data)  # the app writes at once (`RequestWriter.hold_head`)
             return
-        await super()._send_h11_event(event)
+        rest = direct.send_now(data)
+        if rest is None:
+            await self.send(RawData(data=data))
+        elif rest:
+            await direct.send_raw(rest)
 
     async def send_continue(self) -> None:
         """The app reads the body: send ``100 Continue`` if the client waits for it."""
