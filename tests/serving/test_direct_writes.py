@@ -18,6 +18,7 @@ import trustme
 
 from tests.helpers import wait_until
 from trio_dwex import Controller, Get, Module, Sse, SseEvent, SseStream, create_app
+from trio_dwex.asgi._types import DIRECT_WRITE_EXTENSION
 from trio_dwex.broadcast import Broadcast
 from trio_dwex.serving._direct import direct_write_counts
 from trio_dwex.testing import serve_app
@@ -334,3 +335,36 @@ async def test_tls_takes_the_full_path() -> None:
             "event 2",
         ]
         assert (direct_write_counts.whole, direct_write_counts.partial) == before
+
+
+async def test_a_frame_begun_by_a_producer_is_completed_when_the_app_ends_without_its_end() -> None:
+    # A raw ASGI app on the fast path: its producer writes a frame larger than the socket
+    # buffers while the client reads nothing, so only part of it goes, and the app then returns
+    # with no last message. The server must send the rest of that frame before it closes.
+    finished = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        writer = scope["extensions"][DIRECT_WRITE_EXTENSION]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        assert writer.write_now(b"x" * 4_000_000)
+        assert writer.pending  # the rest waits for whoever writes next: here, the server
+        finished.set()
+
+    async with serve_app(app) as url:
+        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
+        async with stream:
+            await stream.send_all(request("/"))
+            with trio.fail_after(10):
+                await finished.wait()
+            data = bytearray()
+            with trio.fail_after(10):
+                while chunk := await stream.receive_some():
+                    data += chunk
+    body, ended = dechunk(bytes(data).partition(b"\r\n\r\n")[2])
+    assert body == b"x" * 4_000_000  # whole: the frame was not torn
+    assert not ended  # the app never ended its body; the connection closed instead
