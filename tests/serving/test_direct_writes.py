@@ -103,6 +103,14 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+async def first_read(port: int, path: str) -> bytes:
+    """Ask for ``path`` and return what the first read gets."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request(path))
+        return await stream.receive_some()
+
+
 async def test_chunks_are_valid_and_the_connection_is_reused() -> None:
     before = direct_write_counts.whole
     async with serve_app(create_app(StreamModule)) as url:
@@ -126,11 +134,8 @@ async def test_chunks_are_valid_and_the_connection_is_reused() -> None:
 async def test_the_head_and_the_first_event_leave_in_one_write() -> None:
     before = direct_write_counts.with_head
     async with serve_app(create_app(StreamModule)) as url:
-        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
-        async with stream:
-            await stream.send_all(request("/three"))
-            with trio.fail_after(5):
-                first = await stream.receive_some()
+        with trio.fail_after(5):
+            first = await first_read(port_of(url), "/three")
     # One write(2) on loopback arrives as one segment: the first read holds both.
     head, _, body = first.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
@@ -157,11 +162,8 @@ async def test_the_server_writes_its_own_heads_and_body_ends_directly() -> None:
 async def test_a_stream_whose_first_event_is_late_sends_its_head_at_once() -> None:
     before = direct_write_counts.with_head
     async with serve_app(create_app(StreamModule)) as url:
-        stream = await trio.open_tcp_stream("127.0.0.1", port_of(url))
-        async with stream:
-            await stream.send_all(request("/late"))
-            with trio.fail_after(3):  # the event comes after 5 s; the head after 0.2 s
-                head = await stream.receive_some()
+        with trio.fail_after(3):  # the event comes after 5 s; the head after 0.2 s
+            head = await first_read(port_of(url), "/late")
     assert head.startswith(b"HTTP/1.1 200")
     assert head.endswith(b"\r\n\r\n")  # the head alone
     assert direct_write_counts.with_head == before
