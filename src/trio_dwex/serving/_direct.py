@@ -63,7 +63,7 @@ class DirectWriteCounts:
     #: Of the chunks written (whole or in part), those a stream's producer wrote itself
     #: (`RequestWriter.write_now`), not the stream's writer task.
     by_producers: int = 0
-    #: Of the chunks written, those that carried the response's head (`RequestWriter.hold_head`).
+    #: Responses whose head was kept to leave with their first chunk (`RequestWriter.hold_head`).
     with_head: int = 0
     #: Bytes h11 made for the server itself (heads, the ends of bodies), written here (whole
     #: or in part) rather than through the lock and the shielded send; not counted above.
@@ -179,15 +179,7 @@ class RequestWriter:
     way, and the server flushes it before any ASGI message of the response.
     """
 
-    __slots__ = (
-        "_connection",
-        "_head_kept",
-        "_rest",
-        "_writer",
-        "app_send",
-        "closed",
-        "head_wanted",
-    )
+    __slots__ = ("_connection", "_rest", "_writer", "app_send", "closed", "head_wanted")
 
     def __init__(self, writer: DirectWriter, connection: h11.Connection) -> None:
         self._writer = writer
@@ -199,8 +191,6 @@ class RequestWriter:
         #: Whether the server should give the response's head to `keep_head` rather than
         #: send it (`hold_head`).
         self.head_wanted = False
-        # Whether `_rest` is the head (for the counts only).
-        self._head_kept = False
         #: The ASGI ``send`` the server gives the app along with this writer. An app that was
         #: given another one (an ASGI middleware wrapped it) must not use the writer: its body
         #: would skip whatever the middleware does to the body.
@@ -217,7 +207,7 @@ class RequestWriter:
         it is `pending` until the next write."""
         self.head_wanted = False
         self._rest = head
-        self._head_kept = True
+        direct_write_counts.with_head += 1
 
     @property
     def pending(self) -> bool:
@@ -250,9 +240,6 @@ class RequestWriter:
         if rest is None:
             await self.flush()
             return False
-        if self._head_kept:
-            self._head_kept = False
-            direct_write_counts.with_head += 1
         # Part of a frame may be on the wire: the rest must follow it, byte for byte, before
         # anything else; the slow path's lock makes sure of that, its deadlines do the rest.
         self._rest = rest
