@@ -5,6 +5,7 @@ the ``trio-dwex`` command.
 - ``_upstream`` — Hypercorn 0.18's worker code, copied with hooks for our classes (its
   docstring says how to move to a new Hypercorn release).
 - ``_fixes`` — our per-connection server and its fixes for long-lived streams.
+- ``_idle`` — the keep-alive timer as a deadline on the connection's read, not a task.
 - ``_h2`` — our HTTP/2 protocol: bounded stream buffers, stalled streams reset, rapid-reset
   limits, no crash on late frames.
 - ``_limits`` — `ServerLimits`: connections at once, and calm accept errors at the FD limit.

@@ -64,6 +64,9 @@ servers in the same process keep upstream behaviour): :func:`serve_hypercorn` ru
   (``_upstream.TCPServer.run`` is upstream's, copied to take the task group's class), so a
   stream hears of its client's departure without a task parked in ``receive()``.
 * takes a free send lock without a scheduler pass (``fast_send_lock``).
+* closes an idle connection by a deadline on its read rather than with a task per idle spell
+  (``_idle.py``): the same ``keep_alive_timeout`` and the same close at shutdown, for a fifth
+  less CPU per short connection.
 * writes an HTTP/1 response's body chunks straight to the socket when it takes them at once
   (``direct_writes``, ``_direct.py``): no lock round trip, no shield, no scheduler pass.
 * counts the writes that found the connection gone (:data:`dropped_writes`, and a debug log
@@ -107,6 +110,7 @@ from hypercorn.typing import AppWrapper, LifespanState
 from ._direct import DirectWriter
 from ._h2 import DwexH2Protocol, ResetBudgets
 from ._h11 import DwexH11Protocol
+from ._idle import DwexWorkerContext, IdleDeadline, TerminatedEvent
 from ._limits import LimitedListener, ServerLimits
 from ._memory import trim_memory_every
 from ._notice import NoticeTaskGroup, ServerApp
@@ -258,8 +262,9 @@ class _DwexProtocols(ProtocolWrapper):
 class _DwexTCPServer(TCPServer):
     """Hypercorn's per-connection server, reading past h11's pause and with bounded writes.
 
-    See the module docstring for the leaks this fixes. Everything not overridden here
-    (TLS handshake, idle and read timeouts, protocol selection) is upstream's.
+    See the module docstring for the leaks this fixes. The idle timeout is a deadline on the
+    read (``_idle.py``); everything else not overridden here (TLS handshake, read timeout,
+    protocol selection) is upstream's.
     """
 
     #: Runs each request's app with a `DisconnectNotice` in its scope (see ``_notice.py``).
@@ -293,8 +298,13 @@ class _DwexTCPServer(TCPServer):
         # for it to finish once the client has left.
         self._feeder: trio.CancelScope | None = None
         self._feeder_done: trio.Event | None = None
-        # Cancelled once a write found the client gone (see `_connection_lost`).
+        # Cancelled once a write found the client gone (see `_connection_lost`), and when the
+        # connection has been idle for keep_alive_timeout (its deadline, ``_idle.py``).
         self._reading = trio.CancelScope()
+        if not isinstance(context.terminated, TerminatedEvent):
+            raise TypeError("_DwexTCPServer needs a DwexWorkerContext (see _idle.py)")
+        self._idle = IdleDeadline(self._reading, config.keep_alive_timeout, context.terminated)
+        self.idle_task = self._idle  # type: ignore[assignment]
 
     def protocol_wrapper_class(self, *args: Any) -> ProtocolWrapper:
         return _DwexProtocols(*args, h2_protocol=self._h2_protocol, direct=self._direct)
@@ -303,6 +313,7 @@ class _DwexTCPServer(TCPServer):
         try:
             await super().run()
         finally:
+            self._idle.forget()
             if self._connection_slots is not None:
                 self._connection_slots.release()
 
@@ -552,6 +563,7 @@ async def serve_hypercorn(
                     reset_budgets=ResetBudgets(limits.h2),
                 ),
             ),
+            worker_context=DwexWorkerContext,
             wrap_listeners=lambda listeners: [
                 LimitedListener(listener, slots, limits.accept_error_log_interval)
                 for listener in listeners

@@ -3,8 +3,9 @@
 **What is copied.** From ``hypercorn`` 0.18.0 (``pyproject.toml`` pins ``>=0.18,<0.19``):
 
 * `worker_serve` is ``hypercorn/trio/run.py::worker_serve``, plus a ``tcp_server`` parameter
-  (the per-connection server class to use, upstream's ``TCPServer`` by default) and a
-  ``wrap_listeners`` one (our connection limit wraps the listeners; by default they are not).
+  (the per-connection server class to use, upstream's ``TCPServer`` by default), a
+  ``wrap_listeners`` one (our connection limit wraps the listeners; by default they are not)
+  and a ``worker_context`` one (the class of the worker's context, upstream's by default).
 * `TCPServer.run` is ``hypercorn/trio/tcp_server.py::TCPServer.run``, which makes its
   ``TaskGroup`` from the class attribute `TCPServer.task_group_class`, and its protocol
   selector from `TCPServer.protocol_wrapper_class`, instead of by name.
@@ -85,6 +86,7 @@ async def worker_serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     tcp_server: TCPServerFactory = UpstreamTCPServer,  # trio-dwex: the hook for our server
     wrap_listeners: ListenersWrapper = list,  # trio-dwex: the hook for our listeners
+    worker_context: Callable[[int | None], WorkerContext] = WorkerContext,  # trio-dwex: hook
 ) -> None:
     config.set_statsd_logger_class(StatsdLogger)
 
@@ -93,7 +95,7 @@ async def worker_serve(
     max_requests = None
     if config.max_requests is not None:
         max_requests = config.max_requests + randint(0, config.max_requests_jitter)
-    context = WorkerContext(max_requests)
+    context = worker_context(max_requests)  # trio-dwex: was WorkerContext
 
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
