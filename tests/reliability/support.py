@@ -35,6 +35,7 @@ __all__ = [
     "exchange",
     "listening_process",
     "open_fd_count",
+    "read_response",
     "rss_kib",
     "running_server",
     "task_count",
@@ -138,6 +139,22 @@ async def exchange(
             except (ConnectionResetError, BrokenPipeError):
                 closed = reset = True
     return Reply(bytes(received), closed=closed, reset=reset)
+
+
+#: A response head with its Content-Length, and the body so far.
+_WHOLE = re.compile(rb".*?\r\ncontent-length: ([0-9]+)\r\n.*?\r\n\r\n(.*)", re.S | re.I)
+
+
+async def read_response(client: trio.SocketStream, seconds: float = 5.0) -> bytes:
+    """Read one response that has a ``Content-Length`` from an open connection, and no more
+    than it (the connection stays usable for the next)."""
+    received = b""
+    with trio.fail_after(seconds):
+        while not (whole := _WHOLE.match(received)) or len(whole[2]) < int(whole[1]):
+            data = await client.receive_some(1)
+            assert data, f"closed before the response was whole: {received!r}"
+            received += data
+    return received
 
 
 def get(path: bytes | str, *headers: bytes | str, version: str = "1.1") -> bytes:

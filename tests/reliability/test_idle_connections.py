@@ -8,8 +8,6 @@ count, which is the point of the change.
 
 from __future__ import annotations
 
-import re
-
 import h2.connection
 import h2.events
 import trio
@@ -18,22 +16,15 @@ from tests.helpers import wait_until
 from trio_dwex import Controller, Get, Module, create_app
 
 from .apps import Counters, make_app
-from .support import get, running_server, task_count
+from .support import get, read_response, running_server, task_count
 
 KEEP_ALIVE = 0.5
-#: A response head with its Content-Length, and the body so far.
-WHOLE = re.compile(rb".*\r\ncontent-length: ([0-9]+)\r\n.*?\r\n\r\n(.*)", re.S | re.I)
 
 
 async def request_on(client: trio.SocketStream, path: str) -> bytes:
-    """Send a GET on an open connection and read its whole response (it has a length)."""
+    """Send a GET on an open connection and read its whole response."""
     await client.send_all(get(path))
-    received = b""
-    with trio.fail_after(5):
-        while not (match := WHOLE.match(received)) or len(match[2]) < int(match[1]):
-            data = await client.receive_some(65536)
-            assert data, f"closed before the response was whole: {received!r}"
-            received += data
+    received = await read_response(client)
     assert received.startswith(b"HTTP/1.1 200 "), received
     return received
 

@@ -27,6 +27,15 @@ h11's own 431; we apply the same limit to the ones h11 let through: 431 and clos
 in, so the client uploads its body even when the answer will be 413 (too large), 401 (a
 guard) or 404. We send it when the app first reads the body (its first ``receive()``), as
 uvicorn does: a request refused before that gets its answer without the upload.
+
+**A body the app did not wait for.** An app may answer before the request's body has arrived
+(a guard refuses, a wrong ``Accept`` gets 406). Hypercorn then closes the connection once the
+response is out, and a client that sent its next request on it in the meantime (an httpx
+pool, say) gets "server disconnected" instead of an answer. We read the rest of such a body
+and drop it, up to `UNREAD_BODY_LIMIT` bytes, and keep the connection, as uvicorn does;
+while we wait for it the connection counts as idle, so ``keep_alive_timeout`` bounds a body
+that never comes. A larger body, a broken one, or a client that waits for ``100 Continue``
+(which was never sent) still gets the connection closed.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from typing import Any
 
 import h11
 import trio
-from hypercorn.events import Closed, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ASGIReceiveEvent
 
@@ -43,7 +52,11 @@ from ..asgi._types import DIRECT_WRITE_EXTENSION
 from ._direct import DirectWriter, RequestWriter
 from ._notice import ServerApp
 
-__all__ = ["DwexH11Protocol"]
+__all__ = ["UNREAD_BODY_LIMIT", "DwexH11Protocol"]
+
+#: Bytes of a request body that arrive after its response is complete, read and dropped so
+#: that the connection serves the next request; past this the connection is closed instead.
+UNREAD_BODY_LIMIT = 64 * 1024
 
 
 class DwexH11Protocol(H11Protocol):
@@ -59,6 +72,10 @@ class DwexH11Protocol(H11Protocol):
         self._direct = direct
         # The fast path of the response being served, which may ask to keep its head.
         self._writer: RequestWriter | None = None
+        # Whether the request being served waited for 100 Continue when it arrived.
+        self._expected_continue = False
+        # Bytes of an answered request's body we may still drop, while we drop one; or None.
+        self._droppable: int | None = None
 
     def request_writer(self, method: str) -> RequestWriter | None:
         """The fast write path for the response to the request being served, if any."""
@@ -75,7 +92,63 @@ class DwexH11Protocol(H11Protocol):
             await self.send(Closed())
             return
         self._continue_wanted = False
+        connection = self.connection
+        self._expected_continue = (
+            isinstance(connection, h11.Connection) and connection.they_are_waiting_for_100_continue
+        )
         await super()._create_stream(request)
+
+    async def handle(self, event: Event) -> None:
+        if self._droppable is not None and isinstance(event, RawData):
+            self.connection.receive_data(event.data)
+            if await self._drop_body():
+                await self._handle_events()  # a request pipelined behind the body
+            return
+        await super().handle(event)
+
+    async def _maybe_recycle(self) -> None:
+        # Hypercorn closes the connection when the response ends before the request's body
+        # has (see the module docstring); we read that body first, unless it cannot come.
+        connection = self.connection
+        if (
+            isinstance(connection, h11.Connection)
+            and connection.our_state is h11.DONE
+            and connection.their_state is h11.SEND_BODY
+            and not (self._expected_continue and not self._continue_wanted)
+            and not self.context.terminated.is_set()
+        ):
+            await self._close_stream()
+            self._droppable = UNREAD_BODY_LIMIT
+            await self.send(Updated(idle=True))  # keep_alive_timeout bounds the wait
+            await self._drop_body()  # whatever part of it h11 holds already
+            return
+        await super()._maybe_recycle()
+
+    async def _drop_body(self) -> bool:
+        """Drop what has arrived of the answered request's body; at its end, go on to the next
+        request (``True``). ``False``: more is to come, or the connection was closed."""
+        connection = self.connection
+        assert isinstance(connection, h11.Connection), "only an HTTP request has a body to drop"
+        while connection.their_state is h11.SEND_BODY:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError:
+                event = None  # broken framing, or the client left halfway
+            if event is h11.NEED_DATA:
+                return False
+            droppable = self._droppable
+            if isinstance(event, h11.Data) and droppable is not None:
+                if len(event.data) > droppable:
+                    break
+                self._droppable = droppable - len(event.data)
+            elif not isinstance(event, h11.EndOfMessage):
+                break
+        self._droppable = None
+        if connection.their_state is not h11.DONE:
+            await self.send(Closed())
+            return False
+        await super()._maybe_recycle()  # the next cycle, as after any complete request
+        return True
 
     async def _send_h11_event(self, event: Any) -> None:
         # Hypercorn's event loop offers 100 Continue whenever the client waits for it; it goes
