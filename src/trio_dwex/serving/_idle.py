@@ -6,9 +6,9 @@ shuts down. It does both with a task: each time a connection goes idle, ``TCPSer
 ``idle_task.restart(...)``, a ``TrioSingleTask`` that takes a lock and starts a task through
 ``nursery.start`` (a nursery, a task and several scheduler passes); each request calls
 ``idle_task.stop()``, which cancels it. A connection that serves one request goes idle twice
-(at accept and after its response), so it pays for two such tasks: about a fifth of the CPU
-that a short connection cost our server (``python -m bench.profile dwex --streams 500 --events
-2``, docs/performance.md).
+(at accept and after its response), so it pays for two such tasks. Without them a short
+connection costs our server about 12% less CPU (``python -m bench.profile dwex --streams 500
+--events 2``, docs/performance.md).
 
 Our reader (`_DwexTCPServer._read_data`) already waits on the socket for the whole time a
 connection is idle, inside a cancel scope of its own. `IdleDeadline` makes the timer that
