@@ -11,6 +11,7 @@ from __future__ import annotations
 import h2.connection
 import h2.events
 import trio
+import trio.testing
 
 from tests.helpers import wait_until
 from trio_dwex import Controller, Get, Module, create_app
@@ -60,7 +61,7 @@ async def test_idle_connections_wait_without_a_task_of_their_own() -> None:
         # One connection first, so that whatever the server starts once is already running.
         first = await trio.open_tcp_stream("127.0.0.1", port)
         await request_on(first, "/t/ping")
-        await trio.sleep(0.2)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         before = task_count()
         clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(connections)]
         for client in clients:
@@ -80,7 +81,8 @@ async def test_shutdown_closes_idle_connections_at_once() -> None:
         answered = await trio.open_tcp_stream("127.0.0.1", port)
         await request_on(answered, "/t/ping")
         silent = await trio.open_tcp_stream("127.0.0.1", port)
-        await trio.sleep(0.1)  # accepted
+        # Every task waits (the accept included, which the cushion lets epoll report).
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         stopping = trio.current_time()
     assert trio.current_time() - stopping < 5
     for client in (answered, silent):
