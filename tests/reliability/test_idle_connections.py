@@ -17,7 +17,7 @@ from tests.helpers import wait_until
 from trio_dwex import Controller, Get, Module, create_app
 
 from .apps import Counters, make_app
-from .support import get, read_response, running_server, task_count
+from .support import get, read_response, reset_on_close, running_server, task_count
 
 KEEP_ALIVE = 0.5
 
@@ -71,6 +71,21 @@ async def test_idle_connections_wait_without_a_task_of_their_own() -> None:
         assert task_count() == before + connections
         for client in [first, *clients]:
             await client.aclose()
+
+
+async def test_a_reset_idle_connection_ends_at_once() -> None:
+    """The reader waits on an idle connection's socket, so a client's reset ends it then, not
+    at ``keep_alive_timeout``."""
+    async with running_server(make_app(Counters()), keep_alive_timeout=60) as port:
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        before = task_count()
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        await request_on(client, "/t/ping")
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert task_count() == before + 1  # the connection's own task
+        reset_on_close(client.socket)
+        await client.aclose()
+        await wait_until(lambda: task_count() == before, seconds=2)
 
 
 async def test_shutdown_closes_idle_connections_at_once() -> None:
