@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from trio_dwex.serving import serve
+from trio_dwex.serving import ServerLimits, serve
 from trio_dwex.serving._fixes import READ_AHEAD_LIMIT
 from trio_dwex.serving._serve import make_config
 
@@ -50,11 +50,16 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3}) ")
 
 @asynccontextmanager
 async def running_server(
-    app: Any, *, write_timeout: float | None = None, **config: Any
+    app: Any,
+    *,
+    write_timeout: float | None = None,
+    limits: ServerLimits | None = None,
+    **config: Any,
 ) -> AsyncIterator[int]:
     """Serve ``app`` with `serve` (our patched Hypercorn Trio worker) on a free loopback port.
 
-    Yields the port. ``config`` sets Hypercorn settings (``keep_alive_timeout``,
+    Yields the port. ``limits`` are the server's (`ServerLimits`); ``config`` sets Hypercorn
+    settings (``keep_alive_timeout``,
     ``h11_max_incomplete_size``...). On exit the server shuts down as on SIGTERM: open streams
     are closed at once and their cleanup has run when the block is left.
     """
@@ -67,6 +72,7 @@ async def running_server(
                 app,
                 config=make_config(port=0, **config),
                 write_timeout=write_timeout,
+                limits=limits,
                 # As on SIGTERM, but at once: a test's streams need no spread shutdown.
                 drain_window=0.0,
                 shutdown_trigger=stop.wait,

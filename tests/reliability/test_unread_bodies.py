@@ -1,4 +1,5 @@
-"""A request answered before its body arrived (``serving/_h11.py``, `UNREAD_BODY_LIMIT`).
+"""A request answered before its body arrived (``serving/_h11.py``,
+``ServerLimits.unread_body_bytes``).
 
 A guard that refuses, or a 406 for a wrong ``Accept``, answers without reading the body. If the
 body was still on its way, Hypercorn closed the connection after the answer, and a client that
@@ -17,7 +18,8 @@ import trio
 
 from trio_dwex import Body, Controller, Injectable, Module, Post, UseGuards, create_app
 from trio_dwex.framework import ExecutionContext
-from trio_dwex.serving._h11 import UNREAD_BODY_LIMIT
+from trio_dwex.serving import ServerLimits
+from trio_dwex.serving._h11 import DEFAULT_UNREAD_BODY_BYTES
 
 from .support import get, read_response, running_server
 
@@ -92,7 +94,7 @@ async def test_a_body_that_arrives_after_the_answer_is_dropped_and_the_connectio
 async def test_a_body_over_the_limit_closes_the_connection() -> None:
     async with running_server(create_app(BodyModule)) as port:
         async with await trio.open_tcp_stream("127.0.0.1", port) as client:
-            length = UNREAD_BODY_LIMIT * 4
+            length = DEFAULT_UNREAD_BODY_BYTES * 4
             await refused_before_its_body(client, length)
             with suppress(trio.BrokenResourceError):  # closed while we sent: as expected
                 await client.send_all(b"x" * length)
@@ -116,4 +118,20 @@ async def test_a_client_waiting_for_100_continue_gets_the_connection_closed() ->
         async with await trio.open_tcp_stream("127.0.0.1", port) as client:
             await client.send_all(post_head("/b/refused", len(BODY), "Expect: 100-continue"))
             assert (await read_response(client)).startswith(b"HTTP/1.1 403 ")
+            await assert_closed(client, seconds=2)
+
+
+async def test_the_limit_is_a_setting_and_zero_closes_at_once() -> None:
+    """``unread_body_bytes=0`` is Hypercorn's way: the connection closes with the answer; a
+    small limit closes it once the body has gone past it."""
+    app = create_app(BodyModule)
+    async with running_server(app, limits=ServerLimits(unread_body_bytes=0)) as port:
+        async with await trio.open_tcp_stream("127.0.0.1", port) as client:
+            await refused_before_its_body(client)
+            await assert_closed(client, seconds=2)
+    small = ServerLimits(unread_body_bytes=len(BODY) - 1)
+    async with running_server(app, limits=small, keep_alive_timeout=30) as port:
+        async with await trio.open_tcp_stream("127.0.0.1", port) as client:
+            await refused_before_its_body(client)
+            await client.send_all(BODY)
             await assert_closed(client, seconds=2)

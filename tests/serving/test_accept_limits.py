@@ -110,6 +110,8 @@ async def test_other_accept_errors_still_raise() -> None:
         ({"h2_buffer_bytes": 10}, "h2_buffer_bytes"),
         ({"memory_trim_interval": 0}, "memory_trim_interval"),
         ({"memory_trim_interval": float("inf")}, "memory_trim_interval"),
+        ({"unread_body_bytes": -1}, "unread_body_bytes"),
+        ({"unread_body_bytes": 1.5}, "unread_body_bytes"),
     ],
 )
 def test_bad_limits_are_refused_by_name(kwargs: dict[str, object], message: str) -> None:

@@ -109,7 +109,7 @@ from hypercorn.typing import AppWrapper, LifespanState
 
 from ._direct import DirectWriter
 from ._h2 import DwexH2Protocol, ResetBudgets
-from ._h11 import DwexH11Protocol
+from ._h11 import DEFAULT_UNREAD_BODY_BYTES, DwexH11Protocol
 from ._idle import DwexWorkerContext, IdleDeadline, TerminatedEvent
 from ._limits import LimitedListener, ServerLimits
 from ._memory import trim_memory_every
@@ -239,7 +239,8 @@ class _DwexProtocols(ProtocolWrapper):
     ``_h2.py``).
 
     ``h2_protocol`` makes `DwexH2Protocol` with the server's options; ``direct`` is the
-    connection's fast write path for HTTP/1 responses, if any.
+    connection's fast write path for HTTP/1 responses, if any; ``unread_body_bytes`` is
+    `ServerLimits.unread_body_bytes`.
     """
 
     def __init__(
@@ -247,16 +248,20 @@ class _DwexProtocols(ProtocolWrapper):
         *args: Any,
         h2_protocol: Callable[..., DwexH2Protocol],
         direct: DirectWriter | None,
+        unread_body_bytes: int,
         **kwargs: Any,
     ) -> None:
         self.h2_protocol_class = h2_protocol
         self._direct = direct
+        self._unread_body_bytes = unread_body_bytes
         super().__init__(*args, **kwargs)
 
     # A method, not a ``partial`` per connection: what a connection holds, it holds for as
     # long as its stream lasts.
     def h11_protocol_class(self, *args: Any) -> DwexH11Protocol:
-        return DwexH11Protocol(*args, direct=self._direct)
+        return DwexH11Protocol(
+            *args, direct=self._direct, unread_body_bytes=self._unread_body_bytes
+        )
 
 
 class _DwexTCPServer(TCPServer):
@@ -283,8 +288,10 @@ class _DwexTCPServer(TCPServer):
         fast_send_lock: bool = True,
         direct_writes: bool = True,
         connection_slots: trio.Semaphore | None = None,
+        unread_body_bytes: int = DEFAULT_UNREAD_BODY_BYTES,
     ) -> None:
         super().__init__(app, config, context, state, stream)
+        self._unread_body_bytes = unread_body_bytes
         # HTTP/1 body chunks straight to a plain TCP socket when it takes them at once
         # (``_direct.py``); TLS keeps the full path.
         sock = stream.socket if isinstance(stream, trio.SocketStream) else None
@@ -307,7 +314,12 @@ class _DwexTCPServer(TCPServer):
         self.idle_task = self._idle  # type: ignore[assignment]
 
     def protocol_wrapper_class(self, *args: Any) -> ProtocolWrapper:
-        return _DwexProtocols(*args, h2_protocol=self._h2_protocol, direct=self._direct)
+        return _DwexProtocols(
+            *args,
+            h2_protocol=self._h2_protocol,
+            direct=self._direct,
+            unread_body_bytes=self._unread_body_bytes,
+        )
 
     async def run(self) -> None:
         try:
@@ -553,6 +565,7 @@ async def serve_hypercorn(
                 fast_send_lock=fast_send_lock,
                 direct_writes=direct_writes,
                 connection_slots=slots,
+                unread_body_bytes=limits.unread_body_bytes,
                 # HTTP/2 streams get bounded buffers, and a stream stalled for as long as a
                 # write may wait is reset (see ``_h2.py``).
                 h2_protocol=partial(

@@ -32,7 +32,8 @@ uvicorn does: a request refused before that gets its answer without the upload.
 (a guard refuses, a wrong ``Accept`` gets 406). Hypercorn then closes the connection once the
 response is out, and a client that sent its next request on it in the meantime (an httpx
 pool, say) gets "server disconnected" instead of an answer. We read the rest of such a body
-and drop it, up to `UNREAD_BODY_LIMIT` bytes, and keep the connection, as uvicorn does;
+and drop it, up to ``ServerLimits.unread_body_bytes`` (`DEFAULT_UNREAD_BODY_BYTES`), and
+keep the connection, as uvicorn does;
 while we wait for it the connection counts as idle, so ``keep_alive_timeout`` bounds a body
 that never comes. A larger body, a broken one, or a client that waits for ``100 Continue``
 (which was never sent) still gets the connection closed.
@@ -52,19 +53,26 @@ from ..asgi._types import DIRECT_WRITE_EXTENSION
 from ._direct import DirectWriter, RequestWriter
 from ._notice import ServerApp
 
-__all__ = ["UNREAD_BODY_LIMIT", "DwexH11Protocol"]
+__all__ = ["DEFAULT_UNREAD_BODY_BYTES", "DwexH11Protocol"]
 
 #: Bytes of a request body that arrive after its response is complete, read and dropped so
-#: that the connection serves the next request; past this the connection is closed instead.
-UNREAD_BODY_LIMIT = 64 * 1024
+#: that the connection serves the next request; past this the connection is closed instead
+#: (the default of ``ServerLimits.unread_body_bytes``).
+DEFAULT_UNREAD_BODY_BYTES = 64 * 1024
 
 
 class DwexH11Protocol(H11Protocol):
-    """Hypercorn's ``H11Protocol`` with the checks and the late ``100 Continue`` above, and
-    the fast write path of ``_direct.py`` offered to each request (``direct``)."""
+    """Hypercorn's ``H11Protocol`` with the checks, the late ``100 Continue`` and the
+    dropped late bodies (at most ``unread_body_bytes``) above, and the fast write path of
+    ``_direct.py`` offered to each request (``direct``)."""
 
     def __init__(
-        self, app: AppWrapper, *args: Any, direct: DirectWriter | None = None, **kwargs: Any
+        self,
+        app: AppWrapper,
+        *args: Any,
+        direct: DirectWriter | None = None,
+        unread_body_bytes: int = DEFAULT_UNREAD_BODY_BYTES,
+        **kwargs: Any,
     ) -> None:
         super().__init__(_ContinueOnFirstRead(app, self), *args, **kwargs)
         # Whether this request's app has asked for its body (so 100 Continue may go out).
@@ -76,6 +84,7 @@ class DwexH11Protocol(H11Protocol):
         self._expected_continue = False
         # Bytes of an answered request's body we may still drop, while we drop one; or None.
         self._droppable: int | None = None
+        self._unread_body_bytes = unread_body_bytes
 
     def request_writer(self, method: str) -> RequestWriter | None:
         """The fast write path for the response to the request being served, if any."""
@@ -116,9 +125,10 @@ class DwexH11Protocol(H11Protocol):
             and connection.their_state is h11.SEND_BODY
             and not (self._expected_continue and not self._continue_wanted)
             and not self.context.terminated.is_set()
+            and self._unread_body_bytes > 0
         ):
             await self._close_stream()
-            self._droppable = UNREAD_BODY_LIMIT
+            self._droppable = self._unread_body_bytes
             await self.send(Updated(idle=True))  # keep_alive_timeout bounds the wait
             await self._drop_body()  # whatever part of it h11 holds already
             return

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ._h2 import DEFAULT_H2_BUFFER_BYTES, H2Limits
+from ._h11 import DEFAULT_UNREAD_BODY_BYTES
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "LimitedListener", "ServerLimits"]
 
@@ -57,6 +58,10 @@ class ServerLimits:
         memory_trim_interval: seconds between calls to glibc's ``malloc_trim``, which give
             the memory of dropped clients back to the OS (``None``: never; see
             ``_memory.py``).
+        unread_body_bytes: bytes of a request body still arriving after the app answered
+            without it (a guard refused, say) that the server reads and drops to keep the
+            HTTP/1.1 connection for the client's next request; a longer body closes the
+            connection (``0``: always close, as Hypercorn does; see ``_h11.py``).
     """
 
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
@@ -64,6 +69,7 @@ class ServerLimits:
     h2: H2Limits = field(default_factory=H2Limits)
     h2_buffer_bytes: int = DEFAULT_H2_BUFFER_BYTES
     memory_trim_interval: float | None = 30.0
+    unread_body_bytes: int = DEFAULT_UNREAD_BODY_BYTES
 
     def __post_init__(self) -> None:
         if self.max_connections is not None and (
@@ -93,6 +99,11 @@ class ServerLimits:
         if type(self.h2_buffer_bytes) is not int or self.h2_buffer_bytes < 1024:
             raise ValueError(
                 f"ServerLimits.h2_buffer_bytes must be an int >= 1024, got {self.h2_buffer_bytes!r}"
+            )
+        if type(self.unread_body_bytes) is not int or self.unread_body_bytes < 0:
+            raise ValueError(
+                "ServerLimits.unread_body_bytes must be an int >= 0, "
+                f"got {self.unread_body_bytes!r}"
             )
 
 
