@@ -321,13 +321,10 @@ class _DwexTCPServer(TCPServer):
             unread_body_bytes=self._unread_body_bytes,
         )
 
-    async def run(self) -> None:
-        try:
-            await super().run()
-        finally:
-            self._idle.forget()
-            if self._connection_slots is not None:
-                self._connection_slots.release()
+    def ended(self) -> None:
+        self._idle.forget()
+        if self._connection_slots is not None:
+            self._connection_slots.release()
 
     async def _read_data(self) -> None:
         read_ahead = _ReadAhead(READ_AHEAD_LIMIT)

@@ -111,7 +111,7 @@ class LimitedListener(trio.abc.Listener[trio.abc.Stream]):
     """A listener that takes one of ``slots`` before each ``accept`` (see the module doc).
 
     The connection's server gives the slot back when the connection ends
-    (``_DwexTCPServer.run``), so a slot is held exactly while a connection is served.
+    (``_DwexTCPServer.ended``), so a slot is held exactly while a connection is served.
     """
 
     def __init__(

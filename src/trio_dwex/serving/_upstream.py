@@ -8,7 +8,9 @@
   and a ``worker_context`` one (the class of the worker's context, upstream's by default).
 * `TCPServer.run` is ``hypercorn/trio/tcp_server.py::TCPServer.run``, which makes its
   ``TaskGroup`` from the class attribute `TCPServer.task_group_class`, and its protocol
-  selector from `TCPServer.protocol_wrapper_class`, instead of by name.
+  selector from `TCPServer.protocol_wrapper_class`, instead of by name, and calls
+  `TCPServer.ended` when it ends (a subclass overriding ``run`` for that would keep one more
+  suspended frame per open connection).
 * `ProtocolWrapper` is ``hypercorn/protocol/__init__.py::ProtocolWrapper`` (``__init__`` and
   ``handle``), which makes its protocols from the class attributes
   `ProtocolWrapper.h11_protocol_class` and `ProtocolWrapper.h2_protocol_class`.
@@ -278,50 +280,56 @@ class TCPServer(UpstreamTCPServer):
     protocol_wrapper_class: Callable[..., ProtocolWrapper] = ProtocolWrapper
 
     async def run(self) -> None:
-        # trio-dwex: upstream learns that a stream has no TLS from an AttributeError, and an
-        # trio-dwex: exception raised through a coroutine makes CPython build its frame object,
-        # trio-dwex: which then lives as long as the connection (0.3 KiB per open stream).
-        if isinstance(self.stream, trio.SocketStream):  # trio-dwex: no TLS
-            alpn_protocol = "http/1.1"  # trio-dwex: as in "Not SSL" below
-            socket = self.stream.socket  # trio-dwex: as in "Not SSL" below
-            ssl = False  # trio-dwex: as in "Not SSL" below
-        else:  # trio-dwex: upstream's code, indented
-            try:
+        try:  # trio-dwex: `ended` hears of the end however run() ends, without a frame more
+            # trio-dwex: upstream learns that a stream has no TLS from an AttributeError, and
+            # trio-dwex: an exception raised through a coroutine makes CPython build its frame
+            # trio-dwex: object, which lives as long as the connection (0.3 KiB per stream).
+            if isinstance(self.stream, trio.SocketStream):  # trio-dwex: no TLS
+                alpn_protocol = "http/1.1"  # trio-dwex: as in "Not SSL" below
+                socket = self.stream.socket  # trio-dwex: as in "Not SSL" below
+                ssl = False  # trio-dwex: as in "Not SSL" below
+            else:  # trio-dwex: upstream's code, indented
                 try:
-                    with trio.fail_after(self.config.ssl_handshake_timeout):
-                        await self.stream.do_handshake()
-                except (trio.BrokenResourceError, trio.TooSlowError):
-                    return  # Handshake failed
-                alpn_protocol = self.stream.selected_alpn_protocol()
-                socket = self.stream.transport_stream.socket
-                ssl = True
-            except AttributeError:  # Not SSL
-                alpn_protocol = "http/1.1"
-                socket = self.stream.socket
-                ssl = False
+                    try:
+                        with trio.fail_after(self.config.ssl_handshake_timeout):
+                            await self.stream.do_handshake()
+                    except (trio.BrokenResourceError, trio.TooSlowError):
+                        return  # Handshake failed
+                    alpn_protocol = self.stream.selected_alpn_protocol()
+                    socket = self.stream.transport_stream.socket
+                    ssl = True
+                except AttributeError:  # Not SSL
+                    alpn_protocol = "http/1.1"
+                    socket = self.stream.socket
+                    ssl = False
 
-        try:
-            client = parse_socket_addr(socket.family, socket.getpeername())
-            server = parse_socket_addr(socket.family, socket.getsockname())
+            try:
+                client = parse_socket_addr(socket.family, socket.getpeername())
+                server = parse_socket_addr(socket.family, socket.getsockname())
 
-            async with self.task_group_class() as task_group:  # trio-dwex: was TaskGroup()
-                self._task_group = task_group
-                self.protocol = self.protocol_wrapper_class(  # trio-dwex: was ProtocolWrapper
-                    self.app,
-                    self.config,
-                    self.context,
-                    task_group,
-                    ConnectionState(self.state),
-                    ssl,
-                    client,
-                    server,
-                    self.protocol_send,
-                    alpn_protocol,
-                )
-                await self.protocol.initiate()
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
-                await self._read_data()
-        except OSError:
-            pass
-        finally:
-            await self._close()
+                async with self.task_group_class() as task_group:  # trio-dwex: was TaskGroup()
+                    self._task_group = task_group
+                    self.protocol = self.protocol_wrapper_class(  # trio-dwex: was ProtocolWrapper
+                        self.app,
+                        self.config,
+                        self.context,
+                        task_group,
+                        ConnectionState(self.state),
+                        ssl,
+                        client,
+                        server,
+                        self.protocol_send,
+                        alpn_protocol,
+                    )
+                    await self.protocol.initiate()
+                    await self.idle_task.restart(self._task_group, self._idle_timeout)
+                    await self._read_data()
+            except OSError:
+                pass
+            finally:
+                await self._close()
+        finally:  # trio-dwex: (a subclass overriding run() for it would add one per connection)
+            self.ended()  # trio-dwex: the hook
+
+    def ended(self) -> None:  # trio-dwex: the hook for the end of the connection
+        """The connection has ended: ``run`` is returning or raising. Nothing, here."""
