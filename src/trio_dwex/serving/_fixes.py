@@ -109,7 +109,7 @@ from hypercorn.typing import AppWrapper, LifespanState
 
 from ._direct import DirectWriter
 from ._h2 import DwexH2Protocol, ResetBudgets
-from ._h11 import DEFAULT_UNREAD_BODY_BYTES, DwexH11Protocol
+from ._h11 import DwexH11Protocol
 from ._idle import DwexWorkerContext, IdleDeadline, TerminatedEvent
 from ._limits import LimitedListener, ServerLimits
 from ._memory import trim_memory_every
@@ -288,7 +288,7 @@ class _DwexTCPServer(TCPServer):
         fast_send_lock: bool = True,
         direct_writes: bool = True,
         connection_slots: trio.Semaphore | None = None,
-        unread_body_bytes: int = DEFAULT_UNREAD_BODY_BYTES,
+        unread_body_bytes: int,
     ) -> None:
         super().__init__(app, config, context, state, stream)
         self._unread_body_bytes = unread_body_bytes

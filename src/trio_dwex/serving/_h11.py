@@ -71,7 +71,7 @@ class DwexH11Protocol(H11Protocol):
         app: AppWrapper,
         *args: Any,
         direct: DirectWriter | None = None,
-        unread_body_bytes: int = DEFAULT_UNREAD_BODY_BYTES,
+        unread_body_bytes: int,
         **kwargs: Any,
     ) -> None:
         super().__init__(_ContinueOnFirstRead(app, self), *args, **kwargs)
