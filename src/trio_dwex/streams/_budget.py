@@ -81,6 +81,20 @@ class ByteBudget:
             self._writer = None
             trio.lowlevel.reschedule(writer)
 
+    def admit(self, size: int) -> bool:
+        """`add` ``size`` bytes if they `fit <fits>` now; ``False``: they do not, and nothing
+        was counted. One call where producers would make two, once per event."""
+        queued = self.queued
+        if queued and queued + size > self.limit:
+            return False
+        self.queued = queued + size
+        self.rung = True
+        writer = self._writer
+        if writer is not None:
+            self._writer = None
+            trio.lowlevel.reschedule(writer)
+        return True
+
     def ring(self) -> None:
         """Tell the writer to look at the buffer: something was queued, or it was closed."""
         self.rung = True

@@ -46,16 +46,10 @@ async def pump(
     buffer.
     """
     iterator = aiter(source)
-    next_item = iterator.__anext__
     offer = buffer.send_nowait
     finished = False
     try:
-        while True:
-            try:
-                item = await next_item()
-            except StopAsyncIteration:
-                finished = True
-                break
+        async for item in iterator:
             if run.reason is not None:
                 # The stream was cancelled while the generator ran, and it yielded anyway:
                 # typically from a ``finally`` that Cancelled is passing through. Resume it
@@ -72,13 +66,14 @@ async def pump(
             if outlet is not None and outlet.accepting and outlet.offer(data):
                 continue
             size = len(data)
-            if not budget.fits(size):
+            if not budget.admit(size):
                 await budget.wait_for_room(size)
-            budget.add(size)
+                budget.add(size)
             try:
                 offer(data)
             except trio.WouldBlock:
                 await buffer.send(data)  # the buffer is full: wait for room
+        finished = True
     finally:
         if not finished:
             await aclose_iterator(iterator)

@@ -177,11 +177,11 @@ class SseStream:
             return
         size = len(data)
         budget = self._budget
-        if not budget.fits(size):
+        if not budget.admit(size):
             await budget.wait_for_room(size)
             if self._reason is not None:
                 raise StreamClosed(_CLOSED_WHILE_WAITING)
-        budget.add(size)
+            budget.add(size)
         try:
             self._sender.send_nowait(item)
         except trio.WouldBlock:
