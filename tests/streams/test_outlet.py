@@ -17,8 +17,9 @@ import trio.testing
 from tests.helpers import wait_until
 from trio_dwex import SseStream, StreamSettings
 from trio_dwex.lowlevel import CloseReason, StreamTracker, run_stream
+from trio_dwex.streams._budget import ByteBudget
 from trio_dwex.streams._lease import StreamLease
-from trio_dwex.streams._outlet import BURST_GAP
+from trio_dwex.streams._outlet import BURST_GAP, Outlet
 from trio_dwex.streams._runner import KEEPALIVE_COMMENT, TaskStarter
 from trio_dwex.wire._decoder import MessageEvent, SseDecoder
 from trio_dwex.wire._sse import SseEvent
@@ -240,3 +241,34 @@ async def test_an_event_queued_for_the_writer_is_never_overtaken() -> None:
             await trio.sleep(BURST_GAP * 2)
         stream.close()
     assert [event.json() for event in sink.events()] == [{"n": n} for n in range(11)]
+
+
+async def test_an_outlet_that_refuses_an_event_stays_shut_until_the_writer_waits_again() -> None:
+    # A refused event is queued and wakes the writer, so the rest of a burst skips the outlet
+    # (no call per event) until the writer has written and opens it again.
+    sink = WireSink()
+    immediate = sink.immediate
+    budget = ByteBudget(1024)
+    outlet = Outlet(budget, lambda item: None, immediate, lambda events, size: None)
+
+    def refused(data: bytes) -> bool:
+        taken = outlet.offer(data)
+        return not taken and not outlet.accepting
+
+    outlet.open(None)
+    budget.add(3)  # an event waits in the buffer
+    assert refused(b"one")
+    budget.drained(3, more=False)
+
+    outlet.open(trio.current_time())  # the writer has just written: a burst
+    assert refused(b"two")
+
+    outlet.open(trio.current_time() - 2 * BURST_GAP)
+    immediate.mode = "refuse"  # a full socket
+    assert refused(b"three")
+
+    outlet.open(trio.current_time() - 2 * BURST_GAP)
+    immediate.mode = "take"
+    assert outlet.offer(b"four")
+    assert outlet.accepting  # the next event may go the same way, once BURST_GAP has passed
+    assert sink.wire == [b"four"]

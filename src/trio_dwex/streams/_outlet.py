@@ -56,10 +56,11 @@ class Outlet:
 
     It is open only while the stream's writer is parked on the buffer with nothing left to
     write: the writer `open` s it as it starts to wait and `close` s it when it wakes, the run
-    closes it when it ends, and a write the socket took only in part closes it until the writer
-    has sent the rest. ``last_write`` is when the stream last wrote (Trio time): an event that
-    went out this way, or the writer's last write as it opened the outlet; the writer's
-    keep-alive counts from it, and `BURST_GAP` too.
+    closes it when it ends, an event it refuses closes it (queued, that event wakes the writer),
+    and a write the socket took only in part closes it until the writer has sent the rest.
+    ``last_write`` is when the stream last wrote (Trio time): an event that went out this way,
+    or the writer's last write as it opened the outlet; the writer's keep-alive counts from it,
+    and `BURST_GAP` too.
     """
 
     __slots__ = ("_budget", "_record", "_wake", "_writer", "accepting", "last_write")
@@ -99,14 +100,23 @@ class Outlet:
 
         It may when the outlet is open, the buffer is empty, the producer's last event did not
         go this way less than `BURST_GAP` ago, and the sink takes the bytes at once.
+
+        An event it refuses is queued, which wakes the writer, so the outlet shuts until the
+        writer waits again: the rest of a burst goes straight to the buffer, with no call here
+        per event.
         """
-        if not self.accepting or self._budget.queued:
+        if not self.accepting:
+            return False
+        if self._budget.queued:
+            self.accepting = False
             return False
         now = trio.current_time()
         if now - self.last_write < BURST_GAP:
+            self.accepting = False
             return False  # the producer is in a burst: the writer coalesces what follows
         writer = self._writer
         if not writer.write_now(data):
+            self.accepting = False
             return False  # a full socket: queued, the writer waits for room
         self.last_write = now
         self._record(1, len(data))
