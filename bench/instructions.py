@@ -3,13 +3,19 @@
 CPU time on a shared machine moves by 10-20% from one run to the next, more than most changes
 to the per-event path are worth; the number of instructions the interpreter executes for the
 same work barely does (cachegrind's ``I refs``: within 0.1% between runs, the hash seed
-fixed). This counts them
-for `bench.costs`' in-process scenarios, so that a change can be judged by one deterministic
-A/B instead of many alternated timings:
+fixed). This counts them for `bench.costs`' in-process scenarios, so that a change can be
+judged by one deterministic A/B instead of many alternated timings, and for a served stream:
 
 * ``event``: building ``SseEvent(data=str, id=str)``;
 * ``gen`` / ``stream``: an event from a generator / ``SseStream.send`` to the sink's write;
-* ``many``: the same with 500 generator streams at once.
+* ``many``: the same with 500 generator streams at once;
+* ``served-gen``, ``served-stream``, ``served-many``: the whole server process (`bench.server`'s
+  ``dwex`` kind under valgrind) serving the benchmark's ``/gen`` or ``/stream`` route over
+  loopback sockets to `bench.load`, one stream or 500: Hypercorn, h11, our server and the app,
+  user space only. These see what the in-process scenarios cannot (the direct write path, a
+  producer writing its own events), but they are not deterministic: how events batch into
+  writes depends on how fast the client reads, and the same tree moved by up to 8% between
+  runs. Compare several alternated runs, not one.
 
 Each scenario runs twice in a fresh interpreter under ``valgrind --tool=cachegrind``, with
 ``--events`` and three times as many; the difference, divided by the difference in events,
@@ -28,6 +34,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,11 +42,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SCENARIOS = ("event", "gen", "stream", "many")
-#: Streams of the ``many`` scenario (the benchmark's concurrent one has 500).
+#: Streams of the ``many`` scenarios (the benchmark's concurrent one has 500).
 MANY_STREAMS = 500
+#: The in-process scenarios, run by default.
+IN_PROCESS = ("event", "gen", "stream", "many")
+#: The served scenarios: their route, and how many streams at once.
+SERVED = {
+    "served-gen": ("/gen", 1),
+    "served-stream": ("/stream", 1),
+    "served-many": ("/gen", MANY_STREAMS),
+}
+SCENARIOS = (*IN_PROCESS, *SERVED)
 
 _I_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+# The total line of a cachegrind output file (its first count is the instructions).
+_SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
 
 
 def run_scenario(scenario: str, events: int) -> None:
@@ -69,11 +86,8 @@ def run_scenario(scenario: str, events: int) -> None:
 def count_instructions(src: Path, scenario: str, events: int) -> int:
     """Instructions executed by a fresh interpreter running ``scenario`` with trio_dwex from
     ``src``."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("bench.instructions needs valgrind (Debian package 'valgrind')")
     command = [
-        valgrind,
+        _valgrind(),
         "--tool=cachegrind",
         "--cache-sim=no",
         "--cachegrind-out-file=/dev/null",
@@ -94,10 +108,58 @@ def count_instructions(src: Path, scenario: str, events: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def count_served(src: Path, scenario: str, events: int) -> int:
+    """Instructions executed by a server with trio_dwex from ``src`` that serves ``events``
+    events of the ``scenario``'s route, from its start to its end."""
+    from . import load
+
+    route, streams = SERVED[scenario]
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "cachegrind.out"
+        command = [
+            _valgrind(),
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            f"--cachegrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "bench.server",
+            "dwex",
+        ]
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(src), str(ROOT)]), PYTHONHASHSEED="0"
+        )
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert server.stdout is not None
+            ready = server.stdout.readline()
+            if not ready.startswith("READY "):
+                raise RuntimeError(f"{scenario}: the server did not start: {ready!r}")
+            each = events // streams
+            load.run_streams(int(ready.split()[1]), f"{route}?n={each}", streams, each, 600)
+        finally:
+            server.send_signal(signal.SIGINT)  # a graceful stop: valgrind writes its counts
+            _, errors = server.communicate(timeout=120)
+        found = _SUMMARY.search(out.read_text()) if out.exists() else None
+        if found is None:
+            raise RuntimeError(f"{scenario} under valgrind failed:\n{errors[-3000:]}")
+        return int(found.group(1))
+
+
+def _valgrind() -> str:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("bench.instructions needs valgrind (Debian package 'valgrind')")
+    return valgrind
+
+
 def per_event(src: Path, scenario: str, events: int) -> float:
     """Instructions per event of ``scenario``, start-up excluded."""
-    small = count_instructions(src, scenario, events)
-    large = count_instructions(src, scenario, 3 * events)
+    count = count_served if scenario in SERVED else count_instructions
+    small = count(src, scenario, events)
+    large = count(src, scenario, 3 * events)
     return (large - small) / (2 * events)
 
 
@@ -105,7 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions")
     parser.add_argument("--events", type=int, default=10_000, help="events of the small run")
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {SCENARIOS}"
+        "--scenarios",
+        default=",".join(IN_PROCESS),
+        help=f"comma-separated, of {SCENARIOS} (default: the in-process ones)",
     )
     parser.add_argument("--against", metavar="REV", help="a git revision to compare with")
     parser.add_argument(
@@ -125,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}; the scenarios are {SCENARIOS}")
-    if args.events < MANY_STREAMS and "many" in scenarios:
-        parser.error(f"--events must be at least {MANY_STREAMS} for 'many'")
+    if args.events < MANY_STREAMS and {"many", "served-many"} & set(scenarios):
+        parser.error(f"--events must be at least {MANY_STREAMS} for the 'many' scenarios")
     with tempfile.TemporaryDirectory() as scratch:
         other = None
         if args.against:

@@ -66,3 +66,12 @@ def test_instructions_counts_an_event_against_a_revision() -> None:
     assert int(ours.replace(",", "")) > 1_000, row  # an event is thousands of instructions
     assert int(theirs.replace(",", "")) > 1_000, row
     assert 0.5 < float(ratio) < 2, row
+
+
+def test_instructions_counts_a_served_event() -> None:
+    # The whole server under valgrind, serving the benchmark's route over loopback.
+    output = run("bench.instructions", "--scenarios", "served-gen", "--events", "1000")
+    (row,) = [line for line in output.splitlines() if line.startswith("| served-gen |")]
+    count = int(row.strip().strip("|").split("|")[1].strip().replace(",", ""))
+    # More than building the event (thousands), far less than a request per event.
+    assert 5_000 < count < 200_000, row
