@@ -20,6 +20,7 @@ from trio_dwex import (
     Controller,
     CorsSettings,
     Delete,
+    EventSourceResponse,
     ExecutionContext,
     Get,
     Headers,
@@ -519,3 +520,44 @@ async def test_the_serializer_setting_applies_to_events_and_json_responses() -> 
         events = await read_all_events(client, "/ser/events")
     assert [e.data for e in events] == ['{"a":1,"b":2}', '{"c":3,"d":4}']
     assert len(calls) == 3
+
+
+def spaced_json(value: object) -> str:
+    """A serializer the tests can tell from the default: a space after each separator."""
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+async def test_each_app_and_response_streams_with_its_own_serializer() -> None:
+    # The default serializer is set per request only when another is in force, and a
+    # response's own serializer only when it has one: each stream must still use its own.
+    @Controller("")
+    class Streams:
+        @Sse("app")
+        async def app_default(self) -> AsyncIterator[object]:
+            yield {"b": 2, "a": 1}
+
+        @Get("own")
+        def own(self) -> EventSourceResponse:
+            async def events() -> AsyncIterator[object]:
+                yield {"b": 2, "a": 1}
+
+            return EventSourceResponse(events(), serializer=spaced_json)
+
+    @Module(controllers=[Streams])
+    class StreamsModule: ...
+
+    data = {}
+    for name, settings in (("default", Settings()), ("spaced", Settings(serializer=spaced_json))):
+        app = create_app(StreamsModule, settings=settings)
+        async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+            for path in ("/app", "/own"):
+                data[name + path] = [event.data for event in await read_all_events(client, path)]
+    spaced, compact = '{"a": 1, "b": 2}', '{"b":2,"a":1}'
+    assert data == {
+        "default/app": [compact],
+        "default/own": [spaced],
+        "spaced/app": [spaced],
+        "spaced/own": [spaced],
+    }

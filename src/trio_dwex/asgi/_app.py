@@ -45,7 +45,7 @@ from ..streams._lease import StreamLease
 from ..streams._settings import StreamSettings
 from ..streams._stream import SseStream
 from ..streams._tracker import StreamStats, StreamTracker
-from ..wire._sse import use_serializer
+from ..wire._sse import current_serializer, use_serializer
 from ._cors import Cors, origin_of
 from ._docs import OpenAPIPages
 from ._files import FileResponse
@@ -191,7 +191,13 @@ class DwexApp:
         self.streams.close_all()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with use_serializer(self.settings.serializer):
+        serializer = self.settings.serializer
+        if scope["type"] == "http" and serializer is current_serializer():
+            # Already in force (the default, or an enclosing app's): setting it again would
+            # hold a setting and a context for as long as a stream lives.
+            await self._http(without_foreign_direct_write(scope, send), receive, send)
+            return
+        with use_serializer(serializer):
             if scope["type"] == "http":
                 await self._http(without_foreign_direct_write(scope, send), receive, send)
             elif scope["type"] == "lifespan":

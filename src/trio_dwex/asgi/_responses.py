@@ -331,7 +331,7 @@ class EventSourceResponse(SetsCookies):
         self.settings = replace(base, **overrides) if overrides else base
         # What `track` keeps: the options given here win over an app's defaults.
         self._settings_given = settings is not None
-        self._overrides = overrides
+        self._overrides = overrides or None  # the empty dict would live as long as the stream
         self.source = source
         self.headers = _SSE_HEADERS + encode_headers(headers)
         self.serializer = serializer
@@ -380,11 +380,14 @@ class EventSourceResponse(SetsCookies):
             headers = [*headers, (b"content-encoding", encoder.name), (b"vary", b"accept-encoding")]
         sink = _ASGISink(scope, receive, send, headers, encoder=encoder)
         try:
-            serializer = self.serializer or current_serializer()
-            with use_serializer(serializer):
-                reason = await run_stream(
-                    self.source, sink, self.settings, self.tracker, self.lease
-                )
+            run = run_stream(self.source, sink, self.settings, self.tracker, self.lease)
+            if self.serializer is None:
+                # The one in force goes on: setting it again would hold a second setting
+                # (and its context) for as long as the stream lives.
+                reason = await run
+            else:
+                with use_serializer(self.serializer):
+                    reason = await run
         except Exception as exc:
             if not isinstance(exc, HttpException):
                 logger.error("an SSE source failed before its first event", exc_info=exc)
@@ -397,6 +400,8 @@ class EventSourceResponse(SetsCookies):
 
 class _ASGISink:
     """The runner's `EventSink` over one ASGI HTTP call."""
+
+    __slots__ = ("_direct", "_encoder", "_headers", "_receive", "_scope", "_send", "immediate")
 
     def __init__(
         self,

@@ -22,15 +22,18 @@ __all__ = ["RequestScope"]
 class RequestScope:
     """The per-request providers of one request, and when to exit them."""
 
+    # Slots, and dicts made when first needed: a stream's request holds its scope for as long
+    # as the stream lives, and most requests inject nothing per request.
+    __slots__ = ("_container", "_instances", "_stacks")
+
     def __init__(self, container: Container) -> None:
         self._container = container
-        self._instances: dict[object, object] = {}
-        # Made when first needed: most requests inject nothing per request.
-        self._stacks: dict[Release, AsyncExitStack] = {}
+        self._instances: dict[object, object] | None = None
+        self._stacks: dict[Release, AsyncExitStack] | None = None
 
     def holds(self, when: Release) -> bool:
         """Whether a provider is waiting to be exited ``when``."""
-        return when in self._stacks
+        return self._stacks is not None and when in self._stacks
 
     async def get(self, token: object, release: Release = "response") -> object:
         """The instance of ``token`` for this request (the app's, for an app-wide provider).
@@ -38,7 +41,9 @@ class RequestScope:
         A per-request provider is made once per request: a second ``Inject()`` of the same type
         gets the same instance, released when the first asked.
         """
-        if token in self._instances:
+        if self._instances is None:
+            self._instances = {}
+        elif token in self._instances:
             return self._instances[token]
         provider = self._container.provider_of(token)
         if provider is None or provider.scope != "request":
@@ -55,6 +60,8 @@ class RequestScope:
         factory = cast(Any, provider.target)
         instance = factory(**kwargs)
         if hasattr(instance, "__aenter__") and hasattr(instance, "__aexit__"):
+            if self._stacks is None:
+                self._stacks = {}
             stack = self._stacks.setdefault(release, AsyncExitStack())
             instance = await stack.enter_async_context(instance)
         self._instances[token] = instance
@@ -63,6 +70,8 @@ class RequestScope:
     async def release(self, when: Release) -> None:
         """Exit the providers released ``when``; ``"response"`` exits every one left."""
         releases: tuple[Release, ...] = ("headers", "response") if when == "response" else (when,)
+        if self._stacks is None:
+            return
         for release in releases:
             stack = self._stacks.pop(release, None)
             if stack is not None:
