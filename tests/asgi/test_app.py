@@ -554,10 +554,21 @@ async def test_each_app_and_response_streams_with_its_own_serializer() -> None:
         async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
             for path in ("/app", "/own"):
                 data[name + path] = [event.data for event in await read_all_events(client, path)]
+    # An app with the default serializer, mounted in one with another, sets its own again.
+    inner = create_app(StreamsModule)
+    outer = create_app(
+        StreamsModule, settings=Settings(serializer=spaced_json), mounts={"/inner": inner}
+    )
+    async with serve_app(outer) as url, httpx.AsyncClient(base_url=url) as client:
+        for path in ("/app", "/inner/app", "/inner/own"):
+            data["mounted" + path] = [event.data for event in await read_all_events(client, path)]
     spaced, compact = '{"a": 1, "b": 2}', '{"b":2,"a":1}'
     assert data == {
         "default/app": [compact],
         "default/own": [spaced],
         "spaced/app": [spaced],
         "spaced/own": [spaced],
+        "mounted/app": [spaced],
+        "mounted/inner/app": [compact],
+        "mounted/inner/own": [spaced],
     }

@@ -26,6 +26,8 @@ from trio_dwex import (
     FileResponse,
     Get,
     Module,
+    Sse,
+    SseEvent,
     StaticFiles,
     create_app,
 )
@@ -296,3 +298,61 @@ async def test_the_mcp_sdks_own_server_can_be_mounted() -> None:
     async with serve_app(app) as url, mcp.Client(url + "/sdk/mcp") as client:
         result = await client.call_tool("add", {"a": 2, "b": 3})
     assert result.structured_content == {"result": 5}
+
+
+@Controller("api")
+class ApiController:
+    @Get("hello")
+    def hello(self) -> dict[str, str]:
+        return {"hello": "world"}
+
+    @Sse("events")
+    async def events(self) -> AsyncIterator[SseEvent]:
+        yield SseEvent(data="one")
+
+
+@Module(controllers=[ApiController])
+class ApiModule: ...
+
+
+async def read_body(client: httpx.AsyncClient, path: str) -> tuple[int, str]:
+    response = await client.get(path)
+    return response.status_code, response.text
+
+
+async def test_a_trio_dwex_app_routes_below_the_prefix_it_is_mounted_at() -> None:
+    # ASGI passes a mounted app the whole path and the prefix as root_path: the app routes
+    # what follows the prefix, its own built-in pages included.
+    inner = create_app(ApiModule)
+    app = create_app(PageModule, mounts={"/inner": inner})
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+        assert await read_body(client, "/inner/api/hello") == (200, '{"hello":"world"}')
+        assert await read_body(client, "/inner/api/events") == (200, "data: one\n\n")
+        assert (await client.get("/inner/openapi.json")).json()["paths"].keys() == {
+            "/api/hello",
+            "/api/events",
+        }
+        assert (await client.get("/inner/api/nope")).status_code == 404
+        assert (await client.get("/api/hello")).status_code == 404  # not the outer app's route
+
+
+async def test_a_trio_dwex_app_routes_below_a_starlette_mount() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    starlette_app = Starlette(routes=[Mount("/v1", app=create_app(ApiModule))])
+    async with serve_app(starlette_app) as url, httpx.AsyncClient(base_url=url) as client:
+        assert await read_body(client, "/v1/api/hello") == (200, '{"hello":"world"}')
+        assert await read_body(client, "/v1/api/events") == (200, "data: one\n\n")
+
+
+async def test_a_servers_root_path_is_honoured_with_or_without_the_prefix_in_the_path() -> None:
+    # Behind a proxy that strips the prefix, Hypercorn's root_path setting names it while the
+    # path comes without it; a client that reaches the server directly sends it whole.
+    async with (
+        serve_app(create_app(ApiModule), root_path="/svc") as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        assert await read_body(client, "/api/hello") == (200, '{"hello":"world"}')
+        assert await read_body(client, "/svc/api/hello") == (200, '{"hello":"world"}')
+        assert (await client.get("/svcapi/hello")).status_code == 404  # whole segments only

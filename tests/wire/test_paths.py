@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trio_dwex.wire import compile_path, join_paths
+from trio_dwex.wire._paths import below_root
 
 
 @pytest.mark.parametrize(
@@ -128,3 +129,22 @@ def test_join_paths(parts: tuple[str, ...], joined: str) -> None:
 def test_templates_are_values() -> None:
     assert compile_path("/a/:x") == compile_path("a/{x}/")
     assert "x" in repr(compile_path("/a/:x"))
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "below"),
+    [
+        ("/api/jobs", "/api", "/jobs"),
+        ("/api/jobs", "/api/", "/jobs"),
+        ("/api", "/api", "/"),
+        ("/api/", "/api", "/"),
+        ("/jobs", "/api", "/jobs"),  # the server took the prefix off already
+        ("/apiary/jobs", "/api", "/apiary/jobs"),  # not at a segment boundary
+        ("/api/jobs", "", "/api/jobs"),
+        ("/a/b/c", "/a/b", "/c"),
+    ],
+)
+def test_below_root_is_the_path_an_app_mounted_there_routes(
+    path: str, root_path: str, below: str
+) -> None:
+    assert below_root(path, root_path) == below

@@ -45,6 +45,7 @@ from ..streams._lease import StreamLease
 from ..streams._settings import StreamSettings
 from ..streams._stream import SseStream
 from ..streams._tracker import StreamStats, StreamTracker
+from ..wire._paths import below_root
 from ..wire._sse import current_serializer, use_serializer
 from ._cors import Cors, origin_of
 from ._docs import OpenAPIPages
@@ -208,7 +209,7 @@ class DwexApp:
                 await send({"type": "websocket.close", "code": 1008})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
+        path = _app_path(scope)
         if path in self._own_paths and scope["method"] in ("GET", "HEAD"):
             if path == self.settings.readiness_path:
                 await self._readiness()(scope, receive, send)
@@ -216,7 +217,7 @@ class DwexApp:
             if self.metrics is not None:
                 await self.metrics.response()(scope, receive, send)
                 return
-        mount = self.mounts.find(scope["path"]) if self.mounts.apps else None
+        mount = self.mounts.find(path) if self.mounts.apps else None
         if mount is not None:
             prefix, mounted = mount
             await mounted(self.mounts.scope_for(scope, prefix), receive, send)
@@ -277,7 +278,7 @@ class DwexApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive, providers: RequestScope) -> _Answer:
         if self._pages is not None:
-            page = self._pages.answer(scope["method"], scope["path"])
+            page = self._pages.answer(scope["method"], _app_path(scope))
             if page is not None:
                 return page
         route, path_params = self.plan.router.match(scope["method"], _raw_path(scope))
@@ -509,9 +510,17 @@ def _to_response(result: object, status: int | None) -> Response | FileResponse:
     return JSONResponse(result, status or 200)
 
 
+def _app_path(scope: Scope) -> str:
+    """The request's path below ``root_path``, where this app is mounted (`below_root`)."""
+    root = scope.get("root_path")
+    return below_root(str(scope["path"]), str(root)) if root else str(scope["path"])
+
+
 def _raw_path(scope: Scope) -> str:
-    """The path as sent, still percent-encoded, so that ``%2F`` stays inside a parameter."""
+    """The path as sent, still percent-encoded, so that ``%2F`` stays inside a parameter;
+    below ``root_path``, which is compared as it is (a prefix with characters that the client
+    percent-encoded is not found, and the whole path is routed)."""
     raw = scope.get("raw_path")
-    if not raw:
-        return str(scope["path"])
-    return str(raw.decode("latin-1").partition("?")[0])
+    path = str(raw.decode("latin-1").partition("?")[0]) if raw else str(scope["path"])
+    root = scope.get("root_path")
+    return below_root(path, str(root)) if root else path

@@ -18,6 +18,7 @@ import trio
 
 from .._errors import HttpException, MethodNotAllowedException, NotFoundException
 from ..wire._headers import HeadersInput, encode_headers
+from ..wire._paths import below_root
 from ._responses import SetsCookies, error_response
 from ._types import Receive, Scope, Send, scope_header
 
@@ -173,7 +174,7 @@ class StaticFiles:
             raise MethodNotAllowedException(
                 "static files are read with GET or HEAD", headers={"Allow": "GET, HEAD"}
             )
-        path = str(scope["path"])[len(str(scope.get("root_path", ""))) :]
+        path = below_root(str(scope["path"]), str(scope.get("root_path", "")))
         found = await trio.to_thread.run_sync(self._find, path)
         if found is None:
             raise NotFoundException(f"no file at {scope['path']}")

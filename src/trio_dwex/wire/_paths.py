@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-__all__ = ["PathTemplate", "compile_path", "join_paths"]
+__all__ = ["PathTemplate", "below_root", "compile_path", "join_paths"]
 
 
 def _normalise(path: str) -> str:
@@ -28,6 +28,25 @@ def join_paths(*parts: str) -> str:
     users write prefixes with or without slashes, and the result must not depend on it.
     """
     return _normalise("/".join(parts))
+
+
+def below_root(path: str, root_path: str) -> str:
+    """``path`` as seen by an app mounted at ``root_path``: ``below_root("/api/jobs", "/api")``
+    is ``"/jobs"``.
+
+    A server or framework that mounts an app under a prefix passes the whole path and the
+    prefix as ``root_path`` (ASGI's rule: Starlette's ``Mount``, uvicorn's ``--root-path``, our
+    own mounts); some pass the path with the prefix already taken off (Hypercorn's
+    ``root_path`` setting). So a path that does not start with ``root_path`` at a segment
+    boundary is returned as it is.
+    """
+    root = root_path.rstrip("/")
+    if not root or not path.startswith(root):
+        return path
+    rest = path[len(root) :]
+    if not rest:
+        return "/"
+    return rest if rest[0] == "/" else path
 
 
 @dataclass(frozen=True, slots=True)
