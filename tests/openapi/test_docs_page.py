@@ -11,10 +11,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import pytest
 import trio
 
 from tests.clients.test_chromium import CHROMIUM_FLAGS, PAGE_TIMEOUT_MS
 from tests.clients.tools import require_binary
+from trio_dwex import Module, create_app
 from trio_dwex.testing import serve_app
 
 from examples import guide  # isort: skip  (after tools, which sets GUIDE_TICK)
@@ -89,7 +91,14 @@ def drive_docs_page(url: str) -> dict[str, Any]:
     return seen
 
 
-async def test_the_docs_page_in_chromium() -> None:
+@Module()
+class EmptyModule: ...
+
+
+@pytest.mark.parametrize("prefix", ["", "/v1"])
+async def test_the_docs_page_in_chromium(prefix: str) -> None:
+    # With a prefix, the guide is mounted under it in another app, which serves its own docs
+    # page at the root: the guide's page must load and send everything below the prefix.
     require_binary("chromium")
     assert guide.app.openapi is not None
     expected = [
@@ -97,8 +106,10 @@ async def test_the_docs_page_in_chromium() -> None:
         for path, item in guide.app.openapi["paths"].items()
         for method in item
     ]
+    app = create_app(EmptyModule, mounts={prefix: guide.app}) if prefix else guide.app
     with trio.fail_after(90):
-        async with serve_app(guide.app) as url:
+        async with serve_app(app) as root:
+            url = root + prefix
             seen = await trio.to_thread.run_sync(partial(drive_docs_page, url))
     assert seen["title"] == "trio-dwex guide 1.0.0"
     assert sorted(seen["operations"]) == sorted(expected)
@@ -108,5 +119,5 @@ async def test_the_docs_page_in_chromium() -> None:
     assert seen["metrics_names"] == ["metrics"]
     assert seen["private_first"] == "connected"
     assert seen["countdown"] == ["countdown"] * 10 + ["complete"]
-    assert all(request.startswith(url) for request in seen["requests"]), seen["requests"]
+    assert all(request.startswith(url + "/") for request in seen["requests"]), seen["requests"]
     assert not [line for line in seen["console"] if "error" in line.lower()], seen["console"]

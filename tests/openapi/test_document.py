@@ -461,3 +461,31 @@ async def test_switched_off_or_moved() -> None:
             assert (await client.get(moved_url + "/api/spec.json")).status_code == 200
             assert (await client.get(moved_url + "/openapi.json")).status_code == 404
             assert (await client.get(moved_url + "/docs")).status_code == 404
+
+
+async def test_an_app_mounted_under_a_prefix_serves_its_pages_below_it() -> None:
+    # The document names the prefix as its server, so requests from the page go below it; the
+    # page loads everything from below it, not the enclosing app's pages at the root.
+    inner = create_app(JobsModule)
+    outer = create_app(JobsModule, mounts={"/v1": inner})
+    given = create_app(JobsModule, settings=Settings(openapi=OPTIONS))
+    described = create_app(JobsModule, mounts={"/v2": given})
+    async with (
+        serve_app(outer) as url,
+        serve_app(described) as described_url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        assert "servers" not in (await client.get("/openapi.json")).json()
+        document = (await client.get("/v1/openapi.json")).json()
+        assert document["servers"] == [{"url": "/v1"}]
+        assert {key: value for key, value in document.items() if key != "servers"} == inner.openapi
+        page = (await client.get("/v1/docs")).text
+        assert 'data-openapi="/v1/openapi.json"' in page
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assert sources == ["/v1/docs/docs.css", "/v1/docs/docs.js", "/v1/openapi.json"]
+        for source in sources:
+            assert (await client.get(source)).status_code == 200, source
+        # Servers the app names itself are its own to keep.
+        kept = (await client.get(described_url + "/v2/openapi.json")).json()["servers"]
+    assert given.openapi is not None
+    assert kept == given.openapi["servers"]

@@ -278,7 +278,9 @@ class DwexApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive, providers: RequestScope) -> _Answer:
         if self._pages is not None:
-            page = self._pages.answer(scope["method"], _app_path(scope))
+            page = self._pages.answer(
+                scope["method"], _app_path(scope), str(scope.get("root_path") or "")
+            )
             if page is not None:
                 return page
         route, path_params = self.plan.router.match(scope["method"], _raw_path(scope))

@@ -167,9 +167,17 @@ function responseList(op) {
   return el("ul", {}, items);
 }
 
+// Where the operations are: the document's first server when it is a path on this origin
+// (the prefix an app is mounted at), else the root. Other origins are not called from here.
+function base() {
+  const first = (spec.servers || [])[0];
+  const onThisOrigin = first && first.url.startsWith("/") && !first.url.startsWith("//");
+  return onThisOrigin ? first.url.replace(/\/+$/, "") : "";
+}
+
 async function send(method, path, op, form, output, stopButton) {
   output.replaceChildren();
-  let url = path;
+  let url = base() + path;
   const query = new URLSearchParams();
   const headers = {};
   for (const input of form.querySelectorAll("input[data-in]")) {
