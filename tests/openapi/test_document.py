@@ -489,3 +489,18 @@ async def test_an_app_mounted_under_a_prefix_serves_its_pages_below_it() -> None
         kept = (await client.get(described_url + "/v2/openapi.json")).json()["servers"]
     assert given.openapi is not None
     assert kept == given.openapi["servers"]
+
+
+def test_pages_below_prefixes_are_built_for_their_own_paths_only_and_kept_boundedly() -> None:
+    # A prefix can come from a client's path (a mount with a parameter): a request for an API
+    # path builds nothing, and only so many prefixes' pages are kept.
+    pages = create_app(JobsModule)._pages
+    assert pages is not None
+    for n in range(40):
+        assert pages.answer("GET", "/jobs", f"/t{n}") is None
+    assert pages._below == {}
+    for n in range(40):
+        page = pages.answer("GET", "/docs", f"/t{n}/")
+        assert page is not None
+        assert f'data-openapi="/t{n}/openapi.json"'.encode() in bytes(page.body)
+    assert len(pages._below) == 16

@@ -66,9 +66,10 @@ class OpenAPIPages:
         Raises:
             MethodNotAllowedException: the path is ours but the method is not GET or HEAD.
         """
-        response = self._for_root(root_path.rstrip("/")).get(path)
-        if response is None or method in ("GET", "HEAD"):
-            return response
+        if path not in self._responses:  # the same paths below every prefix
+            return None
+        if method in ("GET", "HEAD"):
+            return self._for_root(root_path.rstrip("/"))[path]
         raise MethodNotAllowedException(
             f"Cannot {clip(method)} {path}; allowed: GET, HEAD", headers={"Allow": "GET, HEAD"}
         )
