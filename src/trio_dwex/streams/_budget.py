@@ -74,16 +74,12 @@ class ByteBudget:
         """Count ``size`` bytes as queued, and ring the bell: the item is queued before the
         producer's next checkpoint, so before the writer runs."""
         self.queued += size
-        # `ring`, inline: this runs once per event.
-        self.rung = True
-        writer = self._writer
-        if writer is not None:
-            self._writer = None
-            trio.lowlevel.reschedule(writer)
+        self.ring()
 
     def admit(self, size: int) -> bool:
         """`add` ``size`` bytes if they `fit <fits>` now; ``False``: they do not, and nothing
-        was counted. One call where producers would make two, once per event."""
+        was counted. One call where producers would make two, once per event, so `fits` and
+        `add` (with `ring`) are written out here."""
         queued = self.queued
         if queued and queued + size > self.limit:
             return False
