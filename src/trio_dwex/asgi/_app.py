@@ -233,7 +233,7 @@ class DwexApp:
         providers = RequestScope(self.plan.container)
         try:
             try:
-                answer = await self._dispatch(scope, receive, providers)
+                answer = await self._dispatch(scope, path, receive, providers)
             except Exception as exc:
                 if not isinstance(exc, HttpException):
                     logger.error(
@@ -276,11 +276,12 @@ class DwexApp:
                 shield.deadline = trio.current_time() + self.settings.streams.close_timeout
                 await providers.release(when)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, providers: RequestScope) -> _Answer:
+    async def _dispatch(
+        self, scope: Scope, path: str, receive: Receive, providers: RequestScope
+    ) -> _Answer:
+        """The answer to a request for ``path`` (below the app's ``root_path``)."""
         if self._pages is not None:
-            page = self._pages.answer(
-                scope["method"], _app_path(scope), str(scope.get("root_path") or "")
-            )
+            page = self._pages.answer(scope["method"], path, str(scope.get("root_path") or ""))
             if page is not None:
                 return page
         route, path_params = self.plan.router.match(scope["method"], _raw_path(scope))
