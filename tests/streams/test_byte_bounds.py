@@ -150,10 +150,20 @@ async def count_produced_into_a_stalled_client(settings: StreamSettings) -> int:
 
 
 async def test_a_generator_waits_at_yield_once_its_bytes_are_full() -> None:
-    roomy = StreamSettings(buffer_size=1000, max_batch_bytes=SIZE)
+    # send_timeout: the stalled first write is shielded (it commits the headers), so the
+    # cancellation at the end waits that long.
+    roomy = StreamSettings(buffer_size=1000, max_batch_bytes=SIZE, send_timeout=1)
     assert await count_produced_into_a_stalled_client(roomy) == 100  # bounded by nothing here
-    tight = StreamSettings(buffer_size=1000, buffer_bytes=3 * SIZE, max_batch_bytes=SIZE)
+    tight = StreamSettings(
+        buffer_size=1000, buffer_bytes=3 * SIZE, max_batch_bytes=SIZE, send_timeout=1
+    )
     # One event in the stalled write, three in the buffer, one waiting at its yield.
+    assert await count_produced_into_a_stalled_client(tight) == 5
+
+
+async def test_a_generator_waits_at_yield_once_its_buffer_size_is_full() -> None:
+    # The same in events: the buffer holds three of them, whatever their bytes.
+    tight = StreamSettings(buffer_size=3, max_batch_bytes=SIZE, send_timeout=1)
     assert await count_produced_into_a_stalled_client(tight) == 5
 
 

@@ -249,7 +249,7 @@ async def test_an_outlet_that_refuses_an_event_stays_shut_until_the_writer_waits
     sink = WireSink()
     immediate = sink.immediate
     budget = ByteBudget(1024)
-    outlet = Outlet(budget, lambda item: None, immediate, lambda events, size: None)
+    outlet = Outlet(budget, lambda: None, immediate, lambda events, size: None)
 
     def refused(data: bytes) -> bool:
         taken = outlet.offer(data)

@@ -62,27 +62,42 @@ async def leave_after_the_first_write(
         sink.gone.set()
 
 
-async def test_events_already_queued_leave_in_one_write() -> None:
-    stream = SseStream()
-    for n in range(50):
-        stream.send_nowait({"n": n})
-    stream.close()
+def ready_source(kind: str, events: list[object]) -> SseStream | AsyncIterator[object]:
+    """``events`` all ready at once: queued in a closed `SseStream`, or from a generator that
+    yields them without awaiting (the pump queues them all before the writer runs)."""
+    if kind == "stream":
+        stream = SseStream()
+        for item in events:
+            stream.send_nowait(item)
+        stream.close()
+        return stream
+
+    async def generate() -> AsyncIterator[object]:
+        for item in events:
+            yield item
+
+    return generate()
+
+
+@pytest.mark.parametrize("kind", ["stream", "generator"])
+async def test_events_already_queued_leave_in_one_write(kind: str) -> None:
     sink = MemorySink()
-    assert await run_stream(stream, sink) is CloseReason.CLOSED
+    reason = await run_stream(ready_source(kind, [{"n": n} for n in range(50)]), sink)
+    assert reason is (CloseReason.CLOSED if kind == "stream" else CloseReason.COMPLETED)
     assert len(sink.writes) == 1
     assert sink.events() == [{"n": n} for n in range(50)]
 
 
-async def test_coalescing_is_bounded_by_max_batch_bytes() -> None:
-    stream = SseStream()
-    for n in range(50):
-        stream.send_nowait(SseEvent(data="x" * 100, id=str(n)))
-    stream.close()
+@pytest.mark.parametrize("kind", ["stream", "generator"])
+async def test_coalescing_is_bounded_by_max_batch_bytes(kind: str) -> None:
+    events: list[object] = [SseEvent(data="x" * 100, id=str(n)) for n in range(50)]
     sink = MemorySink()
-    await run_stream(stream, sink, StreamSettings(max_batch_bytes=1000))
+    await run_stream(ready_source(kind, events), sink, StreamSettings(max_batch_bytes=1000))
     assert len(sink.writes) > 5
     assert all(len(chunk) < 1000 + 200 for chunk in sink.writes)
-    assert len(SseDecoder().feed(b"".join(sink.writes))) == 50
+    assert [event.id for event in SseDecoder().feed(b"".join(sink.writes))] == [
+        str(n) for n in range(50)
+    ]
 
 
 async def test_a_lone_event_is_written_at_once_without_waiting_for_a_batch() -> None:

@@ -13,11 +13,12 @@ the limits on request bodies and broadcast events).
 
 Since every producer counts what it queues here, the budget is also the writer's **bell**:
 `add` (and `close`) ring it, and a writer that found the buffer empty waits for the ring
-(`wait_for_ring`) instead of in the trio channel's ``receive()``. The events stay in the
-channel; what changes is how the writer waits, and that matters per open stream: a task parked
-in ``receive()`` holds about 1 KiB (the channel's set and table of waiting tasks, a closure,
-the frame object that the ``WouldBlock`` it caught made CPython build), for as long as the
-stream is idle, which is most of its life.
+(`wait_for_ring`) instead of in the trio channel's ``receive()``. An `SseStream`'s events stay
+in its channel; what changes is how the writer waits, and that matters per open stream: a task
+parked in ``receive()`` holds about 1 KiB (the channel's set and table of waiting tasks, a
+closure, the frame object that the ``WouldBlock`` it caught made CPython build), for as long as
+the stream is idle, which is most of its life. (A generator's events wait in an `EventQueue`,
+``_queue.py``: a budget that holds the events as well.)
 """
 
 from __future__ import annotations

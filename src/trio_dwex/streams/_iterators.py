@@ -10,8 +10,8 @@ from typing import Any, Protocol
 import trio
 
 from ..wire._sse import SseEvent, to_event
-from ._budget import ByteBudget
 from ._outlet import Outlet
+from ._queue import EventQueue
 from ._state import CloseReason
 
 __all__ = ["MAX_YIELDS_WHILE_CLOSING", "Ending", "aclose_iterator", "pump"]
@@ -32,21 +32,19 @@ class Ending(Protocol):
 
 async def pump(
     source: AsyncIterable[object],
-    buffer: trio.MemorySendChannel[SseEvent | bytes],
-    budget: ByteBudget,
+    queue: EventQueue,
     run: Ending,
     outlet: Outlet | None = None,
 ) -> None:
-    """Move a source's items, encoded, into ``buffer``; always finish the source explicitly.
+    """Move a source's items, encoded, into ``queue``; always finish the source explicitly.
 
-    The buffer is the run's own, so nobody else closes it while this runs; it is closed when
+    The queue is the run's own, so nobody else closes it while this runs; it is closed when
     the source is exhausted, which ends the run once the writer has sent the rest. The source
-    waits while the buffer is full in events, or in bytes (``budget``, which the writer
-    releases). With an ``outlet``, an item that it writes to the client at once skips the
-    buffer.
+    waits while the queue is full, in events or in bytes. With an ``outlet``, an item that it
+    writes to the client at once skips the queue.
     """
     iterator = aiter(source)
-    offer = buffer.send_nowait
+    put = queue.put
     finished = False
     try:
         async for item in iterator:
@@ -65,20 +63,13 @@ async def pump(
             data = (item if type(item) is SseEvent else to_event(item)).encode()
             if outlet is not None and outlet.accepting and outlet.offer(data):
                 continue
-            size = len(data)
-            if not budget.admit(size):
-                await budget.wait_for_room(size)
-                budget.add(size)
-            try:
-                offer(data)
-            except trio.WouldBlock:
-                await buffer.send(data)  # the buffer is full: wait for room
+            if not put(data):
+                await queue.put_waiting(data)  # the queue is full: wait for room
         finished = True
     finally:
         if not finished:
             await aclose_iterator(iterator)
-    buffer.close()
-    budget.close()  # rings the writer, which finds the end once it has sent the rest
+    queue.close()  # rings the writer, which finds the end once it has sent the rest
 
 
 async def _resume_once_then_close(iterator: AsyncIterator[object]) -> None:

@@ -68,12 +68,12 @@ class Outlet:
     def __init__(
         self,
         budget: ByteBudget,
-        wake: Callable[[bytes], None],
+        wake: Callable[[], None],
         writer: ImmediateWriter,
         record: Callable[[int, int], None],
     ) -> None:
         self._budget = budget
-        # Queues an item in the buffer; an empty one wakes the writer and counts for nothing.
+        # Queues an empty item in the buffer, which counts for nothing: the writer wakes to it.
         self._wake = wake
         self._writer = writer
         # The run's record of what it wrote (events, bytes), for the tracker's figures.
@@ -124,6 +124,6 @@ class Outlet:
             # Written in part: the sink holds the rest and takes nothing more until it is
             # sent. The writer sends it (an empty write) and everything after goes its way.
             self.accepting = False
-            self._wake(b"")
+            self._wake()
             self._budget.ring()
         return True

@@ -31,6 +31,7 @@ import logging
 import math
 import random
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -41,6 +42,7 @@ from ._budget import ByteBudget
 from ._iterators import pump
 from ._lease import StreamLease
 from ._outlet import ImmediateWriter, Outlet
+from ._queue import EventQueue
 from ._settings import StreamSettings
 from ._state import CloseReason
 from ._stream import CloseCallback, SseStream, current_run
@@ -52,7 +54,10 @@ logger = logging.getLogger("trio_dwex.streams")
 
 KEEPALIVE_COMMENT = b": keep-alive\n"
 
-_Buffer = trio.MemoryReceiveChannel[SseEvent | bytes]
+#: How the writer takes what is queued: everything, up to a limit in bytes, as one write, and
+#: how many events that is; ``None`` if nothing is; ``EndOfChannel`` once the buffer is closed
+#: and empty.
+_Take = Callable[[int], tuple[bytes, int] | None]
 
 _DEFAULTS = StreamSettings()
 
@@ -239,8 +244,9 @@ class StreamRun:
             for stream in self._streams:
                 await _run_close_callbacks(stream._finish_run(reason), settings.close_timeout)
 
-    def _open_source(self, nursery: trio.Nursery) -> tuple[_Buffer, ByteBudget]:
-        """Start the source in ``nursery``; the buffer that the writer reads, and its budget."""
+    def _open_source(self, nursery: trio.Nursery) -> tuple[_Take, ByteBudget]:
+        """Start the source in ``nursery``; how the writer takes from its buffer, and the
+        buffer's budget (whose bell the writer waits for)."""
         source = self._source
         immediate = self._immediate_writer()
         tracker = self._tracker
@@ -250,13 +256,12 @@ class StreamRun:
             self._streams.append(source)
             if immediate is not None:
                 self._outlet = source._open_outlet(immediate, record)
-            return receive, budget
-        send, receive = trio.open_memory_channel[SseEvent | bytes](self._settings.buffer_size)
-        budget = ByteBudget(self._settings.buffer_bytes)
+            return partial(_take, receive, budget), budget
+        queue = EventQueue(self._settings.buffer_size, self._settings.buffer_bytes)
         if immediate is not None:
-            self._outlet = Outlet(budget, send.send_nowait, immediate, record)
-        nursery.start_soon(pump, source, send, budget, self, self._outlet)
-        return receive, budget
+            self._outlet = Outlet(queue, queue.wake, immediate, record)
+        nursery.start_soon(pump, source, queue, self, self._outlet)
+        return queue.take, queue
 
     def _immediate_writer(self) -> ImmediateWriter | None:
         """The sink's writer for producers that write events themselves, if they may.
@@ -324,7 +329,7 @@ class StreamRun:
             return True
         return False
 
-    async def _write_events(self, receiver: _Buffer, budget: ByteBudget) -> CloseReason | None:
+    async def _write_events(self, take: _Take, budget: ByteBudget) -> CloseReason | None:
         """Move events from the buffer to the client. Returns early with a reason.
 
         What is taken out is released to ``budget`` once per write, before it is written: the
@@ -345,7 +350,7 @@ class StreamRun:
                 if not budget.rung:
                     await budget.wait_for_ring()
                 try:
-                    taken = _take(receiver, budget, limit)
+                    taken = take(limit)
                 except trio.EndOfChannel:
                     return None
             first, count = taken
@@ -392,7 +397,7 @@ class StreamRun:
                             if outlet is not None:
                                 outlet.close()
                     try:
-                        taken = _take(receiver, budget, limit)
+                        taken = take(limit)
                     except trio.EndOfChannel:
                         return None
                     if taken is None:
@@ -401,9 +406,7 @@ class StreamRun:
                     writing = True
                     timer.deadline = trio.current_time() + send_timeout
                     if merge_window is not None and not _flushes(data):
-                        data, count = await _merge(
-                            data, count, receiver, budget, merge_window, limit
-                        )
+                        data, count = await _merge(data, count, take, budget, merge_window, limit)
                     await sink.write(data)
                     record(count, len(data))
                     if awaiting_first:
@@ -466,9 +469,12 @@ def run_stream(
     return StreamRun(source, sink, settings, tracker, lease).run()
 
 
-def _take(receiver: _Buffer, budget: ByteBudget, limit: int) -> tuple[bytes, int] | None:
-    """Everything queued, up to ``limit`` bytes, as one write, and how many events that is;
-    ``None`` if nothing is. Raises ``EndOfChannel`` once the buffer is closed and empty.
+def _take(
+    receiver: trio.MemoryReceiveChannel[SseEvent | bytes], budget: ByteBudget, limit: int
+) -> tuple[bytes, int] | None:
+    """An `SseStream`'s `_Take`: everything queued in its channel, up to ``limit`` bytes, as
+    one write, and how many events that is; ``None`` if nothing is. Raises ``EndOfChannel``
+    once the channel is closed and empty.
 
     The writer waits for the bell next only if this emptied the buffer: it stops at ``limit``,
     or at the buffer's end, with the bell left rung, so the writer looks again first.
@@ -500,7 +506,7 @@ def _take(receiver: _Buffer, budget: ByteBudget, limit: int) -> tuple[bytes, int
 
 
 async def _merge(
-    data: bytes, count: int, receiver: _Buffer, budget: ByteBudget, window: float, limit: int
+    data: bytes, count: int, take: _Take, budget: ByteBudget, window: float, limit: int
 ) -> tuple[bytes, int]:
     """``data`` (``count`` events) with the events that arrive within ``window`` seconds, up to
     ``limit`` bytes; a named event, a comment or the end of the buffer ends the wait at once."""
@@ -508,15 +514,18 @@ async def _merge(
     size = len(data)
     with trio.move_on_after(window):
         while size < limit:
+            if not budget.rung:
+                await budget.wait_for_ring()
             try:
-                item = await receiver.receive()
+                taken = take(limit - size)
             except trio.EndOfChannel:
-                break  # the source ended: what waits goes now, and the next receive ends
-            more = item if isinstance(item, bytes) else item.encode()
-            budget.release(len(more))
+                break  # the source ended: what waits goes now, and the next take ends
+            if taken is None:
+                continue
+            more, more_count = taken
             parts.append(more)
             size += len(more)
-            count += 1
+            count += more_count
             if _flushes(more):
                 break
     return b"".join(parts), count

@@ -23,6 +23,7 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import Any, Protocol, cast
 
 import trio
@@ -360,7 +361,7 @@ class SseStream:
     def _open_outlet(self, writer: ImmediateWriter, record: Callable[[int, int], None]) -> Outlet:
         """Let producers write events to the client themselves, with ``writer``, while the
         runner's writer waits (``_outlet.py``); ``record`` counts what they write."""
-        self._outlet = Outlet(self._budget, self._sender.send_nowait, writer, record)
+        self._outlet = Outlet(self._budget, partial(self._sender.send_nowait, b""), writer, record)
         return self._outlet
 
     def _end_run(self) -> None:
