@@ -95,6 +95,11 @@ class OrderController:
     ) -> dict[str, object]:
         return {"orders": db.orders()[:limit], "same": repository.session is db}
 
+    @Get("slow")
+    async def slow(self, db: Annotated[DbSession, Inject()]) -> dict[str, object]:
+        await trio.sleep_forever()  # a handler still at work when the request is cancelled
+        raise AssertionError("unreachable")
+
     @Sse("live")
     async def live(
         self, db: Annotated[DbSession, Inject(release="headers")]
@@ -155,6 +160,35 @@ async def test_a_stream_can_release_its_connection_once_the_headers_are_out(
     # The client left: the held connection is given back, through an async __aexit__.
     await wait_until(lambda: pool.lent == 0)
     assert pool.taken == 3
+
+
+async def test_a_request_cancelled_in_its_handler_releases_what_it_took() -> None:
+    # Cancelled from outside (a server shutting down, a client gone on a server that cancels)
+    # while the handler runs, after its session was taken: the session still goes back.
+    app = create_app(OrderModule)
+    pool = app.plan.container.get(Pool)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/slow",
+        "raw_path": b"/slow",
+        "query_string": b"",
+        "headers": [],
+        "root_path": "",
+    }
+
+    async def receive() -> dict[str, object]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: object) -> None:
+        raise AssertionError(f"nothing is sent: {message!r}")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, scope, receive, send)
+        await wait_until(lambda: pool.lent == 1)
+        nursery.cancel_scope.cancel()
+    assert (pool.taken, pool.lent) == (1, 0)
 
 
 def test_wiring_mistakes_fail_at_create_app() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import Counter
-from collections.abc import AsyncIterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -196,11 +196,13 @@ class DwexApp:
         if scope["type"] == "http" and serializer is current_serializer():
             # Already in force (the default, or an enclosing app's): setting it again would
             # hold a setting and a context for as long as a stream lives.
-            await self._http(without_foreign_direct_write(scope, send), receive, send)
+            answer = await self._http(without_foreign_direct_write(scope, send), receive, send)
+            await answer
             return
         with use_serializer(serializer):
             if scope["type"] == "http":
-                await self._http(without_foreign_direct_write(scope, send), receive, send)
+                answer = await self._http(without_foreign_direct_write(scope, send), receive, send)
+                await answer
             elif scope["type"] == "lifespan":
                 await self._lifespan(scope, receive, send)
             elif scope["type"] == "websocket":
@@ -208,44 +210,57 @@ class DwexApp:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Route a request: what answers it, to be awaited by the caller.
+
+        Returned rather than awaited here, so that this frame is gone while the answer runs:
+        a stream's answer runs for as long as its client stays, and every frame it waits
+        under costs memory per open stream and a step per resumption of its writer.
+        """
         path = _app_path(scope)
         if path in self._own_paths and scope["method"] in ("GET", "HEAD"):
             if path == self.settings.readiness_path:
-                await self._readiness()(scope, receive, send)
-                return
+                return self._readiness()(scope, receive, send)
             if self.metrics is not None:
-                await self.metrics.response()(scope, receive, send)
-                return
+                return self.metrics.response()(scope, receive, send)
         mount = self.mounts.find(path) if self.mounts.apps else None
         if mount is not None:
             prefix, mounted = mount
-            await mounted(self.mounts.scope_for(scope, prefix), receive, send)
-            return
+            return mounted(self.mounts.scope_for(scope, prefix), receive, send)
         origin = origin_of(scope) if self._cors is not None else None
         if self._cors is not None and origin is not None:
             asked = scope_header(scope, b"access-control-request-method")
             if scope["method"] == "OPTIONS" and asked is not None:
                 requested = scope_header(scope, b"access-control-request-headers") or ""
-                await self._cors.preflight(origin, asked, requested)(scope, receive, send)
-                return
+                return self._cors.preflight(origin, asked, requested)(scope, receive, send)
             send = self._cors.wrap_send(origin, send)
         providers = RequestScope(self.plan.container)
         try:
-            try:
-                answer = await self._dispatch(scope, path, receive, providers)
-            except Exception as exc:
-                if not isinstance(exc, HttpException):
-                    logger.error(
-                        "%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc
-                    )
-                answer = error_response(exc)
-            if isinstance(answer, Response):
-                # Complete already: released before it is sent, so that a client's next
-                # request finds the connection back in its pool.
-                await self._release(providers, "response")
-            elif providers.holds("headers"):
-                send = self._releasing_at_start(send, providers)
+            answer = await self._dispatch(scope, path, receive, providers)
+        except Exception as exc:
+            if not isinstance(exc, HttpException):
+                logger.error("%s %s failed", scope.get("method"), scope.get("path"), exc_info=exc)
+            answer = error_response(exc)
+        except BaseException:
+            await self._release(providers, "response")
+            raise
+        if isinstance(answer, Response):
+            # Complete already: released before it is sent, so that a client's next request
+            # finds the connection back in its pool.
+            await self._release(providers, "response")
+            return answer(scope, receive, send)
+        if not (providers.holds("response") or providers.holds("headers")):
+            return answer(scope, receive, send)
+        return self._answer_then_release(answer, providers, scope, receive, send)
+
+    async def _answer_then_release(
+        self, answer: _Answer, providers: RequestScope, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Send ``answer``, a stream, with the request's providers released as they say:
+        those held until the headers as the headers go, the others once it has ended."""
+        if providers.holds("headers"):
+            send = self._releasing_at_start(send, providers)
+        try:
             await answer(scope, receive, send)
         finally:
             await self._release(providers, "response")
