@@ -31,13 +31,11 @@ import logging
 import math
 import random
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
-from functools import partial
 from typing import Any, Protocol
 
 import trio
 
 from .._errors import StreamClosed
-from ..wire._sse import SseEvent
 from ._budget import ByteBudget
 from ._iterators import pump
 from ._lease import StreamLease
@@ -252,11 +250,11 @@ class StreamRun:
         tracker = self._tracker
         record = _discard if tracker is None else tracker.record_sent
         if isinstance(source, SseStream):
-            receive, budget = source._start_run(nursery, wire=True)
+            take, budget = source._start_run(nursery, wire=True)
             self._streams.append(source)
             if immediate is not None:
                 self._outlet = source._open_outlet(immediate, record)
-            return partial(_take, receive, budget), budget
+            return take, budget
         queue = EventQueue(self._settings.buffer_size, self._settings.buffer_bytes)
         if immediate is not None:
             self._outlet = Outlet(queue, queue.wake, immediate, record)
@@ -467,42 +465,6 @@ def run_stream(
     # writer is resumed, Python walks the chain of awaiting frames down to it, so a frame
     # less here is CPU saved per event on a sparse stream, and memory per open stream.
     return StreamRun(source, sink, settings, tracker, lease).run()
-
-
-def _take(
-    receiver: trio.MemoryReceiveChannel[SseEvent | bytes], budget: ByteBudget, limit: int
-) -> tuple[bytes, int] | None:
-    """An `SseStream`'s `_Take`: everything queued in its channel, up to ``limit`` bytes, as
-    one write, and how many events that is; ``None`` if nothing is. Raises ``EndOfChannel``
-    once the channel is closed and empty.
-
-    The writer waits for the bell next only if this emptied the buffer: it stops at ``limit``,
-    or at the buffer's end, with the bell left rung, so the writer looks again first.
-    An empty item is the wake after an event that a producer wrote in part (``_outlet.py``):
-    the sink sends the rest first, and the event was counted when it was written.
-    """
-    try:
-        item = receiver.receive_nowait()
-    except trio.WouldBlock:
-        budget.drained(0, more=False)
-        return None
-    parts = [item if isinstance(item, bytes) else item.encode()]
-    size = len(parts[0])
-    more = True
-    while size < limit:
-        try:
-            next_item = receiver.receive_nowait()
-        except trio.WouldBlock:
-            more = False
-            break
-        except trio.EndOfChannel:
-            break
-        data = next_item if isinstance(next_item, bytes) else next_item.encode()
-        parts.append(data)
-        size += len(data)
-    count = len(parts) - (not item)
-    budget.drained(size, more=more)
-    return (parts[0] if len(parts) == 1 else b"".join(parts)), count
 
 
 async def _merge(

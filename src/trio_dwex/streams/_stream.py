@@ -23,7 +23,6 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from functools import partial
 from typing import Any, Protocol, cast
 
 import trio
@@ -343,12 +342,12 @@ class SseStream:
 
     def _start_run(
         self, nursery: trio.Nursery, *, wire: bool
-    ) -> tuple[trio.MemoryReceiveChannel[SseEvent | bytes], ByteBudget]:
-        """NEW → RUNNING: start the queued tasks in ``nursery``; the buffer's reading end, and
-        its budget, to which the reader releases the bytes it takes.
+    ) -> tuple[Callable[[int], tuple[bytes, int] | None], ByteBudget]:
+        """NEW → RUNNING: start the queued tasks in ``nursery``; how the reader takes what is
+        queued (`_take`), and the budget whose bell it waits for.
 
         ``wire``: the runner writes the buffer to a client, so events are queued as bytes from
-        now on (events queued before stay events; the writer takes both).
+        now on (events queued before stay events; `_take` encodes them).
         """
         self._state = next_state(self._state, "start")
         self._nursery = nursery
@@ -356,13 +355,51 @@ class SseStream:
         pending, self._pending = self._pending, []
         for fn, args in pending:
             nursery.start_soon(fn, *args)
-        return self._receiver, self._budget
+        return self._take, self._budget
+
+    def _take(self, limit: int) -> tuple[bytes, int] | None:
+        """Everything queued, up to ``limit`` bytes, as one write, and how many events that is;
+        ``None`` if nothing is. Raises ``EndOfChannel`` once the stream is closed and empty.
+
+        The reader waits for the bell next only if this emptied the buffer: it stops at
+        ``limit``, or at the buffer's end, with the bell left rung, so the reader looks again
+        first. An empty item is the wake after an event that a producer wrote in part
+        (``_outlet.py``): the sink sends the rest first, and the event was counted when it was
+        written.
+        """
+        receiver = self._receiver
+        try:
+            item = receiver.receive_nowait()
+        except trio.WouldBlock:
+            self._budget.drained(0, more=False)
+            return None
+        parts = [item if isinstance(item, bytes) else item.encode()]
+        size = len(parts[0])
+        more = True
+        while size < limit:
+            try:
+                next_item = receiver.receive_nowait()
+            except trio.WouldBlock:
+                more = False
+                break
+            except trio.EndOfChannel:
+                break
+            data = next_item if isinstance(next_item, bytes) else next_item.encode()
+            parts.append(data)
+            size += len(data)
+        self._budget.drained(size, more=more)
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), len(parts) - (not item)
 
     def _open_outlet(self, writer: ImmediateWriter, record: Callable[[int, int], None]) -> Outlet:
         """Let producers write events to the client themselves, with ``writer``, while the
         runner's writer waits (``_outlet.py``); ``record`` counts what they write."""
-        self._outlet = Outlet(self._budget, partial(self._sender.send_nowait, b""), writer, record)
+        self._outlet = Outlet(self._budget, self._wake_writer, writer, record)
         return self._outlet
+
+    def _wake_writer(self) -> None:
+        """Queue the empty item that wakes the writer to send what a producer's write left
+        unsent (``_outlet.py``); it counts for nothing."""
+        self._sender.send_nowait(b"")
 
     def _end_run(self) -> None:
         """RUNNING → ENDING: the response's nursery is being cancelled.
