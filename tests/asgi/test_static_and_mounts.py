@@ -346,6 +346,21 @@ async def test_a_trio_dwex_app_routes_below_a_starlette_mount() -> None:
         assert await read_body(client, "/v1/api/events") == (200, "data: one\n\n")
 
 
+async def test_a_mount_prefix_that_the_client_percent_encodes_is_found() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    starlette_app = Starlette(
+        routes=[
+            Mount("/my api", app=create_app(ApiModule)),
+            Mount("/caf\u00e9", app=create_app(ApiModule)),
+        ]
+    )
+    async with serve_app(starlette_app) as url, httpx.AsyncClient(base_url=url) as client:
+        assert await read_body(client, "/my%20api/api/hello") == (200, '{"hello":"world"}')
+        assert await read_body(client, "/caf%C3%A9/api/events") == (200, "data: one\n\n")
+
+
 async def test_a_servers_root_path_is_honoured_with_or_without_the_prefix_in_the_path() -> None:
     # Behind a proxy that strips the prefix, Hypercorn's root_path setting names it while the
     # path comes without it; a client that reaches the server directly sends it whole.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trio_dwex.wire import compile_path, join_paths
-from trio_dwex.wire._paths import below_root
+from trio_dwex.wire._paths import below_root, below_root_raw
 
 
 @pytest.mark.parametrize(
@@ -148,3 +148,22 @@ def test_below_root_is_the_path_an_app_mounted_there_routes(
     path: str, root_path: str, below: str
 ) -> None:
     assert below_root(path, root_path) == below
+
+
+@pytest.mark.parametrize(
+    ("raw_path", "root_path", "below"),
+    [
+        ("/api/jobs", "/api", "/jobs"),
+        ("/my%20api/jobs", "/my api", "/jobs"),
+        ("/caf%C3%A9/a%2Fb", "/caf\u00e9", "/a%2Fb"),  # the rest keeps its encoding
+        ("/a/b%20c/d", "/a/b c", "/d"),  # an encoded character in a later segment
+        ("/my%20api", "/my api", "/"),
+        ("/my%20apiary/jobs", "/my api", "/my%20apiary/jobs"),  # not at a segment boundary
+        ("/other/jobs", "/my api", "/other/jobs"),
+        ("/jobs", "", "/jobs"),
+    ],
+)
+def test_below_root_raw_finds_a_prefix_the_client_percent_encoded(
+    raw_path: str, root_path: str, below: str
+) -> None:
+    assert below_root_raw(raw_path, root_path) == below

@@ -45,7 +45,7 @@ from ..streams._lease import StreamLease
 from ..streams._settings import StreamSettings
 from ..streams._stream import SseStream
 from ..streams._tracker import StreamStats, StreamTracker
-from ..wire._paths import below_root
+from ..wire._paths import below_root, below_root_raw
 from ..wire._sse import current_serializer, use_serializer
 from ._cors import Cors, origin_of
 from ._docs import OpenAPIPages
@@ -536,9 +536,14 @@ def _app_path(scope: Scope) -> str:
 
 def _raw_path(scope: Scope) -> str:
     """The path as sent, still percent-encoded, so that ``%2F`` stays inside a parameter;
-    below ``root_path``, which is compared as it is (a prefix with characters that the client
-    percent-encoded is not found, and the whole path is routed)."""
+    below ``root_path`` when the decoded path is (`below_root_raw`: the client may have
+    percent-encoded characters of the prefix)."""
     raw = scope.get("raw_path")
-    path = str(raw.decode("latin-1").partition("?")[0]) if raw else str(scope["path"])
+    path = str(scope["path"])
     root = scope.get("root_path")
-    return below_root(path, str(root)) if root else path
+    if not raw:
+        return below_root(path, str(root)) if root else path
+    sent = str(raw.decode("latin-1").partition("?")[0])
+    if not root or len(below_root(path, str(root))) == len(path):
+        return sent  # not mounted, or the server took the prefix off already
+    return below_root_raw(sent, str(root))

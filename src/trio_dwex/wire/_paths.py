@@ -11,9 +11,9 @@ the first request. Sans-IO: this module imports only the standard library.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
-__all__ = ["PathTemplate", "below_root", "compile_path", "join_paths"]
+__all__ = ["PathTemplate", "below_root", "below_root_raw", "compile_path", "join_paths"]
 
 
 def _normalise(path: str) -> str:
@@ -47,6 +47,29 @@ def below_root(path: str, root_path: str) -> str:
     if not rest:
         return "/"
     return rest if rest[0] == "/" else path
+
+
+def below_root_raw(raw_path: str, root_path: str) -> str:
+    """`below_root` for a path as the client sent it (ASGI ``raw_path``, decoded as latin-1),
+    where ``root_path`` is decoded: the prefix is found even where the client percent-encoded
+    some of its characters, ``below_root_raw("/my%20api/jobs", "/my api")`` is ``"/jobs"``.
+
+    The rest keeps its encoding, so that ``%2F`` stays inside a parameter. Call it only for a
+    request whose decoded path is below ``root_path``.
+    """
+    root = root_path.rstrip("/")
+    if not root or raw_path.startswith(root):
+        return below_root(raw_path, root_path)
+    # Compare decoded prefixes that end at a segment boundary, shortest first.
+    stop = raw_path.find("/", 1)
+    while True:
+        end = len(raw_path) if stop == -1 else stop
+        prefix = unquote_to_bytes(raw_path[:end].encode("latin-1")).decode("utf-8", "replace")
+        if prefix == root:
+            return raw_path[end:] or "/"
+        if stop == -1 or len(prefix) >= len(root):
+            return raw_path
+        stop = raw_path.find("/", end + 1)
 
 
 @dataclass(frozen=True, slots=True)
