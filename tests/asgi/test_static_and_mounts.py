@@ -332,7 +332,11 @@ async def test_a_trio_dwex_app_routes_below_the_prefix_it_is_mounted_at() -> Non
             "/api/hello",
             "/api/events",
         }
-        assert (await client.get("/inner/api/nope")).status_code == 404
+        missing = await client.get("/inner/api/nope")
+        assert (missing.status_code, missing.json()["message"]) == (
+            404,
+            "Cannot GET /inner/api/nope",
+        )
         assert (await client.get("/api/hello")).status_code == 404  # not the outer app's route
 
 
@@ -359,6 +363,8 @@ async def test_a_mount_prefix_that_the_client_percent_encodes_is_found() -> None
     async with serve_app(starlette_app) as url, httpx.AsyncClient(base_url=url) as client:
         assert await read_body(client, "/my%20api/api/hello") == (200, '{"hello":"world"}')
         assert await read_body(client, "/caf%C3%A9/api/events") == (200, "data: one\n\n")
+        missing = await client.get("/my%20api/nope")
+        assert missing.json()["message"] == "Cannot GET /my%20api/nope"  # as the client sent it
 
 
 async def test_a_servers_root_path_is_honoured_with_or_without_the_prefix_in_the_path() -> None:

@@ -299,7 +299,11 @@ class DwexApp:
             page = self._pages.answer(scope["method"], path, str(scope.get("root_path") or ""))
             if page is not None:
                 return page
-        route, path_params = self.plan.router.match(scope["method"], _raw_path(scope))
+        sent = _sent_path(scope)
+        # An error names the path the client sent, a mount's prefix included.
+        route, path_params = self.plan.router.match(
+            scope["method"], _routed_path(scope, sent), shown_path=sent
+        )
         request = Request(
             scope,
             receive,
@@ -534,16 +538,22 @@ def _app_path(scope: Scope) -> str:
     return below_root(str(scope["path"]), str(root)) if root else str(scope["path"])
 
 
-def _raw_path(scope: Scope) -> str:
-    """The path as sent, still percent-encoded, so that ``%2F`` stays inside a parameter;
-    below ``root_path`` when the decoded path is (`below_root_raw`: the client may have
-    percent-encoded characters of the prefix)."""
+def _sent_path(scope: Scope) -> str:
+    """The path as the client sent it: still percent-encoded (``raw_path``, so that ``%2F``
+    stays inside a parameter), without the query string."""
     raw = scope.get("raw_path")
-    path = str(scope["path"])
+    return str(raw.decode("latin-1").partition("?")[0]) if raw else str(scope["path"])
+
+
+def _routed_path(scope: Scope, sent: str) -> str:
+    """``sent`` (`_sent_path`) below ``root_path``, when the decoded path is below it
+    (`below_root_raw`: the client may have percent-encoded characters of the prefix)."""
     root = scope.get("root_path")
-    if not raw:
-        return below_root(path, str(root)) if root else path
-    sent = str(raw.decode("latin-1").partition("?")[0])
-    if not root or len(below_root(path, str(root))) == len(path):
-        return sent  # not mounted, or the server took the prefix off already
+    if not root:
+        return sent
+    if not scope.get("raw_path"):
+        return below_root(sent, str(root))
+    path = str(scope["path"])
+    if len(below_root(path, str(root))) == len(path):
+        return sent  # not below the prefix: the server took it off already
     return below_root_raw(sent, str(root))

@@ -131,11 +131,15 @@ class Router(Generic[R]):
                 )
             methods[method] = route
 
-    def match(self, method: str, path: str) -> tuple[R, dict[str, str]]:
+    def match(
+        self, method: str, path: str, *, shown_path: str | None = None
+    ) -> tuple[R, dict[str, str]]:
         """The route for ``method`` and ``path``, and its decoded path parameters.
 
         ``path`` is the raw, percent-encoded path without the query string (ASGI
-        ``raw_path``, decoded as latin-1); a trailing slash is ignored.
+        ``raw_path``, decoded as latin-1); a trailing slash is ignored. ``shown_path`` is the
+        path an error names, if not ``path``: the whole path the client sent, for an app
+        that routes below the prefix it is mounted at.
 
         Raises:
             NotFoundException: no route has this path (``Cannot GET /nope``, as NestJS says;
@@ -160,7 +164,7 @@ class Router(Generic[R]):
             if route is not None:
                 return route, params
             allowed.update(methods)
-        shown = f"Cannot {clip(method)} {clip(path)}"
+        shown = f"Cannot {clip(method)} {clip(path if shown_path is None else shown_path)}"
         if not allowed:
             raise NotFoundException(shown)
         allow = ", ".join(sorted(allowed))
