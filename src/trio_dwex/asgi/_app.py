@@ -302,7 +302,7 @@ class DwexApp:
         sent = _sent_path(scope)
         # An error names the path the client sent, a mount's prefix included.
         route, path_params = self.plan.router.match(
-            scope["method"], _routed_path(scope, sent), shown_path=sent
+            scope["method"], _routed_path(scope, sent, path), shown_path=sent
         )
         request = Request(
             scope,
@@ -545,15 +545,11 @@ def _sent_path(scope: Scope) -> str:
     return str(raw.decode("latin-1").partition("?")[0]) if raw else str(scope["path"])
 
 
-def _routed_path(scope: Scope, sent: str) -> str:
-    """``sent`` (`_sent_path`) below ``root_path``, when the decoded path is below it
+def _routed_path(scope: Scope, sent: str, path: str) -> str:
+    """``sent`` (`_sent_path`) below the prefix that ``path`` (`_app_path`) is below, if any
     (`below_root_raw`: the client may have percent-encoded characters of the prefix)."""
-    root = scope.get("root_path")
-    if not root:
-        return sent
+    if len(path) == len(str(scope["path"])):
+        return sent  # no prefix, or the server took it off already
     if not scope.get("raw_path"):
-        return below_root(sent, str(root))
-    path = str(scope["path"])
-    if len(below_root(path, str(root))) == len(path):
-        return sent  # not below the prefix: the server took it off already
-    return below_root_raw(sent, str(root))
+        return path  # ``sent`` is the decoded path
+    return below_root_raw(sent, str(scope["root_path"]))

@@ -23,17 +23,22 @@ the stream is idle, which is most of its life. (A generator's events wait in an 
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import trio
 
-__all__ = ["DEFAULT_BUFFER_BYTES", "ByteBudget", "check_buffer_bytes"]
+__all__ = ["DEFAULT_BUFFER_BYTES", "ByteBudget", "Take", "check_buffer_bytes"]
 
 #: Bytes of encoded events a stream may hold for a client that reads slower than its producer
 #: writes, besides its count of events: 256 events of 1 KiB. See docs/reliability.md for what
 #: it means for memory with many stalled clients.
 DEFAULT_BUFFER_BYTES = 256 * 1024
+
+Take = Callable[[int], tuple[bytes, int] | None]
+"""How a stream's writer takes from its buffer: everything queued, up to a limit in bytes, as
+one write, and how many events that is; ``None`` if nothing is; ``EndOfChannel`` once the
+buffer is closed and empty (`SseStream._take`, `EventQueue.take`)."""
 
 
 def check_buffer_bytes(owner: str, value: object) -> int:

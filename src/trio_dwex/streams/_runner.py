@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import trio
 
 from .._errors import StreamClosed
-from ._budget import ByteBudget
+from ._budget import ByteBudget, Take
 from ._iterators import pump
 from ._lease import StreamLease
 from ._outlet import ImmediateWriter, Outlet
@@ -52,10 +52,6 @@ logger = logging.getLogger("trio_dwex.streams")
 
 KEEPALIVE_COMMENT = b": keep-alive\n"
 
-#: How the writer takes what is queued: everything, up to a limit in bytes, as one write, and
-#: how many events that is; ``None`` if nothing is; ``EndOfChannel`` once the buffer is closed
-#: and empty.
-_Take = Callable[[int], tuple[bytes, int] | None]
 
 _DEFAULTS = StreamSettings()
 
@@ -242,7 +238,7 @@ class StreamRun:
             for stream in self._streams:
                 await _run_close_callbacks(stream._finish_run(reason), settings.close_timeout)
 
-    def _open_source(self, nursery: trio.Nursery) -> tuple[_Take, ByteBudget]:
+    def _open_source(self, nursery: trio.Nursery) -> tuple[Take, ByteBudget]:
         """Start the source in ``nursery``; how the writer takes from its buffer, and the
         buffer's budget (whose bell the writer waits for)."""
         source = self._source
@@ -327,7 +323,7 @@ class StreamRun:
             return True
         return False
 
-    async def _write_events(self, take: _Take, budget: ByteBudget) -> CloseReason | None:
+    async def _write_events(self, take: Take, budget: ByteBudget) -> CloseReason | None:
         """Move events from the buffer to the client. Returns early with a reason.
 
         What is taken out is released to ``budget`` once per write, before it is written: the
@@ -468,7 +464,7 @@ def run_stream(
 
 
 async def _merge(
-    data: bytes, count: int, take: _Take, budget: ByteBudget, window: float, limit: int
+    data: bytes, count: int, take: Take, budget: ByteBudget, window: float, limit: int
 ) -> tuple[bytes, int]:
     """``data`` (``count`` events) with the events that arrive within ``window`` seconds, up to
     ``limit`` bytes; a named event, a comment or the end of the buffer ends the wait at once."""

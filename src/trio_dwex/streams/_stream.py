@@ -29,7 +29,7 @@ import trio
 
 from .._errors import StreamClosed
 from ..wire._sse import SseEvent, to_event
-from ._budget import DEFAULT_BUFFER_BYTES, ByteBudget, check_buffer_bytes
+from ._budget import DEFAULT_BUFFER_BYTES, ByteBudget, Take, check_buffer_bytes
 from ._outlet import ImmediateWriter, Outlet
 from ._state import CloseReason, StreamState, next_state
 
@@ -340,9 +340,7 @@ class SseStream:
 
     # -- for the stream runner (this package's _runner.py, the only caller) --------------------
 
-    def _start_run(
-        self, nursery: trio.Nursery, *, wire: bool
-    ) -> tuple[Callable[[int], tuple[bytes, int] | None], ByteBudget]:
+    def _start_run(self, nursery: trio.Nursery, *, wire: bool) -> tuple[Take, ByteBudget]:
         """NEW → RUNNING: start the queued tasks in ``nursery``; how the reader takes what is
         queued (`_take`), and the budget whose bell it waits for.
 
