@@ -26,6 +26,11 @@ from ..asgi._types import DISCONNECT_EXTENSION, SERVER_EXTENSION, ASGIApp
 __all__ = ["NoticeTaskGroup", "RequestInbox", "RequestNotice", "ServerApp"]
 
 
+# The app task's name, made once (upstream names it per request, a string each open stream
+# keeps): Trio formats the name of a task started without one.
+_APP_TASK = f"{_handle.__module__}.{_handle.__qualname__}"
+
+
 class ServerApp:
     """An ASGI 3 app as our server calls it: Hypercorn's ``AppWrapper`` (whose two extra
     arguments serve WSGI apps only), with `SERVER_EXTENSION` added to the lifespan scope's
@@ -97,8 +102,11 @@ class NoticeTaskGroup(TaskGroup):
             extensions: dict[str, Any] = scope["extensions"]
             extensions[DISCONNECT_EXTENSION] = notice
         inbox = RequestInbox(config.max_app_queue_size, notice)
-        # What upstream's ``spawn_app`` does, with our inbox for its memory channel.
-        self.spawn(
+        # What upstream's ``spawn_app`` does, with our inbox for its memory channel and a task
+        # name made once.
+        nursery = self._nursery
+        assert nursery is not None, "apps are spawned only inside the entered task group"
+        nursery.start_soon(
             _handle,
             app,
             config,
@@ -107,6 +115,7 @@ class NoticeTaskGroup(TaskGroup):
             send,
             trio.to_thread.run_sync,
             trio.from_thread.run,
+            name=_APP_TASK,
         )
         return inbox.put
 

@@ -19,6 +19,7 @@ the writer, which sends that rest before anything else.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -37,6 +38,10 @@ __all__ = ["BURST_GAP", "ImmediateWriter", "Outlet"]
 #: is a few scheduler passes: a stream whose events come further apart than that gains nothing
 #: from waiting, and one whose events come closer writes at most one event in 100 µs by itself.
 BURST_GAP = 100e-6
+
+
+# The last write of an outlet that has seen none; one float for all of them.
+_NEVER = -math.inf
 
 
 class ImmediateWriter(Protocol):
@@ -81,7 +86,7 @@ class Outlet:
         #: Whether the writer waits with nothing to write: read it before calling `offer`
         #: (an attribute, not a call: producers ask once per event, and mostly it is false).
         self.accepting = False
-        self.last_write = -float("inf")
+        self.last_write = _NEVER
 
     def open(self, wrote_at: float | None) -> None:
         """The writer waits for events: producers may write theirs, once `BURST_GAP` has passed

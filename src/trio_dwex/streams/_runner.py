@@ -50,6 +50,10 @@ __all__ = ["KEEPALIVE_COMMENT", "EventSink", "StreamRun", "TaskStarter", "run_st
 
 logger = logging.getLogger("trio_dwex.streams")
 
+# The pump's task name, made once: given no name, Trio formats one per task, a string that an
+# idle stream would keep for its whole life (``python -m bench.memory``).
+_PUMP_TASK = f"{pump.__module__}.{pump.__qualname__}"
+
 KEEPALIVE_COMMENT = b": keep-alive\n"
 
 
@@ -185,8 +189,6 @@ class StreamRun:
         """Run until something ends the stream; why it ended (see `run_stream`)."""
         settings = self._settings
         failure: BaseException | None = None
-        # The run's tasks inherit it: a stream they iterate is handed to this run.
-        token = current_run.set(self)
         try:
             try:
                 async with trio.open_nursery() as nursery:
@@ -204,7 +206,14 @@ class StreamRun:
                     if seconds_left is not None:
                         # The lease's end is wall-clock time; the scope's deadline, Trio's.
                         self.end_at(CloseReason.EXPIRED, trio.current_time() + seconds_left)
-                    buffer, budget = self._open_source(nursery)
+                    # The run's tasks take it with them as they start: a stream they iterate
+                    # is handed to this run. This task needs it no longer than that, and
+                    # keeping it would hold a context and its token per open stream.
+                    token = current_run.set(self)
+                    try:
+                        buffer, budget = self._open_source(nursery)
+                    finally:
+                        current_run.reset(token)
                     self._sink.notify_disconnect(self._client_gone, nursery.start_soon)
                     ended = await self._write_events(buffer, budget)
                     self.end(self._natural_end if ended is None else ended)
@@ -218,8 +227,6 @@ class StreamRun:
                     logger.error("an SSE stream failed and was closed", exc_info=group)
                 else:
                     failure = group
-            finally:
-                current_run.reset(token)
             if failure is not None:
                 raise _single(failure)
             self._conclude()
@@ -254,7 +261,7 @@ class StreamRun:
         queue = EventQueue(self._settings.buffer_size, self._settings.buffer_bytes)
         if immediate is not None:
             self._outlet = Outlet(queue, queue.wake, immediate, record)
-        nursery.start_soon(pump, source, queue, self, self._outlet)
+        nursery.start_soon(pump, source, queue, self, self._outlet, name=_PUMP_TASK)
         return queue.take, queue
 
     def _immediate_writer(self) -> ImmediateWriter | None:
