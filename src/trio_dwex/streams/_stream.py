@@ -376,7 +376,7 @@ class SseStream:
         queued = budget.queued  # the bytes of every event queued, ``first`` included
         if queued <= limit:
             # All of it makes one write, the usual case: the budget has counted the bytes, so
-            # the items are taken without measuring each (a twentieth of an event's cost in a
+            # the items are taken without measuring each (4% of an event's instructions in a
             # burst, ``bench.instructions``).
             more = _receive_all(receiver, items)
             size = queued
