@@ -114,6 +114,22 @@ async def test_a_send_waiting_for_bytes_fails_when_the_stream_closes() -> None:
             stream.close()
 
 
+async def test_a_send_cancelled_while_the_buffer_is_full_of_events_gives_its_bytes_back() -> None:
+    # Room in bytes for two events but for one event only: a second send waits for the
+    # event bound. Cancelled there, its event was never queued, so its bytes must not stay
+    # counted; else, once the first event is taken, the empty buffer would refuse an event.
+    stream = SseStream(buffer_size=1, buffer_bytes=2 * SIZE)
+    await stream.send(event(0))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await stream.send(event(1))
+    events = aiter(stream)
+    assert (await anext(events)).data == event(0)
+    # The buffer is empty again, and an empty buffer takes one event of any size.
+    assert stream.send_nowait({"n": 2, "pad": PAD * 2})
+    assert not stream.is_closed
+
+
 async def test_the_writer_gives_the_bytes_back_as_it_writes() -> None:
     # Twenty events through a buffer with the bytes of two: the producer waits for room each
     # time, so the run finishes only if every write releases what it took.

@@ -187,9 +187,12 @@ class SseStream:
         except trio.WouldBlock:
             try:
                 await self._sender.send(item)
-            except trio.ClosedResourceError:
+            except BaseException as exc:
+                # Not queued (the stream closed, or this wait was cancelled): nor counted.
                 budget.release(size)
-                raise StreamClosed(_CLOSED_WHILE_WAITING) from None
+                if isinstance(exc, trio.ClosedResourceError):
+                    raise StreamClosed(_CLOSED_WHILE_WAITING) from None
+                raise
             return
         # Reading the state costs nothing per event, where a checkpoint costs as much as
         # queueing the event; before the stream runs, an ordinary cancel point.
