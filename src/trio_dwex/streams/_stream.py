@@ -470,7 +470,7 @@ class _StreamEvents:
 
 def _size(item: SseEvent | bytes) -> int:
     """The bytes a buffered item counts for: its encoded size, as queued."""
-    return len(item) if isinstance(item, bytes) else len(item.encode())
+    return len(_encoded(item))
 
 
 def _encoded(item: SseEvent | bytes) -> bytes:
