@@ -125,6 +125,8 @@ LOWLEVEL = [
     "EventSink",
     # What a sink may offer so that producers write events themselves (issue 15).
     "ImmediateWriter",
+    # The tracker's clock, which the app's lifespan runs (issue 15).
+    "KeepaliveClock",
     # The type of ``SseStream.state``: a stream's lifecycle is readable (issue 12).
     "StreamState",
     "StreamStats",

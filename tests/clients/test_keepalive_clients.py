@@ -69,9 +69,13 @@ def idle_app() -> DwexApp:
 
 async def test_the_stream_really_sends_keep_alives_between_the_events() -> None:
     # The control: without keep-alives on the wire the clients below would prove nothing.
-    async with serve_app(idle_app()) as url, httpx.AsyncClient() as client:
+    app = idle_app()
+    async with serve_app(app) as url, httpx.AsyncClient() as client:
+        # The app's lifespan runs the clock that wakes its streams for their keep-alives.
+        assert app.streams.clock.running
         with trio.fail_after(DEADLINE):
             response = await client.get(url + "/idle")
+    assert not app.streams.clock.running
     body = response.content
     between = body[body.index(b'{"n":1}') : body.index(b'{"n":2}')]
     assert between.count(KEEPALIVE_COMMENT) >= 3

@@ -205,13 +205,13 @@ async def test_nothing_is_written_by_producers_once_the_stream_ends() -> None:
 
 
 async def test_keepalives_count_quiet_from_the_producers_last_write(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, keepalive_tracker: StreamTracker | None
 ) -> None:
     stream = SseStream()
     sink = WireSink()
     settings = StreamSettings(keepalive=1.0)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_stream, stream, sink, settings)
+        nursery.start_soon(run_stream, stream, sink, settings, keepalive_tracker)
         for n in range(10):  # an event every 0.4 s for 4 s: never a second of quiet
             assert stream.send_nowait({"n": n})
             await trio.sleep(0.4)

@@ -450,6 +450,8 @@ class DwexApp:
                 self.mounts.lifespan(),
                 trio.open_nursery() as nursery,
             ):
+                # Wakes idle streams for their keep-alives (``streams/_clock.py``).
+                await nursery.start(self.streams.clock.run)
                 metrics = self.metrics
                 if metrics is not None and metrics.multiprocess:
                     nursery.start_soon(metrics.flush_every, self.settings.metrics_interval)

@@ -366,72 +366,83 @@ class StreamRun:
         send_timeout = settings.send_timeout
         merge_window = settings.merge_window
         outlet = self._outlet
-        # How long the next wait for events may last before a keep-alive: the interval, or
-        # less once a producer wrote for us; and whether that wait follows a write of ours.
-        wait = idle
+        clock = None if tracker is None else tracker.clock
+        # The writer waits for events without a timer of its own: the app's clock rings its
+        # bell when a keep-alive may be due (``_clock.py``), and a write has a deadline only
+        # while it is written.
+        alarm = None if clock is None else clock.alarm(budget)
+        # When a keep-alive is due, unless the stream writes before; and whether the next wait
+        # for events follows a write of ours (then it is the last write the outlet counts from).
+        due = trio.current_time() + idle
         after_write = True
-        while True:
-            # One timer serves the whole loop: its deadline is the keep-alive interval while we
-            # wait for events and the send timeout while a write is in progress. Moving a
-            # deadline costs about half of entering a fresh cancel scope per wait and per
-            # write, and on a sparse stream (one event per write) those scopes cost more than
-            # our own work.
-            writing = False
-            with trio.CancelScope() as timer:
-                while True:
-                    now = trio.current_time()
-                    timer.deadline = now + wait
-                    wait = idle
-                    if budget.rung:
-                        # Queued while we wrote: a checkpoint, as a trio channel's receive()
-                        # makes, then it all goes in one write.
-                        after_write = True
-                        await trio.lowlevel.checkpoint()
-                    else:
-                        try:
-                            if outlet is not None and not awaiting_first:
-                                # Producers may write for us while we wait (``_outlet.py``).
-                                outlet.open(now if after_write else None)
-                            after_write = True
-                            await budget.wait_for_ring()
-                        finally:
-                            if outlet is not None:
-                                outlet.close()
+        try:
+            while True:
+                if budget.rung:
+                    # Queued while we wrote: a checkpoint, as a trio channel's receive() makes,
+                    # then it all goes in one write.
+                    after_write = True
+                    await trio.lowlevel.checkpoint()
+                else:
                     try:
-                        taken = take(limit)
-                    except trio.EndOfChannel:
-                        return None
-                    if taken is None:
-                        continue  # the bell rang for what an earlier write took
-                    data, count = taken
-                    writing = True
-                    timer.deadline = trio.current_time() + send_timeout
+                        if outlet is not None and not awaiting_first:
+                            # Producers may write for us while we wait (``_outlet.py``).
+                            outlet.open(trio.current_time() if after_write else None)
+                        after_write = True
+                        if alarm is not None and clock is not None and clock.running:
+                            if due < math.inf:
+                                clock.set(alarm, due)
+                            await budget.wait_for_ring()
+                        else:
+                            with trio.CancelScope(deadline=due):
+                                await budget.wait_for_ring()
+                    finally:
+                        if outlet is not None:
+                            outlet.close()
+                try:
+                    taken = take(limit)
+                except trio.EndOfChannel:
+                    return None
+                if taken is None:
+                    # The bell rang for what an earlier write took, or for the clock.
+                    now = trio.current_time()
+                    if now < due:
+                        continue
+                    if outlet is not None and outlet.last_write + idle > now:
+                        # Events a producer wrote itself count as traffic: a keep-alive only
+                        # once the stream has been quiet for the whole interval.
+                        due = outlet.last_write + idle
+                        after_write = False
+                        continue
+                    if not await self._write(KEEPALIVE_COMMENT):
+                        return self._slow_client()
+                    record(0, len(KEEPALIVE_COMMENT))
+                    due = trio.current_time() + idle
+                    continue
+                data, count = taken
+                with trio.move_on_after(send_timeout) as timer:
                     if merge_window is not None and not _flushes(data):
                         data, count = await _merge(data, count, take, budget, merge_window, limit)
                     await sink.write(data)
-                    record(count, len(data))
-                    if awaiting_first:
-                        awaiting_first = False
-                        if tracker is not None:
-                            tracker.record_first_event(self)
-                    if self.reason is not None and self._missed(timer.deadline):
-                        break
-                    writing = False
-            if not writing and outlet is not None:
-                # Events a producer wrote itself count as traffic: a keep-alive only once the
-                # stream has been quiet for the whole interval.
-                wait = outlet.last_write + idle - trio.current_time()
-                if wait > 0:
-                    after_write = False
-                    continue
-                wait = idle
-            if writing or not await self._write(KEEPALIVE_COMMENT):
-                logger.info(
-                    "dropping an SSE client that accepted nothing for %ss (send_timeout)",
-                    settings.send_timeout,
-                )
-                return CloseReason.SLOW_CLIENT
-            record(0, len(KEEPALIVE_COMMENT))
+                if timer.cancelled_caught:
+                    return self._slow_client()
+                record(count, len(data))
+                if awaiting_first:
+                    awaiting_first = False
+                    if tracker is not None:
+                        tracker.record_first_event(self)
+                if self.reason is not None and self._missed(timer.deadline):
+                    return self._slow_client()
+                due = trio.current_time() + idle
+        finally:
+            if alarm is not None:
+                alarm.cancel()
+
+    def _slow_client(self) -> CloseReason:
+        logger.info(
+            "dropping an SSE client that accepted nothing for %ss (send_timeout)",
+            self._settings.send_timeout,
+        )
+        return CloseReason.SLOW_CLIENT
 
 
 #: The ends after which the client is told when to reconnect: a shutdown ends many streams at

@@ -14,6 +14,7 @@ from typing import Protocol, TypedDict
 
 import trio
 
+from ._clock import KeepaliveClock
 from ._lease import StreamLease
 from ._state import CloseReason
 
@@ -74,10 +75,13 @@ class StreamTracker:
         closed: streams ended, by `CloseReason`.
         events_sent: events written to clients (`record_sent`).
         bytes_sent: bytes of event stream written to clients, before any compression.
+        clock: wakes the streams' writers when a keep-alive is due; the app's lifespan
+            `runs <KeepaliveClock.run>` it (until it does, each writer keeps a timer of its own).
     """
 
     def __init__(self) -> None:
         self.opened = 0
+        self.clock = KeepaliveClock()
         self.closed: Counter[CloseReason] = Counter()
         self.events_sent = 0
         self.bytes_sent = 0

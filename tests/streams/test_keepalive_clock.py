@@ -1,0 +1,130 @@
+"""`KeepaliveClock`: the one task that wakes an app's idle writers for their keep-alives."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from tests.streams.test_runner import MemorySink
+from trio_dwex import SseStream, StreamSettings
+from trio_dwex.lowlevel import KeepaliveClock, StreamTracker, run_stream
+from trio_dwex.streams._budget import ByteBudget
+from trio_dwex.streams._clock import KEEPALIVE_SLACK
+from trio_dwex.streams._runner import KEEPALIVE_COMMENT
+
+
+def keepalive_times(written_at: list[tuple[float, bytes]]) -> list[float]:
+    return [at for at, data in written_at if data == KEEPALIVE_COMMENT]
+
+
+def timed(sink: MemorySink) -> list[tuple[float, bytes]]:
+    """Record when ``sink`` is written to, and what."""
+    written_at: list[tuple[float, bytes]] = []
+    write = sink.write
+
+    async def timed_write(data: bytes) -> None:
+        written_at.append((trio.current_time(), data))
+        await write(data)
+
+    sink.write = timed_write  # type: ignore[method-assign]
+    return written_at
+
+
+async def test_writers_keep_their_keepalives_when_the_clock_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A writer waiting on the clock has no deadline of its own: the stopping clock must wake
+    # it, or it would never send another keep-alive.
+    tracker = StreamTracker()
+    stream = SseStream()
+    sink = MemorySink()
+    written_at = timed(sink)
+    async with trio.open_nursery() as streams:
+        async with trio.open_nursery() as clock:
+            await clock.start(tracker.clock.run)
+            streams.start_soon(run_stream, stream, sink, StreamSettings(keepalive=10), tracker)
+            await trio.sleep(25)
+            assert len(keepalive_times(written_at)) == 2  # by the clock
+            clock.cancel_scope.cancel()
+        assert not tracker.clock.running
+        await trio.sleep(20)
+        stream.close()
+    # by the clock at 10 and 20, then by the writer's own deadline at 30 and 40
+    assert len(keepalive_times(written_at)) == 4
+
+
+async def test_a_second_run_of_the_clock_takes_over_when_the_first_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An app served by two servers at once runs its lifespan, and so its clock, twice.
+    clock = KeepaliveClock()
+    budget = ByteBudget(1024)
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as first:
+            await first.start(clock.run)
+            await nursery.start(clock.run)  # waits: one run rings the alarms
+            alarm = clock.alarm(budget)
+            budget.drained(0, more=False)
+            clock.set(alarm, trio.current_time() + 5)
+            first.cancel_scope.cancel()
+        # The first run's end rang the alarm: its writer looks, and sets it again.
+        assert budget.rung
+        budget.drained(0, more=False)
+        await trio.sleep(1)
+        assert clock.running  # the second run took over
+        clock.set(alarm, trio.current_time() + 5)
+        start = trio.current_time()
+        await budget.wait_for_ring()  # as the writer waits
+        assert trio.current_time() - start == pytest.approx(5, abs=KEEPALIVE_SLACK)
+        nursery.cancel_scope.cancel()
+
+
+def reachable(root: object, depth: int) -> Iterator[object]:
+    """The objects ``root`` refers to, and theirs, ``depth`` levels down."""
+    level = [root]
+    for _ in range(depth):
+        level = gc.get_referents(*level)
+        yield from level
+
+
+async def test_an_ended_stream_lets_go_of_its_buffer_though_its_alarm_is_still_set(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Alarms leave the clock's heap only when their time comes: an hour for a quiet stream.
+    # The clock must not keep the stream's buffer that long.
+    tracker = StreamTracker()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.clock.run)
+        stream = SseStream()
+        settings = StreamSettings(keepalive=3600)
+        nursery.start_soon(run_stream, stream, MemorySink(), settings, tracker)
+        await trio.sleep(1)
+        assert any(isinstance(item, ByteBudget) for item in reachable(tracker.clock, 6))
+        stream.close()
+        await trio.sleep(1)
+        assert not any(isinstance(item, ByteBudget) for item in reachable(tracker.clock, 6))
+        nursery.cancel_scope.cancel()
+
+
+async def test_alarms_due_close_together_ring_in_one_pass(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Due 10 µs apart, over a millisecond: the clock wakes once, a little late, for them all.
+    clock = KeepaliveClock()
+    budgets = [ByteBudget(1024) for _ in range(100)]
+    for budget in budgets:
+        budget.drained(0, more=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(clock.run)
+        start = trio.current_time()
+        for n, budget in enumerate(budgets):
+            clock.set(clock.alarm(budget), start + 1 + n * 0.00001)
+        await trio.sleep_until(start + 1.0005)
+        assert not any(budget.rung for budget in budgets)  # half of them are due already
+        await trio.sleep_until(start + 1 + KEEPALIVE_SLACK + 0.0001)
+        assert all(budget.rung for budget in budgets)
+        nursery.cancel_scope.cancel()
