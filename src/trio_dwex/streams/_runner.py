@@ -37,6 +37,7 @@ import trio
 
 from .._errors import StreamClosed
 from ._budget import ByteBudget, Take
+from ._clock import KeepaliveClock
 from ._iterators import pump
 from ._lease import StreamLease
 from ._outlet import ImmediateWriter, Outlet
@@ -58,6 +59,9 @@ KEEPALIVE_COMMENT = b": keep-alive\n"
 
 
 _DEFAULTS = StreamSettings()
+
+# The clock of a run without a tracker: never running, so its writer times its own waits.
+_NO_CLOCK = KeepaliveClock()
 
 
 class TaskStarter(Protocol):
@@ -366,11 +370,11 @@ class StreamRun:
         send_timeout = settings.send_timeout
         merge_window = settings.merge_window
         outlet = self._outlet
-        clock = None if tracker is None else tracker.clock
         # The writer waits for events without a timer of its own: the app's clock rings its
         # bell when a keep-alive may be due (``_clock.py``), and a write has a deadline only
         # while it is written.
-        alarm = None if clock is None else clock.alarm(budget)
+        clock = _NO_CLOCK if tracker is None else tracker.clock
+        alarm = clock.alarm(budget)
         # When a keep-alive is due, unless the stream writes before; and whether the next wait
         # for events follows a write of ours (then it is the last write the outlet counts from).
         due = trio.current_time() + idle
@@ -388,7 +392,7 @@ class StreamRun:
                             # Producers may write for us while we wait (``_outlet.py``).
                             outlet.open(trio.current_time() if after_write else None)
                         after_write = True
-                        if alarm is not None and clock is not None and clock.running:
+                        if clock.running:
                             if due < math.inf:
                                 clock.set(alarm, due)
                             await budget.wait_for_ring()
@@ -434,8 +438,7 @@ class StreamRun:
                     return self._slow_client()
                 due = trio.current_time() + idle
         finally:
-            if alarm is not None:
-                alarm.cancel()
+            alarm.cancel()
 
     def _slow_client(self) -> CloseReason:
         logger.info(
