@@ -17,21 +17,8 @@ from trio_dwex.streams._clock import KEEPALIVE_SLACK
 from trio_dwex.streams._runner import KEEPALIVE_COMMENT
 
 
-def keepalive_times(written_at: list[tuple[float, bytes]]) -> list[float]:
-    return [at for at, data in written_at if data == KEEPALIVE_COMMENT]
-
-
-def timed(sink: MemorySink) -> list[tuple[float, bytes]]:
-    """Record when ``sink`` is written to, and what."""
-    written_at: list[tuple[float, bytes]] = []
-    write = sink.write
-
-    async def timed_write(data: bytes) -> None:
-        written_at.append((trio.current_time(), data))
-        await write(data)
-
-    sink.write = timed_write  # type: ignore[method-assign]
-    return written_at
+def keepalive_times(sink: MemorySink) -> list[float]:
+    return [at for at, data in sink.written_at if data == KEEPALIVE_COMMENT]
 
 
 async def test_writers_keep_their_keepalives_when_the_clock_stops(
@@ -42,19 +29,18 @@ async def test_writers_keep_their_keepalives_when_the_clock_stops(
     tracker = StreamTracker()
     stream = SseStream()
     sink = MemorySink()
-    written_at = timed(sink)
     async with trio.open_nursery() as streams:
         async with trio.open_nursery() as clock:
             await clock.start(tracker.clock.run)
             streams.start_soon(run_stream, stream, sink, StreamSettings(keepalive=10), tracker)
             await trio.sleep(25)
-            assert len(keepalive_times(written_at)) == 2  # by the clock
+            assert len(keepalive_times(sink)) == 2  # by the clock
             clock.cancel_scope.cancel()
         assert not tracker.clock.running
         await trio.sleep(20)
         stream.close()
     # by the clock at 10 and 20, then by the writer's own deadline at 30 and 40
-    assert len(keepalive_times(written_at)) == 4
+    assert len(keepalive_times(sink)) == 4
 
 
 async def test_a_second_run_of_the_clock_takes_over_when_the_first_ends(

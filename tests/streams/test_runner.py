@@ -25,6 +25,8 @@ class MemorySink:
     def __init__(self) -> None:
         self.started = False
         self.writes: list[bytes] = []
+        #: Each write with its time (Trio's clock).
+        self.written_at: list[tuple[float, bytes]] = []
         self.gone = trio.Event()
         self.stall = False
         self.wrote = trio.Event()
@@ -40,6 +42,7 @@ class MemorySink:
         if self.stall:
             await trio.sleep_forever()
         self.writes.append(data)
+        self.written_at.append((trio.current_time(), data))
         self.wrote.set()
 
     def notify_disconnect(self, callback: Callable[[], object], start_soon: TaskStarter) -> None:
@@ -170,14 +173,6 @@ async def test_keepalive_counts_idle_time_from_the_last_write(
     # Events at 10 s and 20 s, keep-alive 15 s: the first comment is due at 35 s, not 15 s.
     stream = SseStream()
     sink = MemorySink()
-    written_at: list[tuple[float, bytes]] = []
-    record = sink.write
-
-    async def timed_write(data: bytes) -> None:
-        written_at.append((trio.current_time(), data))
-        await record(data)
-
-    sink.write = timed_write  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         start = trio.current_time()
         nursery.start_soon(
@@ -188,7 +183,7 @@ async def test_keepalive_counts_idle_time_from_the_last_write(
             await stream.send({"n": 1})
         await trio.sleep(15 * 2 + 1)
         stream.close()
-    keepalives = [at - start for at, data in written_at if data == b": keep-alive\n"]
+    keepalives = [at - start for at, data in sink.written_at if data == b": keep-alive\n"]
     # The app's clock may ring a little late (alarms due together ring at once), each time.
     assert keepalives == pytest.approx([35, 50], abs=3 * KEEPALIVE_SLACK)
 
