@@ -114,3 +114,30 @@ async def test_alarms_due_close_together_ring_in_one_pass(
         await trio.sleep_until(start + 1 + KEEPALIVE_SLACK + 0.0001)
         assert all(budget.rung for budget in budgets)
         nursery.cancel_scope.cancel()
+
+
+async def test_the_alarms_of_ended_streams_do_not_pile_up_in_the_heap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Streams that come and go by the thousand, with an hour's keep-alive: their entries are
+    # dropped long before their time, and the alarms still set ring as set.
+    clock = KeepaliveClock()
+    live = [ByteBudget(1024) for _ in range(10)]
+    for budget in live:
+        budget.drained(0, more=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(clock.run)
+        start = trio.current_time()
+        for budget in live:
+            clock.set(clock.alarm(budget), start + 3600)
+        most = 0
+        for _ in range(20_000):
+            alarm = clock.alarm(ByteBudget(1024))
+            clock.set(alarm, start + 3600)
+            clock.release(alarm)
+            most = max(most, len(clock))
+        assert most < 2_000
+        await trio.sleep(3600 + KEEPALIVE_SLACK * 2)
+        assert all(budget.rung for budget in live)
+        assert len(clock) == 0
+        nursery.cancel_scope.cancel()

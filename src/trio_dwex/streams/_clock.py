@@ -18,6 +18,9 @@ The clock runs in a nursery that outlives the streams (the app's lifespan runs i
 whose clock is not running (a run without a tracker, an app served without its lifespan, or
 the moments after the lifespan ended) waits with a deadline of its own, as before; when the
 clock stops it rings every alarm, so no writer keeps waiting for a clock that is gone.
+
+An ended stream's writer releases its alarm, which then holds nothing of the stream; its entry
+leaves the heap at its time, or sooner, when released entries make up most of the heap.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ __all__ = ["KEEPALIVE_SLACK", "Alarm", "KeepaliveClock"]
 #: thousand streams opened within a second then wake the clock a few hundred times, not ten
 #: thousand. A keep-alive only has to come before a proxy's idle timeout (tens of seconds).
 KEEPALIVE_SLACK = 0.005
+
+# Released alarms, beyond half of the heap, at which the clock drops them from its heap rather
+# than wait for their times: a server whose streams come and go by the thousand would
+# otherwise keep each one's entry for a whole keep-alive interval.
+_PRUNE_AT = 512
 
 
 class Alarm:
@@ -61,8 +69,13 @@ class Alarm:
         if self._bell is not None:
             self._bell.ring()
 
+    @property
+    def released(self) -> bool:
+        """Whether its writer is done with it (`KeepaliveClock.release`)."""
+        return self._bell is None
+
     def cancel(self) -> None:
-        """The writer is done: ring nothing from now on, and let go of its bell."""
+        """Ring nothing from now on, and let go of the bell."""
         self._bell = None
 
 
@@ -73,10 +86,12 @@ class KeepaliveClock:
         running: whether `run` is running: only then may alarms be `set`.
     """
 
-    __slots__ = ("_heap", "_scope", "_stopped", "running")
+    __slots__ = ("_heap", "_released", "_scope", "_stopped", "running")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, Alarm]] = []
+        # Entries of released alarms still in the heap (about: an alarm may have two).
+        self._released = 0
         # The scope the clock sleeps in; its deadline is the next alarm's time.
         self._scope: trio.CancelScope | None = None
         # Set when a run ends, for a second run waiting to take over (made when one waits).
@@ -86,6 +101,26 @@ class KeepaliveClock:
     def alarm(self, bell: ByteBudget) -> Alarm:
         """A new alarm that rings ``bell`` (a writer's: `ByteBudget.ring`) when it is `set` for."""
         return Alarm(bell)
+
+    def __len__(self) -> int:
+        """Entries in the clock's heap: alarms set, and released ones not yet dropped."""
+        return len(self._heap)
+
+    def release(self, alarm: Alarm) -> None:
+        """``alarm``'s writer is done: it rings nothing from now on and lets go of its bell.
+
+        Its entry leaves the heap when its time comes, or sooner, when released entries make
+        up more than half of the heap.
+        """
+        alarm.cancel()
+        if alarm.due < math.inf:
+            self._released += 1
+            heap = self._heap
+            if self._released > len(heap) // 2 + _PRUNE_AT:
+                # In place: a running clock holds the list.
+                heap[:] = [entry for entry in heap if not entry[1].released]
+                heapq.heapify(heap)
+                self._released = 0
 
     def set(self, alarm: Alarm, due: float) -> None:
         """Ring ``alarm`` at ``due`` (Trio time), or earlier if it is set earlier already.
@@ -121,7 +156,10 @@ class KeepaliveClock:
                 now = trio.current_time()
                 while heap and heap[0][0] <= now:
                     due, alarm = heapq.heappop(heap)
-                    alarm.ring(due)
+                    if alarm.released:
+                        self._released = max(0, self._released - 1)
+                    else:
+                        alarm.ring(due)
         finally:
             self.running = False
             self._scope = None
@@ -130,5 +168,6 @@ class KeepaliveClock:
                 self._stopped = None
             # The writers waiting on the clock look again, and wait with deadlines of their own.
             left, heap[:] = heap[:], []
+            self._released = 0
             for due, alarm in left:
                 alarm.ring(due)

@@ -438,7 +438,7 @@ class StreamRun:
                     return self._slow_client()
                 due = trio.current_time() + idle
         finally:
-            alarm.cancel()
+            clock.release(alarm)
 
     def _slow_client(self) -> CloseReason:
         logger.info(
