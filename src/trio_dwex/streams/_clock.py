@@ -102,7 +102,8 @@ class KeepaliveClock:
         """A new alarm that rings ``bell`` (a writer's: `ByteBudget.ring`) when it is `set` for."""
         return Alarm(bell)
 
-    def __len__(self) -> int:
+    @property
+    def entries(self) -> int:
         """Entries in the clock's heap: alarms set, and released ones not yet dropped."""
         return len(self._heap)
 
