@@ -4,11 +4,13 @@
 
 ``--streams`` clients at once each ``POST /v1/chat/completions`` with a JSON body and read an
 OpenAI-style event stream of ``--tokens`` chunks, ``--gap`` seconds apart, then
-``data: [DONE]``. Both servers run the same handler logic in their own process, one worker
-each: ours with ``trio-dwex run bench.tokens:dwex_app``, the peer with
-``uvicorn bench.tokens:fastapi_app``. We report the server process's CPU time per token
-(user + system, from ``/proc``) and the time to first token (from sending the request to
-the first chunk) at p50 and p99, and the ratio of CPU per token.
+``data: [DONE]``. Each server runs the same handler logic in its own process, one worker: ours
+with ``trio-dwex run bench.tokens:dwex_app``, the peer with ``uvicorn
+bench.tokens:fastapi_app``, and the floor on Trio, the same stream as bare ASGI (one ``send``
+per token), with ``hypercorn --worker-class trio --workers 0 bench.tokens:raw_app`` (in its
+own process, not a worker it spawns, so that ``/proc`` finds its CPU). We report the server
+process's CPU time per token (user + system, from ``/proc``) and the time to first token (from
+sending the request to the first chunk) at p50 and p99, and the ratios of CPU per token.
 
 The client is httpx on trio, in this process; loopback only; bounded in time.
 """
@@ -45,6 +47,10 @@ from tests.reliability.support import (  # noqa: E402
 from trio_dwex import Body, Controller, Module, Settings, Sse, StreamSettings, create_app  # noqa: E402
 
 Row = dict[str, Any]
+
+#: The rows besides ours: the asyncio peer, and bare ASGI on Hypercorn's Trio worker.
+PEER = "fastapi+sse-starlette"
+TRIO_FLOOR = "raw ASGI on Hypercorn-Trio"
 
 #: The stream's shape, read by both servers from the request body.
 DEFAULT_TOKENS = 200
@@ -98,6 +104,46 @@ dwex_merged_app = create_app(
 )
 
 
+# -- the Trio floor: the same stream as bare ASGI on Hypercorn's Trio worker -------------------
+
+
+async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """No framework: read the body, then one ``send`` per token and a ``trio.sleep`` between.
+
+    What a token costs on Trio and Hypercorn alone (``hypercorn --worker-class trio``), the
+    yardstick for ours that an asyncio peer cannot be (docs/performance.md, "The producers'
+    timers").
+    """
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    request = json.loads(body)
+    tokens, gap = int(request["tokens"]), float(request["gap"])
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for index in range(tokens):
+        data = json.dumps(chunk(index, "token", index == tokens - 1), separators=(",", ":"))
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"data: %s\n\n" % data.encode(),
+                "more_body": True,
+            }
+        )
+        await trio.sleep(gap)
+    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
 # -- the peer: FastAPI + sse-starlette ----------------------------------------------------------
 
 
@@ -139,6 +185,14 @@ def server(kind: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     if kind.startswith("trio-dwex"):
         target = "bench.tokens:dwex_merged_app" if "merge" in kind else "bench.tokens:dwex_app"
         with server_process(target, port, "--log-level", "error") as process:
+            yield process
+        return
+    if kind == TRIO_FLOOR:
+        command = [
+            sys.executable, "-m", "hypercorn", "--worker-class", "trio", "bench.tokens:raw_app",
+            "--bind", f"127.0.0.1:{port}", "--workers", "0", "--log-level", "error",
+        ]  # fmt: skip
+        with listening_process(command, port) as process:
             yield process
         return
     command = [
@@ -226,17 +280,18 @@ async def measure(kind: str, streams: int, tokens: int, gap: float, spy: bool = 
 async def main(options: argparse.Namespace) -> list[Row]:
     rows = []
     merged = f"trio-dwex, merge_window={MERGE_WINDOW * 1000:g} ms"
-    for kind in ("trio-dwex", merged, "fastapi+sse-starlette"):
+    for kind in ("trio-dwex", merged, TRIO_FLOOR, PEER):
         spy = options.py_spy and kind == "trio-dwex"
         row = await measure(kind, options.streams, options.tokens, options.gap, spy)
         print(f"| {kind:<32} | " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         rows.append(row)
-    peer = rows[-1]["cpu_us_per_token"]
-    for row in rows[:-1]:
-        ours = row["cpu_us_per_token"]
-        # /proc counts CPU in clock ticks (10 ms): a small run may measure none at all.
-        ratio = f"{ours / peer:.2f}x" if ours and peer else "too few ticks to compare"
-        print(f"CPU per token, {row['server']} / FastAPI + sse-starlette: {ratio}", flush=True)
+    cpu = {row["server"]: row["cpu_us_per_token"] for row in rows}
+    for yardstick, name in ((PEER, "FastAPI + sse-starlette"), (TRIO_FLOOR, "the Trio floor")):
+        for kind in ("trio-dwex", merged):
+            ours, theirs = cpu[kind], cpu[yardstick]
+            # /proc counts CPU in clock ticks (10 ms): a small run may measure none at all.
+            ratio = f"{ours / theirs:.2f}x" if ours and theirs else "too few ticks to compare"
+            print(f"CPU per token, {kind} / {name}: {ratio}", flush=True)
     return rows
 
 
