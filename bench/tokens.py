@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.helpers import accept_lifespan  # noqa: E402
 from tests.reliability.support import (  # noqa: E402
     free_port,
     listening_process,
@@ -115,13 +116,8 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     timers").
     """
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await accept_lifespan(receive, send)
+        return
     body, more = b"", True
     while more:
         message = await receive()

@@ -17,6 +17,14 @@ from trio_dwex.streams._clock import KEEPALIVE_SLACK
 from trio_dwex.streams._runner import KEEPALIVE_COMMENT
 
 
+def quiet_bells(count: int) -> list[ByteBudget]:
+    """Budgets whose bell has not rung (a new one has: its writer looks first)."""
+    bells = [ByteBudget(1024) for _ in range(count)]
+    for bell in bells:
+        bell.drained(0, more=False)
+    return bells
+
+
 def keepalive_times(sink: MemorySink) -> list[float]:
     return [at for at, data in sink.written_at if data == KEEPALIVE_COMMENT]
 
@@ -48,13 +56,12 @@ async def test_a_second_run_of_the_clock_takes_over_when_the_first_ends(
 ) -> None:
     # An app served by two servers at once runs its lifespan, and so its clock, twice.
     clock = KeepaliveClock()
-    budget = ByteBudget(1024)
+    [budget] = quiet_bells(1)
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as first:
             await first.start(clock.run)
             await nursery.start(clock.run)  # waits: one run rings the alarms
             alarm = clock.alarm(budget)
-            budget.drained(0, more=False)
             clock.set(alarm, trio.current_time() + 5)
             first.cancel_scope.cancel()
         # The first run's end rang the alarm: its writer looks, and sets it again.
@@ -96,48 +103,44 @@ async def test_an_ended_stream_lets_go_of_its_buffer_though_its_alarm_is_still_s
         nursery.cancel_scope.cancel()
 
 
+@pytest.fixture
+async def running_clock(nursery: trio.Nursery) -> KeepaliveClock:
+    clock = KeepaliveClock()
+    await nursery.start(clock.run)
+    return clock
+
+
 async def test_alarms_due_close_together_ring_in_one_pass(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, running_clock: KeepaliveClock
 ) -> None:
     # Due 10 µs apart, over a millisecond: the clock wakes once, a little late, for them all.
-    clock = KeepaliveClock()
-    budgets = [ByteBudget(1024) for _ in range(100)]
-    for budget in budgets:
-        budget.drained(0, more=False)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(clock.run)
-        start = trio.current_time()
-        for n, budget in enumerate(budgets):
-            clock.set(clock.alarm(budget), start + 1 + n * 0.00001)
-        await trio.sleep_until(start + 1.0005)
-        assert not any(budget.rung for budget in budgets)  # half of them are due already
-        await trio.sleep_until(start + 1 + KEEPALIVE_SLACK + 0.0001)
-        assert all(budget.rung for budget in budgets)
-        nursery.cancel_scope.cancel()
+    budgets = quiet_bells(100)
+    start = trio.current_time()
+    for n, budget in enumerate(budgets):
+        running_clock.set(running_clock.alarm(budget), start + 1 + n * 0.00001)
+    await trio.sleep_until(start + 1.0005)
+    assert not any(budget.rung for budget in budgets)  # half of them are due already
+    await trio.sleep_until(start + 1 + KEEPALIVE_SLACK + 0.0001)
+    assert all(budget.rung for budget in budgets)
 
 
 async def test_the_alarms_of_ended_streams_do_not_pile_up_in_the_heap(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, running_clock: KeepaliveClock
 ) -> None:
     # Streams that come and go by the thousand, with an hour's keep-alive: their entries are
     # dropped long before their time, and the alarms still set ring as set.
-    clock = KeepaliveClock()
-    live = [ByteBudget(1024) for _ in range(10)]
+    clock = running_clock
+    live = quiet_bells(10)
+    start = trio.current_time()
     for budget in live:
-        budget.drained(0, more=False)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(clock.run)
-        start = trio.current_time()
-        for budget in live:
-            clock.set(clock.alarm(budget), start + 3600)
-        most = 0
-        for _ in range(20_000):
-            alarm = clock.alarm(ByteBudget(1024))
-            clock.set(alarm, start + 3600)
-            clock.release(alarm)
-            most = max(most, clock.entries)
-        assert most < 2_000
-        await trio.sleep(3600 + KEEPALIVE_SLACK * 2)
-        assert all(budget.rung for budget in live)
-        assert clock.entries == 0
-        nursery.cancel_scope.cancel()
+        clock.set(clock.alarm(budget), start + 3600)
+    most = 0
+    for _ in range(20_000):
+        alarm = clock.alarm(ByteBudget(1024))
+        clock.set(alarm, start + 3600)
+        clock.release(alarm)
+        most = max(most, clock.entries)
+    assert most < 2_000
+    await trio.sleep(3600 + KEEPALIVE_SLACK * 2)
+    assert all(budget.rung for budget in live)
+    assert clock.entries == 0
