@@ -17,10 +17,10 @@ This splits off our part. Each line is process CPU time divided by events, media
 * ``typed events``: a generator of named events with dict data (`Update`), run as is and
   through the check that ``@Sse(events=...)`` adds (``Settings.check_events``), and the same
   for an `SseStream` source, whose events the check reads through the pump;
-* ``a timer wake-up``: ``trio.sleep(0.0002)`` in a loop, and ``asyncio.sleep(0.0002)`` on
-  asyncio's default loop, what the sparse row's producer pays per event before any framework
-  runs (the peer's producer sleeps on asyncio); then 100 tasks each sleeping 5 ms, the token
-  row's producers;
+* ``a timer wake-up``: a sleep of 0.2 ms in a loop on Trio, asyncio's default loop and uvloop,
+  what the sparse row's producer pays per event before any framework runs (the peer's
+  producer sleeps on asyncio); then 100 tasks each sleeping 5 ms, the token row's producers
+  (the token row's peer runs on uvloop); `bench.timers` has the sleeps;
 * ``a whole SSE request``: the benchmark app (`bench.apps.make_dwex_app`) called as ASGI for
   ``/gen?n=1`` — routing, parameters, the per-stream nursery, one event, the end — per
   request rather than per event.
@@ -34,7 +34,6 @@ Diagnostics only; not part of CI.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -48,7 +47,8 @@ from trio_dwex import SseEvent, SseStream
 from trio_dwex.framework._events import compile_events
 from trio_dwex.lowlevel import run_stream, tune_gc
 
-from .apps import PAYLOAD, make_dwex_app
+from .apps import PAYLOAD, SPARSE_GAP, make_dwex_app
+from .timers import LOOPS, sleeps
 
 
 class CountingSink:
@@ -218,39 +218,11 @@ def sse_requests(n: int) -> None:
     trio.run(main)
 
 
-SLEEP_GAP = 0.0002  # the benchmark's sparse gap (bench.apps.SPARSE_GAP)
+SLEEP_GAP = SPARSE_GAP  # the sparse row's gap between events
 TOKEN_GAP = 0.005  # the token row's gap between tokens (bench.tokens), with 100 producers
 
 
-def trio_sleeps(n: int, gap: float = SLEEP_GAP, tasks: int = 1) -> None:
-    """``n`` sleeps of ``gap`` seconds in all, shared by ``tasks`` concurrent tasks."""
-
-    async def sleeper() -> None:
-        for _ in range(n // tasks):
-            await trio.sleep(gap)
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            for _ in range(tasks):
-                nursery.start_soon(sleeper)
-
-    trio.run(main)
-
-
-def asyncio_sleeps(n: int, gap: float = SLEEP_GAP, tasks: int = 1) -> None:
-    """The same on asyncio's default loop, what the peer's producers sleep on."""
-
-    async def sleeper() -> None:
-        for _ in range(n // tasks):
-            await asyncio.sleep(gap)
-
-    async def main() -> None:
-        await asyncio.gather(*(sleeper() for _ in range(tasks)))
-
-    asyncio.run(main())
-
-
-def cpu_us_per_event(run: Callable[[int], None], n: int, reps: int) -> float:
+def cpu_us_per_event(run: Callable[[int], object], n: int, reps: int) -> float:
     samples = []
     for _ in range(reps):
         start = time.process_time()
@@ -270,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.python_gc:
         tune_gc()
     n, reps = args.events, args.reps
-    lines: list[tuple[str, Callable[[int], None], int]] = [
+    lines: list[tuple[str, Callable[[int], object], int]] = [
         ("SseEvent(data=str, id=str)", build_events, n),
         ("bytes by hand (the raw floor's per-event work)", build_bytes, n),
         ("run_stream, generator source", lambda k: stream_from_generator(k, False), n),
@@ -296,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
             label = f"typed events, {source} source, {'checked' if checked else 'unchecked'}"
             typed = partial(typed_events, checked=checked, sse_stream=source == "SseStream")
             lines.append((label, typed, n))
-    lines.append(("a timer wake-up: trio.sleep(0.0002)", trio_sleeps, n // 10))
-    lines.append(("a timer wake-up: asyncio.sleep(0.0002), default loop", asyncio_sleeps, n // 10))
-    tokens = partial(trio_sleeps, gap=TOKEN_GAP, tasks=100)
-    lines.append(("a timer wake-up: trio.sleep(0.005) in each of 100 tasks", tokens, 2 * n // 10))
-    tokens = partial(asyncio_sleeps, gap=TOKEN_GAP, tasks=100)
-    lines.append(("the same with asyncio.sleep(0.005)", tokens, 2 * n // 10))
+    for loop in LOOPS:
+        sparse = partial(sleeps, loop, gap=SLEEP_GAP)
+        lines.append((f"a timer wake-up: {loop}, sleep({SLEEP_GAP:g})", sparse, n // 10))
+    for loop in LOOPS:
+        tokens = partial(sleeps, loop, gap=TOKEN_GAP, tasks=100)
+        label = f"a timer wake-up: {loop}, sleep({TOKEN_GAP:g}) in each of 100 tasks"
+        lines.append((label, tokens, 2 * n // 10))
     lines.append(("a whole SSE request (per request, not per event)", sse_requests, n // 50))
     print(f"CPU-µs per event, in process, no sockets; median of {reps}\n")
     print("| what | CPU-µs per event |")

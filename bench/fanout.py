@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from . import load
 
@@ -46,6 +47,7 @@ __all__ = [
     "SPARSE_MODES",
     "FanoutMode",
     "FanoutResult",
+    "evaluate",
     "render",
     "run_fanout",
 ]
@@ -331,6 +333,38 @@ def render(results: list[FanoutResult], mode_name: str, reps: int, gap: float = 
                 f"p99 {_ratio(r.p99_ms, peer.p99_ms)}, RSS {_ratio(r.rss_mib, peer.rss_mib)}"
             )
     return "\n".join(lines)
+
+
+#: Issue 15's limits for the burst (1,000 × 300), each of our backends against this peer:
+#: (metric, limit, at least).
+TARGET_PEER = "sse-starlette"
+TARGET_LIMITS = (("cpu_us", 0.5, False), ("deliveries_per_s", 2.0, True), ("p99_ms", 1.0, False))
+
+
+def evaluate(results: list[FanoutResult]) -> list[dict[str, Any]]:
+    """Issue 15's fan-out targets, for each of our backends measured beside the peer."""
+    from .run import Target
+
+    peer = next((r for r in results if r.backend == TARGET_PEER), None)
+    if peer is None:
+        return []
+    verdicts = []
+    for ours in results:
+        if ours.backend in PEERS or (ours.error or "").startswith("not measured"):
+            continue  # a peer, or a backend this machine cannot run (reported as such)
+        for metric, limit, at_least in TARGET_LIMITS:
+            target = Target(
+                f"fan-out {metric} / sse-starlette: {ours.backend}",
+                (ours.backend, metric),
+                (TARGET_PEER, metric),
+                limit,
+                at_least=at_least,
+                issues="15",
+            )
+            mine = None if ours.error else getattr(ours, metric)
+            theirs = None if peer.error else getattr(peer, metric)
+            verdicts.append(target.verdict(mine, theirs))
+    return verdicts
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str:

@@ -8,9 +8,15 @@ OpenAI-style event stream of ``--tokens`` chunks, ``--gap`` seconds apart, then
 with ``trio-dwex run bench.tokens:dwex_app``, the peer with ``uvicorn
 bench.tokens:fastapi_app``, and the floor on Trio, the same stream as bare ASGI (one ``send``
 per token), with ``hypercorn --worker-class trio --workers 0 bench.tokens:raw_app`` (in its
-own process, not a worker it spawns, so that ``/proc`` finds its CPU). We report the server
-process's CPU time per token (user + system, from ``/proc``) and the time to first token (from
-sending the request to the first chunk) at p50 and p99, and the ratios of CPU per token.
+own process, not a worker it spawns, so that ``/proc`` finds its CPU). The peer's uvicorn runs
+with its defaults, which pick uvloop and httptools where they are installed (the bench extra
+installs both). We report the server process's CPU time per token (user + system, from
+``/proc``) and the time to first token (from sending the request to the first chunk) at p50
+and p99, medians of ``--reps`` runs with every server once per run, and the ratios of CPU per
+token. Each run also times the producers' sleeps alone, the same number on the same loop
+(`bench.timers`: Trio for ours and the floor, the peer's loop for the peer), and splits each
+server's CPU per token into that sleep and the rest, which is what the servers themselves
+add; and prints issue 15's target (ours at most half the peer's CPU per token).
 
 The client is httpx on trio, in this process; loopback only; bounded in time.
 """
@@ -18,6 +24,7 @@ The client is httpx on trio, in this process; loopback only; bounded in time.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -28,11 +35,15 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import trio
+
+from . import timers
+from .run import Target
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -56,6 +67,8 @@ TRIO_FLOOR = "raw ASGI on Hypercorn-Trio"
 #: The stream's shape, read by both servers from the request body.
 DEFAULT_TOKENS = 200
 DEFAULT_GAP = 0.005
+#: Issue 15's limit: our CPU per token at most this times the peer's.
+TARGET = 0.5
 
 
 def chunk(index: int, word: str, last: bool) -> dict[str, Any]:
@@ -273,22 +286,83 @@ async def measure(kind: str, streams: int, tokens: int, gap: float, spy: bool = 
     }
 
 
-async def main(options: argparse.Namespace) -> list[Row]:
-    rows = []
+def peer_loop() -> timers.Loop:
+    """The loop the peer's uvicorn runs on: uvloop where it is installed (``--loop auto``)."""
+    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+
+
+async def main(options: argparse.Namespace) -> dict[str, Any]:
+    """Every server once per repetition, side by side, then the medians and their ratios."""
     merged = f"trio-dwex, merge_window={MERGE_WINDOW * 1000:g} ms"
-    for kind in ("trio-dwex", merged, TRIO_FLOOR, PEER):
-        spy = options.py_spy and kind == "trio-dwex"
-        row = await measure(kind, options.streams, options.tokens, options.gap, spy)
-        print(f"| {kind:<32} | " + ", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        rows.append(row)
-    cpu = {row["server"]: row["cpu_us_per_token"] for row in rows}
+    kinds = ("trio-dwex", merged, TRIO_FLOOR, PEER)
+    loops: dict[str, timers.Loop] = dict.fromkeys(kinds, "trio")
+    loops[PEER] = peer_loop()
+    runs: dict[str, list[Row]] = {kind: [] for kind in kinds}
+    timer_runs: dict[timers.Loop, list[float]] = {loop: [] for loop in set(loops.values())}
+    wakeups = options.streams * options.tokens
+    for rep in range(options.reps):
+        for kind in kinds:
+            spy = options.py_spy and kind == "trio-dwex" and rep == 0
+            row = await measure(kind, options.streams, options.tokens, options.gap, spy)
+            print(f"[rep {rep + 1}/{options.reps}] {kind}: {row}", file=sys.stderr, flush=True)
+            runs[kind].append(row)
+        for loop in timer_runs:  # the producers' sleeps alone, the same count and shape
+            measure_timer = partial(
+                timers.timer_cpu_us, loop, wakeups, options.gap, options.streams
+            )
+            timer_runs[loop].append(await trio.to_thread.run_sync(measure_timer))
+    rows = {kind: median_row(runs[kind]) for kind in kinds}
+    timer_us = {loop: statistics.median(values) for loop, values in timer_runs.items()}
+    print(
+        f"POST token streams, {options.streams} at once × {options.tokens} tokens "
+        f"{options.gap * 1000:g} ms apart, median of {options.reps}\n"
+    )
+    print("| server | CPU-µs per token | its sleep alone | the rest | first token p50 / p99 ms |")
+    print("|---|---:|---:|---:|---:|")
+    rest = {}
+    for kind, row in rows.items():
+        cpu, timer = row["cpu_us_per_token"], timer_us[loops[kind]]
+        rest[kind] = cpu - timer
+        print(
+            f"| {kind} | {cpu:.1f} | {timer:.1f} ({loops[kind]}) | {rest[kind]:.1f} "
+            f"| {row['ttft_p50_ms']:.1f} / {row['ttft_p99_ms']:.1f} |"
+        )
+    print()
+    cpu = {kind: row["cpu_us_per_token"] for kind, row in rows.items()}
     for yardstick, name in ((PEER, "FastAPI + sse-starlette"), (TRIO_FLOOR, "the Trio floor")):
         for kind in ("trio-dwex", merged):
-            ours, theirs = cpu[kind], cpu[yardstick]
             # /proc counts CPU in clock ticks (10 ms): a small run may measure none at all.
-            ratio = f"{ours / theirs:.2f}x" if ours and theirs else "too few ticks to compare"
-            print(f"CPU per token, {kind} / {name}: {ratio}", flush=True)
-    return rows
+            ratio = ratio_text(cpu[kind], cpu[yardstick])
+            rest_ratio = ratio_text(rest[kind], rest[yardstick])
+            print(f"- CPU per token, {kind} / {name}: {ratio} (the rest: {rest_ratio})")
+    ours, theirs = cpu["trio-dwex"], cpu[PEER]
+    target = Target(
+        "CPU per token / FastAPI + sse-starlette",
+        ("trio-dwex", "cpu_us_per_token"),
+        (PEER, "cpu_us_per_token"),
+        TARGET,
+        issues="15",
+    )
+    verdict = target.verdict(ours or None, theirs or None)
+    print(
+        f"- issue 15's target, CPU per token ≤ {TARGET:g}× FastAPI + sse-starlette: "
+        f"{verdict['status']}; the limit is {TARGET * theirs:.1f} µs, of which Trio's sleep "
+        f"alone costs {timer_us['trio']:.1f}"
+    )
+    return {"rows": rows, "runs": runs, "timer_cpu_us": timer_us, "targets": [verdict]}
+
+
+def median_row(runs: list[Row]) -> Row:
+    """The median of each figure over the repetitions (the tokens summed)."""
+    row = dict(runs[0])
+    row["tokens"] = sum(run["tokens"] for run in runs)
+    for name in ("wall_s", "cpu_us_per_token", "ttft_p50_ms", "ttft_p99_ms"):
+        row[name] = statistics.median(run[name] for run in runs)
+    return row
+
+
+def ratio_text(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}×" if ours and theirs else "too few ticks to compare"
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -296,14 +370,15 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=100, help="concurrent streams (100)")
     parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="tokens each (200)")
     parser.add_argument("--gap", type=float, default=DEFAULT_GAP, help="seconds between (0.005)")
-    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--reps", type=int, default=3, help="runs of each server (median; 3)")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument(
         "--py-spy", action="store_true", help="also profile our server (py-spy) while it runs"
     )
     options = parser.parse_args(argv)
-    rows = trio.run(main, options)
+    report = trio.run(main, options)
     if options.json:
-        options.json.write_text(json.dumps({"rows": rows}, indent=2))
+        options.json.write_text(json.dumps(report, indent=2))
     return 0
 
 

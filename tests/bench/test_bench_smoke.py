@@ -49,6 +49,16 @@ def test_smoke_run_measures_every_row(tmp_path: Path) -> None:
         assert report["rows"][key]["label"] in proc.stdout  # the table has every row
     assert len(report["targets"]) >= 10
     assert all(target["ratio"] is not None for target in report["targets"])
+    # Issue 15's targets beside issue 7's, the fan-out's among them (the memory backend's
+    # three against sse-starlette at least).
+    fanout_targets = [t for t in report["targets"] if t["target"].startswith("fan-out")]
+    assert {t["issues"] for t in report["targets"]} >= {"7", "15", "7, 15"}
+    assert len([t for t in fanout_targets if t["target"].endswith(": memory")]) == 3
+    # The sparse column split at the producers' sleep, measured on both loops in the run.
+    timer_us = report["sparse_timer_cpu_us"]
+    assert set(timer_us) == {"trio", "asyncio"}
+    assert all(value > 0 for value in timer_us.values())
+    assert "sparse, split at the producer's sleep(0.0002)" in proc.stdout
     # The fan-out scenario (bench/fanout.py): every subscriber got every event.
     for backend, fanout in report["fanout"].items():
         if backend == "redis" and (fanout["error"] or "").startswith("not measured"):
