@@ -207,6 +207,20 @@ def test_nan_is_refused_because_it_is_not_json() -> None:
         SseEvent(data=float("nan"))
 
 
+def test_the_default_serializer_keeps_nothing_from_one_event_to_the_next() -> None:
+    # Every event shares one JSON encoder: a value refused half-way (a cycle) must leave
+    # nothing behind, and a list reached twice in one value is not a cycle.
+    looped: list[object] = []
+    looped.append(looped)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="Circular reference detected"):
+            SseEvent(data=looped)
+    shared = [1]
+    assert SseEvent(data={"a": shared, "b": [shared]}).encode() == (
+        b'data: {"a":[1],"b":[[1]]}\n\n'
+    )
+
+
 def test_bytes_data_gets_a_hint() -> None:
     with pytest.raises(ValueError, match="decode bytes to str"):
         SseEvent(data=b"raw")
